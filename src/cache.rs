@@ -1,0 +1,79 @@
+//! The rendered-file cache: bounded by bytes, keyed by the deployment generation so that it can never answer
+//! with a file older than the inventory and templates in force. Concurrent misses for one key render once.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use moka::future::Cache;
+
+use crate::filename::DeviceName;
+
+/// A rendered, checked file ready to be served.
+#[derive(Debug)]
+pub struct RenderedFile {
+    pub body: Bytes,
+    /// Strong entity tag, quoted: a digest of the body.
+    pub etag: String,
+    pub content_type: &'static str,
+}
+
+impl RenderedFile {
+    pub fn new(body: impl Into<Bytes>, content_type: &'static str) -> RenderedFile {
+        let body = body.into();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
+        let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+        RenderedFile { body, etag: format!("\"{hex}\""), content_type }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    generation: u64,
+    device: DeviceName,
+}
+
+/// Per-entry bookkeeping counted against the byte bound on top of the body.
+const ENTRY_OVERHEAD: u32 = 160;
+
+#[derive(Clone)]
+pub struct FileCache {
+    cache: Cache<Key, Arc<RenderedFile>>,
+}
+
+impl FileCache {
+    pub fn new(max_bytes: u64) -> FileCache {
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_k: &Key, v: &Arc<RenderedFile>| {
+                u32::try_from(v.body.len()).unwrap_or(u32::MAX).saturating_add(ENTRY_OVERHEAD)
+            })
+            .build();
+        FileCache { cache }
+    }
+
+    /// The cached file, or the result of `render` (run once however many callers wait for it). Errors are
+    /// not cached.
+    pub async fn get_or_render<E, F>(
+        &self,
+        generation: u64,
+        device: &DeviceName,
+        render: F,
+    ) -> Result<Arc<RenderedFile>, Arc<E>>
+    where
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<Arc<RenderedFile>, E>>,
+    {
+        self.cache.try_get_with(Key { generation, device: device.clone() }, render).await
+    }
+
+    /// Drops every entry (after a new generation is in force, so old entries are dead weight).
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+
+    /// Entries and weighted size, after pending maintenance.
+    pub async fn usage(&self) -> (u64, u64) {
+        self.cache.run_pending_tasks().await;
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+}

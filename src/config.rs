@@ -1,0 +1,353 @@
+//! The server's configuration file (TOML): where the inventory, templates, keys and certificates are, and
+//! every limit. Relative paths are resolved against the directory of the configuration file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default HTTPS port of CUCM's TFTP service for secure downloads.
+pub const DEFAULT_LISTEN: &str = "[::]:6971";
+/// The example deployment, used when `--config` is not given (paths relative to the working directory).
+pub const EXAMPLE_CONFIG: &str = "example/sipcfg.toml";
+/// A file of this name next to a key marks it as an example key that must not be used in production.
+pub const EXAMPLE_KEYS_MARKER: &str = "EXAMPLE-KEYS";
+/// Upper bound of the clock-skew leeway; a larger one would make `exp` meaningless.
+pub const MAX_LEEWAY_SECS: u64 = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {key}: {message}")]
+    Invalid { path: PathBuf, key: &'static str, message: String },
+}
+
+/// Token algorithms sipcfg accepts. HMAC is absent on purpose: a shared secret would let every verifier mint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+pub enum Algorithm {
+    ES256,
+    ES384,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    EdDSA,
+}
+
+impl Algorithm {
+    pub fn to_jwt(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm as J;
+        match self {
+            Algorithm::ES256 => J::ES256,
+            Algorithm::ES384 => J::ES384,
+            Algorithm::RS256 => J::RS256,
+            Algorithm::RS384 => J::RS384,
+            Algorithm::RS512 => J::RS512,
+            Algorithm::PS256 => J::PS256,
+            Algorithm::PS384 => J::PS384,
+            Algorithm::PS512 => J::PS512,
+            Algorithm::EdDSA => J::EdDSA,
+        }
+    }
+
+    pub fn from_jwt(alg: jsonwebtoken::Algorithm) -> Option<Algorithm> {
+        use jsonwebtoken::Algorithm as J;
+        Some(match alg {
+            J::ES256 => Algorithm::ES256,
+            J::ES384 => Algorithm::ES384,
+            J::RS256 => Algorithm::RS256,
+            J::RS384 => Algorithm::RS384,
+            J::RS512 => Algorithm::RS512,
+            J::PS256 => Algorithm::PS256,
+            J::PS384 => Algorithm::PS384,
+            J::PS512 => Algorithm::PS512,
+            J::EdDSA => Algorithm::EdDSA,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: ServerConfig,
+    tls: TlsConfig,
+    auth: RawAuth,
+    inventory: InventoryConfig,
+    #[serde(default)]
+    cache: CacheConfig,
+}
+
+/// Listener and connection limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the HTTPS listener (CUCM's 6971).
+    pub listen: SocketAddr,
+    /// A TLS handshake that has not finished by then is dropped, so half-open clients cannot pile up.
+    pub tls_handshake_timeout_secs: u64,
+    /// Time allowed to send a request's headers (HTTP/1.1), against slowloris clients.
+    pub header_read_timeout_secs: u64,
+    /// Connections above this wait in the kernel's accept queue instead of exhausting memory or descriptors.
+    pub max_connections: usize,
+    /// On shutdown, in-flight requests get this long to finish.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([0u16; 8], 6971))),
+            tls_handshake_timeout_secs: 10,
+            header_read_timeout_secs: 10,
+            max_connections: 10_000,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn tls_handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.tls_handshake_timeout_secs)
+    }
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// The server certificate chain and its private key (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    issuer: String,
+    audience: String,
+    algorithms: Vec<Algorithm>,
+    #[serde(default = "default_leeway")]
+    leeway_secs: u64,
+    #[serde(default = "default_max_token_bytes")]
+    max_token_bytes: usize,
+    #[serde(default)]
+    keys: Vec<VerifyKeyConfig>,
+    jwks: Option<PathBuf>,
+    signing: Option<SigningConfig>,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+fn default_max_token_bytes() -> usize {
+    8192
+}
+
+/// How bearer tokens are verified (and, optionally, minted).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud` (one of the token's audiences).
+    pub audience: String,
+    /// The only algorithms accepted; the token's `alg` header never widens this.
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew allowed on `exp` and `nbf`, at most [`MAX_LEEWAY_SECS`].
+    pub leeway_secs: u64,
+    /// Longer `Authorization` values are refused before any decoding.
+    pub max_token_bytes: usize,
+    /// Public keys (PEM), each pinned to one algorithm.
+    pub keys: Vec<VerifyKeyConfig>,
+    /// A JWKS file of public keys.
+    pub jwks: Option<PathBuf>,
+    /// The private key `sipcfg token` signs with.
+    pub signing: Option<SigningConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyKeyConfig {
+    /// Key id; when set, only tokens whose `kid` header names it are checked against this key.
+    pub kid: Option<String>,
+    pub algorithm: Algorithm,
+    pub public_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    pub kid: Option<String>,
+    pub algorithm: Algorithm,
+    pub private_key: PathBuf,
+    /// Lifetime of a minted token when `--ttl` is not given.
+    #[serde(default = "default_token_ttl")]
+    pub default_ttl_secs: u64,
+}
+
+fn default_token_ttl() -> u64 {
+    3600
+}
+
+/// Where the inventory and templates are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryConfig {
+    pub file: PathBuf,
+    pub templates: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Upper bound of the rendered-config cache, in bytes of file content.
+    pub max_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig { max_bytes: 256 * 1024 * 1024 }
+    }
+}
+
+/// The whole configuration, paths resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was read from.
+    pub path: PathBuf,
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub auth: AuthConfig,
+    pub inventory: InventoryConfig,
+    pub cache: CacheConfig,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: toml_message(text, &e) })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let at = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let invalid = |key, message: String| ConfigError::Invalid { path: path.to_owned(), key, message };
+
+        let a = raw.auth;
+        if a.algorithms.is_empty() {
+            return Err(invalid("auth.algorithms", "name at least one algorithm".into()));
+        }
+        if a.leeway_secs > MAX_LEEWAY_SECS {
+            return Err(invalid(
+                "auth.leeway_secs",
+                format!("{} is above the maximum of {MAX_LEEWAY_SECS}", a.leeway_secs),
+            ));
+        }
+        if !(512..=65536).contains(&a.max_token_bytes) {
+            return Err(invalid("auth.max_token_bytes", "must be between 512 and 65536".into()));
+        }
+        if a.issuer.is_empty() || a.audience.is_empty() {
+            return Err(invalid("auth.issuer", "issuer and audience must not be empty".into()));
+        }
+        if a.keys.is_empty() && a.jwks.is_none() {
+            return Err(invalid(
+                "auth.keys",
+                "configure at least one verification key (auth.keys or auth.jwks)".into(),
+            ));
+        }
+        for k in &a.keys {
+            if !a.algorithms.contains(&k.algorithm) {
+                return Err(invalid(
+                    "auth.keys",
+                    format!(
+                        "key {} uses {:?}, which auth.algorithms does not allow",
+                        k.public_key.display(),
+                        k.algorithm
+                    ),
+                ));
+            }
+        }
+        if let Some(s) = &a.signing
+            && !(60..=86_400 * 30).contains(&s.default_ttl_secs)
+        {
+            return Err(invalid("auth.signing.default_ttl_secs", "must be between 60 and 2592000".into()));
+        }
+        let auth = AuthConfig {
+            issuer: a.issuer,
+            audience: a.audience,
+            algorithms: a.algorithms,
+            leeway_secs: a.leeway_secs,
+            max_token_bytes: a.max_token_bytes,
+            keys: a.keys.into_iter().map(|k| VerifyKeyConfig { public_key: at(k.public_key), ..k }).collect(),
+            jwks: a.jwks.map(at),
+            signing: a.signing.map(|s| SigningConfig { private_key: at(s.private_key), ..s }),
+        };
+
+        let server = raw.server;
+        if server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1".into()));
+        }
+        for (key, v) in [
+            ("server.tls_handshake_timeout_secs", server.tls_handshake_timeout_secs),
+            ("server.header_read_timeout_secs", server.header_read_timeout_secs),
+        ] {
+            if !(1..=300).contains(&v) {
+                return Err(invalid(key, "must be between 1 and 300 seconds".into()));
+            }
+        }
+        if raw.cache.max_bytes < 1024 * 1024 {
+            return Err(invalid("cache.max_bytes", "must be at least 1 MiB".into()));
+        }
+
+        Ok(Config {
+            path: path.to_owned(),
+            server,
+            tls: TlsConfig { certificate: at(raw.tls.certificate), private_key: at(raw.tls.private_key) },
+            auth,
+            inventory: InventoryConfig { file: at(raw.inventory.file), templates: at(raw.inventory.templates) },
+            cache: raw.cache,
+        })
+    }
+
+    /// Key files of this configuration that carry the example-keys marker (public keys in the repository).
+    pub fn example_key_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.tls.private_key.clone()];
+        files.extend(self.auth.signing.iter().map(|s| s.private_key.clone()));
+        files.extend(self.auth.keys.iter().map(|k| k.public_key.clone()));
+        files.retain(|f| f.parent().is_some_and(|d| d.join(EXAMPLE_KEYS_MARKER).exists()));
+        files
+    }
+}
+
+/// A TOML error as `line L, column C: message`.
+pub(crate) fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let (line, col) = line_col(text, span.start);
+            format!("line {line}, column {col}: {}", e.message())
+        }
+        None => e.message().to_owned(),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}

@@ -1,0 +1,19 @@
+//! sipcfg: the configuration server for SIP phones under CUCM's SIP OAuth mode.
+//!
+//! A request's path: [`server`] (TLS, HTTP) → [`token`] (who is asking) → [`provision`] → [`filename`]
+//! (what is asked for) → [`authorize`] (may they) → [`cache`] or [`render`] (the file) → back to
+//! [`server::http`] for the response. The domain modules know nothing of HTTP; the server knows nothing of
+//! XML. See docs/ARCHITECTURE.md.
+
+pub mod app;
+pub mod authorize;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod filename;
+pub mod inventory;
+pub mod model;
+pub mod provision;
+pub mod render;
+pub mod server;
+pub mod token;

@@ -1,0 +1,413 @@
+//! Rendering: a device's configuration file from the templates, its profile, owner and cluster.
+//!
+//! Templates are minijinja (Jinja2 syntax) with strict undefined variables and XML escaping of every
+//! value. A device's template is the first that exists of `models/<model id>.xml.j2`,
+//! `families/<family>.xml.j2` and `base.xml.j2`; model and family templates usually `{% extends %}` the next
+//! one up and override blocks. Every rendered file is checked to be well-formed XML before anyone sees it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::inventory::{Cluster, Device, Inventory, Profile, User};
+use crate::model::PhoneType;
+
+pub const TEMPLATE_SUFFIX: &str = ".xml.j2";
+const BASE_TEMPLATE: &str = "base.xml.j2";
+const XML_ESCAPE: &str = "xml";
+/// Template files larger than this are refused when loading.
+const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
+
+/// A template that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.message)
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct TemplateErrors(pub Vec<TemplateError>);
+
+/// Why a device's file could not be rendered. The phone sees a 500; the log gets this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("device {device}: template {template}: {message}")]
+    Template { device: String, template: String, message: String },
+    #[error("device {device}: template {template} produced malformed XML: {message}")]
+    InvalidXml { device: String, template: String, message: String },
+    #[error("device {device}: profile {profile:?} is missing")]
+    MissingProfile { device: String, profile: String },
+}
+
+/// The loaded template set. Immutable: a change of templates on disk means loading a new set.
+pub struct Templates {
+    env: Environment<'static>,
+    dir: PathBuf,
+}
+
+impl Templates {
+    /// Loads and compiles every `*.xml.j2` under `dir`.
+    pub fn load(dir: &Path) -> Result<Templates, TemplateErrors> {
+        let mut files = BTreeMap::new();
+        let mut errors = Vec::new();
+        collect(dir, dir, &mut files, &mut errors);
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Every template produces XML: escape every value, whatever the file is called.
+        env.set_auto_escape_callback(|_| AutoEscape::Custom(XML_ESCAPE.into()));
+        env.set_formatter(xml_formatter);
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(true)
+            .build()
+            .map_err(|e| TemplateErrors(vec![TemplateError { file: dir.to_owned(), message: e.to_string() }]))?;
+        env.set_syntax(syntax);
+        for (name, source) in files {
+            if let Err(e) = env.add_template_owned(name.clone(), source) {
+                errors.push(TemplateError { file: dir.join(&name), message: describe(&e) });
+            }
+        }
+        if env.get_template(BASE_TEMPLATE).is_err() && errors.is_empty() {
+            errors.push(TemplateError {
+                file: dir.join(BASE_TEMPLATE),
+                message: "missing: every template set needs a base".into(),
+            });
+        }
+        if errors.is_empty() { Ok(Templates { env, dir: dir.to_owned() }) } else { Err(TemplateErrors(errors)) }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The template a phone type renders with: model, then family, then base.
+    pub fn template_for(&self, phone_type: &PhoneType) -> String {
+        let model = format!("models/{}{TEMPLATE_SUFFIX}", phone_type.id);
+        let family = format!("families/{}{TEMPLATE_SUFFIX}", phone_type.family);
+        [model, family]
+            .into_iter()
+            .find(|n| self.env.get_template(n).is_ok())
+            .unwrap_or_else(|| BASE_TEMPLATE.to_owned())
+    }
+
+    /// Renders a device's configuration file and checks that it is well-formed XML.
+    pub fn render(&self, inventory: &Inventory, device: &Device) -> Result<String, RenderError> {
+        let device_name = device.name.to_string();
+        let profile = inventory.profile_of(device).ok_or_else(|| RenderError::MissingProfile {
+            device: device_name.clone(),
+            profile: device.profile.clone(),
+        })?;
+        let template = self.template_for(device.phone_type);
+        let ctx = RenderContext::new(&inventory.cluster, device, profile, inventory.owner_of(device));
+        let fail = |message| RenderError::Template { device: device_name.clone(), template: template.clone(), message };
+        let tmpl = self.env.get_template(&template).map_err(|e| fail(describe(&e)))?;
+        let out = tmpl.render(minijinja::value::Serde(&ctx)).map_err(|e| fail(describe(&e)))?;
+        check_well_formed(&out).map_err(|message| RenderError::InvalidXml {
+            device: device_name,
+            template,
+            message,
+        })?;
+        Ok(out)
+    }
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>, errors: &mut Vec<TemplateError>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            errors
+                .push(TemplateError { file: dir.to_owned(), message: format!("cannot read the template folder: {e}") });
+            return;
+        }
+    };
+    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            collect(root, &path, files, errors);
+            continue;
+        }
+        let Some(rel) = path.strip_prefix(root).ok().and_then(|r| r.to_str()) else {
+            continue;
+        };
+        if !rel.ends_with(TEMPLATE_SUFFIX) {
+            continue;
+        }
+        if entry.metadata().map_or(0, |m| m.len()) > MAX_TEMPLATE_BYTES {
+            errors.push(TemplateError { file: path, message: format!("larger than {MAX_TEMPLATE_BYTES} bytes") });
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(source) => {
+                files.insert(rel.replace('\\', "/"), source);
+            }
+            Err(e) => errors.push(TemplateError { file: path, message: format!("cannot read: {e}") }),
+        }
+    }
+}
+
+/// Writes a value with XML escaping (`&`, `<`, `>`, `"`, `'`); `|safe` values go out as they are.
+fn xml_formatter(
+    out: &mut minijinja::Output,
+    state: &mut minijinja::State,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    if value.is_safe() || !matches!(state.auto_escape(), AutoEscape::Custom(name) if name == XML_ESCAPE) {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let text = if value.is_none() { String::new() } else { value.to_string() };
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
+        out.write_str(&rest[..i])?;
+        out.write_str(match rest.as_bytes()[i] {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            _ => "&apos;",
+        })?;
+        rest = &rest[i + 1..];
+    }
+    out.write_str(rest)?;
+    Ok(())
+}
+
+/// A minijinja error with its line and the chain of causes.
+fn describe(e: &minijinja::Error) -> String {
+    let mut msg = match e.line() {
+        Some(line) => format!("line {line}: {}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    if let Some(detail) = e.detail() {
+        msg.push_str(": ");
+        msg.push_str(detail);
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// What a template sees. Codes are precomputed so templates never translate enums themselves.
+#[derive(Serialize)]
+struct RenderContext<'a> {
+    device: DeviceView<'a>,
+    profile: ProfileView<'a>,
+    owner: Option<&'a User>,
+    cluster: &'a Cluster,
+    /// SIP OAuth in force for this device: the cluster mode is on and the profile enables OAuth.
+    oauth: bool,
+}
+
+#[derive(Serialize)]
+struct DeviceView<'a> {
+    name: &'a str,
+    mac: Option<&'a str>,
+    prefix: &'static str,
+    model: &'static str,
+    model_id: &'static str,
+    family: &'static str,
+    description: &'a str,
+    lines: Vec<LineView<'a>>,
+}
+
+#[derive(Serialize)]
+struct LineView<'a> {
+    index: usize,
+    dn: &'a str,
+    display_name: &'a str,
+    label: &'a str,
+}
+
+#[derive(Serialize)]
+struct ProfileView<'a> {
+    #[serde(flatten)]
+    profile: &'a Profile,
+    security_mode_code: u8,
+    transport_code: u8,
+}
+
+impl<'a> RenderContext<'a> {
+    fn new(cluster: &'a Cluster, device: &'a Device, profile: &'a Profile, owner: Option<&'a User>) -> Self {
+        let lines = device
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LineView {
+                index: i + 1,
+                dn: &l.dn,
+                display_name: if l.display_name.is_empty() {
+                    owner.map_or("", |o| o.name.as_str())
+                } else {
+                    &l.display_name
+                },
+                label: if l.label.is_empty() { &l.dn } else { &l.label },
+            })
+            .collect();
+        RenderContext {
+            device: DeviceView {
+                name: device.name.as_str(),
+                mac: device.name.mac(),
+                prefix: device.phone_type.prefix.as_str(),
+                model: device.phone_type.name,
+                model_id: device.phone_type.id,
+                family: device.phone_type.family,
+                description: &device.description,
+                lines,
+            },
+            profile: ProfileView {
+                profile,
+                security_mode_code: profile.security_mode.code(),
+                transport_code: profile.transport.code(),
+            },
+            owner,
+            cluster,
+            oauth: cluster.sip_oauth_mode && profile.oauth,
+        }
+    }
+}
+
+/// Checks that `doc` is one well-formed XML document: legal characters only, one root element, every
+/// element closed in order, attributes well-formed, every reference known.
+pub fn check_well_formed(doc: &str) -> Result<(), String> {
+    use quick_xml::events::Event;
+
+    if let Some((i, c)) = doc.char_indices().find(|&(_, c)| !is_xml_char(c)) {
+        let line = doc[..i].matches('\n').count() + 1;
+        return Err(format!("line {line}: character U+{:04X} is not allowed in XML", c as u32));
+    }
+    let mut reader = quick_xml::Reader::from_str(doc);
+    reader.config_mut().check_end_names = true;
+    let mut depth = 0usize;
+    let mut roots = 0usize;
+    loop {
+        let event = reader.read_event().map_err(|e| format!("at byte {}: {e}", reader.error_position()))?;
+        match event {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                if depth == 0 {
+                    roots += 1;
+                    if roots > 1 {
+                        return Err("more than one root element".into());
+                    }
+                }
+                for attr in e.attributes() {
+                    let attr = attr.map_err(|e| format!("bad attribute: {e}"))?;
+                    check_references(&attr.value)?;
+                }
+                if matches!(event, Event::Start(_)) {
+                    depth += 1;
+                }
+            }
+            Event::End(_) => depth = depth.saturating_sub(1),
+            Event::Text(ref t) if depth == 0 && !t.trim().is_empty() => {
+                return Err("text outside the root element".into());
+            }
+            Event::GeneralRef(ref r) => {
+                if depth == 0 {
+                    return Err("reference outside the root element".into());
+                }
+                check_reference(r)?;
+            }
+            Event::CData(_) if depth == 0 => return Err("CDATA outside the root element".into()),
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err("document ends inside an element".into());
+    }
+    if roots != 1 {
+        return Err("no root element".into());
+    }
+    Ok(())
+}
+
+fn check_reference(text: &str) -> Result<(), String> {
+    if let Some(num) = text.strip_prefix('#') {
+        let code = match num.strip_prefix('x') {
+            Some(hex) => u32::from_str_radix(hex, 16),
+            None => num.parse(),
+        }
+        .map_err(|_| format!("bad character reference &{text};"))?;
+        return match char::from_u32(code) {
+            Some(c) if is_xml_char(c) => Ok(()),
+            _ => Err(format!("character reference &{text}; is not allowed in XML")),
+        };
+    }
+    match text {
+        "lt" | "gt" | "amp" | "apos" | "quot" => Ok(()),
+        _ => Err(format!("unknown entity &{text};")),
+    }
+}
+
+/// Checks every `&…;` in an attribute value.
+fn check_references(value: &str) -> Result<(), String> {
+    let mut rest = value;
+    while let Some(start) = rest.find('&') {
+        let after = &rest[start + 1..];
+        let end = after.find(';').ok_or("unterminated reference in an attribute")?;
+        check_reference(&after[..end])?;
+        rest = &after[end + 1..];
+    }
+    if value.contains('<') {
+        return Err("'<' in an attribute value".into());
+    }
+    Ok(())
+}
+
+/// XML 1.0 `Char`.
+fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn well_formed_documents_pass() {
+        for ok in [
+            "<device/>",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<device a=\"x &amp; y\"><n>&lt;&#x41;&#65;</n></device>\n",
+            "<device><![CDATA[<x>]]><!-- c --></device>",
+        ] {
+            assert_eq!(check_well_formed(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn malformed_documents_fail() {
+        for bad in [
+            "",
+            "<device>",
+            "<device></devices>",
+            "<a/><b/>",
+            "text<device/>",
+            "<device>\u{1}</device>",
+            "<device>&#1;</device>",
+            "<device>&nbsp;</device>",
+            "<device a=\"&bogus;\"/>",
+            "<device a=\"1\" a=\"2\"/>",
+            "<device><a></device></a>",
+        ] {
+            assert!(check_well_formed(bad).is_err(), "{bad:?} passed");
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! One HTTP request: method → bearer token → [`Provisioner::fetch`](crate::provision::Provisioner::fetch)
+//! → response with validators. Status codes follow RFC 6750 (401 and `WWW-Authenticate: Bearer`) and RFC
+//! 9110 (405 with `Allow`, 304 for a matching `If-None-Match`).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::app::App;
+use crate::cache::RenderedFile;
+use crate::provision::FetchError;
+use crate::token::{Subject, TokenError};
+
+pub type Body = Full<Bytes>;
+
+const REALM: &str = "sipcfg";
+const LOG_PATH_MAX: usize = 128;
+
+/// Why a request was refused before reaching the provisioner.
+enum AuthFailure {
+    /// No `Authorization: Bearer` at all (RFC 6750 §3.1: no error code).
+    Missing,
+    /// More than one `Authorization` header.
+    Duplicate,
+    /// A token was sent but is not acceptable.
+    Invalid(TokenError),
+}
+
+pub async fn handle<B>(app: &App, peer: SocketAddr, req: Request<B>) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let (response, subject, reason) = answer(app, &req).await;
+    tracing::info!(
+        target: "sipcfg::access",
+        %peer,
+        method = %method,
+        path = %loggable(&path),
+        status = response.status().as_u16(),
+        subject = subject.as_ref().map(ToString::to_string).unwrap_or_default(),
+        reason,
+        micros = started.elapsed().as_micros() as u64,
+    );
+    response
+}
+
+async fn answer<B>(app: &App, req: &Request<B>) -> (Response<Body>, Option<Subject>, &'static str) {
+    let head = match *req.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => {
+            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return (r, None, "method");
+        }
+    };
+    let subject = match authenticate(app, req.headers()) {
+        Ok(s) => s,
+        Err(AuthFailure::Missing) => return (challenge(None), None, "no-token"),
+        Err(AuthFailure::Duplicate) => {
+            let mut r = plain(StatusCode::BAD_REQUEST, "more than one Authorization header\n");
+            let v = HeaderValue::from_static("Bearer realm=\"sipcfg\", error=\"invalid_request\"");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            return (r, None, "duplicate-authorization");
+        }
+        Err(AuthFailure::Invalid(e)) => return (challenge(Some(&e)), None, e.reason()),
+    };
+    let name = req.uri().path().strip_prefix('/').unwrap_or("");
+    let result = app.provisioner.fetch(&subject, name).await;
+    let response = match &result {
+        Ok(file) => serve(file, req.headers(), head),
+        Err(FetchError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "not found\n"),
+        Err(FetchError::Forbidden(_)) => {
+            let mut r = plain(StatusCode::FORBIDDEN, "this token does not open this file\n");
+            let v = HeaderValue::from_static("Bearer realm=\"sipcfg\", error=\"insufficient_scope\"");
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            r
+        }
+        Err(FetchError::Render(e)) => {
+            tracing::error!(error = %e, "rendering failed; the phone gets a 500");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "the configuration could not be rendered\n")
+        }
+    };
+    let reason = result.as_ref().err().map_or("", FetchError::reason);
+    (if head { strip_body(response) } else { response }, Some(subject), reason)
+}
+
+/// Reads the bearer token from the one `Authorization` header (never from the URL) and verifies it.
+fn authenticate(app: &App, headers: &HeaderMap) -> Result<Subject, AuthFailure> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthFailure::Missing)?;
+    if values.next().is_some() {
+        return Err(AuthFailure::Duplicate);
+    }
+    let value = value.to_str().map_err(|_| AuthFailure::Invalid(TokenError::Malformed))?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthFailure::Missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthFailure::Missing);
+    }
+    let token = token.trim_start_matches(' ');
+    if token.is_empty() || !token.bytes().all(is_token68) {
+        return Err(AuthFailure::Invalid(TokenError::Malformed));
+    }
+    app.verifier.load().verify(token).map_err(AuthFailure::Invalid)
+}
+
+/// RFC 6750 `b64token` characters.
+fn is_token68(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+}
+
+/// 401 with the RFC 6750 challenge.
+fn challenge(error: Option<&TokenError>) -> Response<Body> {
+    let value = match error {
+        None => format!("Bearer realm=\"{REALM}\""),
+        Some(e) => {
+            let description =
+                if *e == TokenError::Expired { "the access token expired" } else { "the access token is invalid" };
+            format!("Bearer realm=\"{REALM}\", error=\"invalid_token\", error_description=\"{description}\"")
+        }
+    };
+    let mut r = plain(StatusCode::UNAUTHORIZED, "authentication required\n");
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+fn serve(file: &RenderedFile, request: &HeaderMap, head: bool) -> Response<Body> {
+    let not_modified = if_none_match(request, &file.etag);
+    let mut r = Response::new(if not_modified || head { Body::default() } else { Body::new(file.body.clone()) });
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&file.etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if not_modified {
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+    } else {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(file.content_type));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(file.body.len()));
+    }
+    r
+}
+
+/// RFC 9110 §13.1.2: weak comparison; `*` matches any current representation.
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    let ours = strip(etag);
+    headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).any(|v| {
+        v.split(',').any(|t| {
+            let t = t.trim();
+            t == "*" || strip(t) == ours
+        })
+    })
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    r
+}
+
+/// A HEAD answer: the GET answer's status and headers, no body.
+fn strip_body(r: Response<Body>) -> Response<Body> {
+    let (parts, _) = r.into_parts();
+    Response::from_parts(parts, Body::default())
+}
+
+/// The request path as it may appear in a log line: printable ASCII, bounded.
+fn loggable(path: &str) -> String {
+    let mut s: String = path.chars().take(LOG_PATH_MAX).flat_map(char::escape_default).collect();
+    if path.chars().count() > LOG_PATH_MAX {
+        s.push('…');
+    }
+    s
+}

@@ -1,0 +1,365 @@
+//! Bearer tokens: verification of the JWTs phones present, and minting of tokens with the configured key.
+//!
+//! A token names one subject in `sub`: `device:<device name>` or `user:<user id>` (the format is sipcfg's
+//! decision; CUCM's is not public, see docs/decisions.md). Algorithms are pinned per key by the
+//! configuration: the token's `alg` header only selects among keys, it never widens what is accepted.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Algorithm, AuthConfig, SigningConfig};
+use crate::filename::DeviceName;
+
+/// Who a token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// One device: opens that device's files only.
+    Device(DeviceName),
+    /// One user: opens the files of every device the user owns.
+    User(String),
+}
+
+impl Subject {
+    pub fn parse(sub: &str) -> Option<Subject> {
+        if let Some(name) = sub.strip_prefix("device:") {
+            return DeviceName::parse_loose(name).ok().map(Subject::Device);
+        }
+        let id = sub.strip_prefix("user:")?;
+        (!id.is_empty() && id.len() <= 128 && !id.chars().any(char::is_control)).then(|| Subject::User(id.to_owned()))
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Device(d) => write!(f, "device:{d}"),
+            Subject::User(u) => write!(f, "user:{u}"),
+        }
+    }
+}
+
+/// Why a token was refused. The variant goes to the log; the client only learns "invalid" or "expired".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token larger than the configured limit")]
+    TooLarge,
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("token algorithm is not allowed by the configuration")]
+    AlgorithmNotAllowed,
+    #[error("token names a key id that is not configured")]
+    UnknownKey,
+    #[error("token signature does not verify with any configured key")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("token issuer is not the configured one")]
+    WrongIssuer,
+    #[error("token audience does not include the configured one")]
+    WrongAudience,
+    #[error("token lacks the required claim {0}")]
+    MissingClaim(String),
+    #[error("token claims have the wrong form")]
+    BadClaims,
+    #[error("token subject is neither device:<name> nor user:<id>")]
+    BadSubject,
+}
+
+impl TokenError {
+    /// Label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::TooLarge => "token-too-large",
+            TokenError::Malformed => "token-malformed",
+            TokenError::AlgorithmNotAllowed => "token-algorithm",
+            TokenError::UnknownKey => "token-unknown-key",
+            TokenError::BadSignature => "token-signature",
+            TokenError::Expired => "token-expired",
+            TokenError::NotYetValid => "token-not-yet-valid",
+            TokenError::WrongIssuer => "token-issuer",
+            TokenError::WrongAudience => "token-audience",
+            TokenError::MissingClaim(_) => "token-missing-claim",
+            TokenError::BadClaims => "token-claims",
+            TokenError::BadSubject => "token-subject",
+        }
+    }
+}
+
+/// A key file or JWKS that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("no signing key is configured (add [auth.signing] to the configuration)")]
+    NoSigningKey,
+    #[error("cannot sign the token: {0}")]
+    Sign(String),
+}
+
+struct VerifyKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+    validation: Validation,
+}
+
+/// Verifies bearer tokens against the configured keys. Keys are parsed once, when it is built.
+pub struct Verifier {
+    keys: Vec<VerifyKey>,
+    max_token_bytes: usize,
+}
+
+#[derive(Deserialize)]
+struct VerifiedClaims {
+    sub: String,
+}
+
+impl Verifier {
+    pub fn from_config(auth: &AuthConfig) -> Result<Verifier, KeyError> {
+        install_crypto_provider();
+        let mut keys = Vec::new();
+        for k in &auth.keys {
+            let pem = read(&k.public_key)?;
+            let key = decoding_key_from_pem(k.algorithm, &pem).map_err(|e| KeyError::Invalid {
+                path: k.public_key.clone(),
+                message: format!("not a {:?} public key in PEM: {e}", k.algorithm),
+            })?;
+            keys.push(VerifyKey {
+                kid: k.kid.clone(),
+                algorithm: k.algorithm,
+                key,
+                validation: validation(auth, k.algorithm),
+            });
+        }
+        if let Some(path) = &auth.jwks {
+            for (kid, algorithm, key) in load_jwks(path, &auth.algorithms)? {
+                keys.push(VerifyKey { kid, algorithm, key, validation: validation(auth, algorithm) });
+            }
+        }
+        if keys.is_empty() {
+            let path = auth.jwks.clone().unwrap_or_default();
+            return Err(KeyError::Invalid { path, message: "no usable verification key".into() });
+        }
+        Ok(Verifier { keys, max_token_bytes: auth.max_token_bytes })
+    }
+
+    /// Verifies a token and returns its subject.
+    pub fn verify(&self, token: &str) -> Result<Subject, TokenError> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenError::TooLarge);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let algorithm = Algorithm::from_jwt(header.alg).ok_or(TokenError::AlgorithmNotAllowed)?;
+        let mut candidates = self.keys.iter().filter(|k| header.kid.is_none() || k.kid == header.kid).peekable();
+        if candidates.peek().is_none() {
+            return Err(TokenError::UnknownKey);
+        }
+        let mut candidates = candidates.filter(|k| k.algorithm == algorithm).peekable();
+        if candidates.peek().is_none() {
+            return Err(TokenError::AlgorithmNotAllowed);
+        }
+        let mut last = TokenError::BadSignature;
+        for k in candidates {
+            match jsonwebtoken::decode::<VerifiedClaims>(token, &k.key, &k.validation) {
+                Ok(data) => return Subject::parse(&data.claims.sub).ok_or(TokenError::BadSubject),
+                Err(e) => {
+                    last = map_error(e.kind());
+                    // Any error other than a bad signature means this key did verify the signature.
+                    if last != TokenError::BadSignature {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+fn map_error(kind: &ErrorKind) -> TokenError {
+    match kind {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+        ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed,
+        ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => TokenError::BadClaims,
+        _ => TokenError::Malformed,
+    }
+}
+
+fn validation(auth: &AuthConfig, algorithm: Algorithm) -> Validation {
+    let mut v = Validation::new(algorithm.to_jwt());
+    v.set_issuer(&[&auth.issuer]);
+    v.set_audience(&[&auth.audience]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.leeway = auth.leeway_secs;
+    v
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|source| KeyError::Read { path: path.to_owned(), source })
+}
+
+fn decoding_key_from_pem(algorithm: Algorithm, pem: &[u8]) -> jsonwebtoken::errors::Result<DecodingKey> {
+    use Algorithm::*;
+    match algorithm {
+        ES256 | ES384 => DecodingKey::from_ec_pem(pem),
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => DecodingKey::from_rsa_pem(pem),
+        EdDSA => DecodingKey::from_ed_pem(pem),
+    }
+}
+
+fn encoding_key_from_pem(algorithm: Algorithm, pem: &[u8]) -> jsonwebtoken::errors::Result<EncodingKey> {
+    use Algorithm::*;
+    match algorithm {
+        ES256 | ES384 => EncodingKey::from_ec_pem(pem),
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => EncodingKey::from_rsa_pem(pem),
+        EdDSA => EncodingKey::from_ed_pem(pem),
+    }
+}
+
+/// Reads a JWKS file. Each key's algorithm comes from its `alg` member, or, without one, from the only
+/// configured algorithm that fits its key type; symmetric keys are refused.
+fn load_jwks(path: &Path, allowed: &[Algorithm]) -> Result<Vec<(Option<String>, Algorithm, DecodingKey)>, KeyError> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+    let invalid = |message: String| KeyError::Invalid { path: path.to_owned(), message };
+    let set: JwkSet = serde_json::from_slice(&read(path)?).map_err(|e| invalid(format!("not a JWKS: {e}")))?;
+    let mut keys = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let name = jwk.common.key_id.clone().unwrap_or_else(|| format!("#{i}"));
+        let fits: Vec<Algorithm> = match &jwk.algorithm {
+            AlgorithmParameters::EllipticCurve(p) => match p.curve {
+                EllipticCurve::P256 => vec![Algorithm::ES256],
+                EllipticCurve::P384 => vec![Algorithm::ES384],
+                _ => vec![],
+            },
+            AlgorithmParameters::RSA(_) => {
+                use Algorithm::*;
+                vec![RS256, RS384, RS512, PS256, PS384, PS512]
+            }
+            AlgorithmParameters::OctetKeyPair(_) => vec![Algorithm::EdDSA],
+            AlgorithmParameters::OctetKey(_) => {
+                return Err(invalid(format!("key {name}: symmetric keys are not accepted")));
+            }
+            _ => return Err(invalid(format!("key {name}: unsupported key type"))),
+        };
+        let algorithm = match &jwk.common.key_algorithm {
+            Some(a) => {
+                let text = serde_json::to_value(a).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                let alg: Algorithm = serde_json::from_value(serde_json::Value::String(text.clone()))
+                    .map_err(|_| invalid(format!("key {name}: algorithm {text} is not supported")))?;
+                if !fits.contains(&alg) {
+                    return Err(invalid(format!("key {name}: algorithm {text} does not fit the key type")));
+                }
+                alg
+            }
+            None => {
+                let usable: Vec<_> = fits.iter().filter(|a| allowed.contains(a)).collect();
+                match usable.as_slice() {
+                    [one] => **one,
+                    _ => {
+                        return Err(invalid(format!(
+                            "key {name}: has no \"alg\" and its type fits {} configured algorithms",
+                            usable.len()
+                        )));
+                    }
+                }
+            }
+        };
+        if !allowed.contains(&algorithm) {
+            return Err(invalid(format!("key {name}: algorithm {algorithm:?} is not in auth.algorithms")));
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| invalid(format!("key {name}: {e}")))?;
+        keys.push((jwk.common.key_id.clone(), algorithm, key));
+    }
+    Ok(keys)
+}
+
+/// Claims of a token minted by sipcfg.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MintedClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    pub jti: String,
+}
+
+/// Mints tokens with the configured signing key.
+pub struct Signer {
+    key: EncodingKey,
+    header: Header,
+    issuer: String,
+    audience: String,
+    pub default_ttl_secs: u64,
+}
+
+impl Signer {
+    pub fn from_config(auth: &AuthConfig) -> Result<Signer, KeyError> {
+        install_crypto_provider();
+        let s: &SigningConfig = auth.signing.as_ref().ok_or(KeyError::NoSigningKey)?;
+        let pem = read(&s.private_key)?;
+        let key = encoding_key_from_pem(s.algorithm, &pem).map_err(|e| KeyError::Invalid {
+            path: s.private_key.clone(),
+            message: format!("not a {:?} private key in PEM: {e}", s.algorithm),
+        })?;
+        let mut header = Header::new(s.algorithm.to_jwt());
+        header.kid = s.kid.clone();
+        Ok(Signer {
+            key,
+            header,
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+            default_ttl_secs: s.default_ttl_secs,
+        })
+    }
+
+    /// A token for `subject`, valid from now for `ttl_secs`.
+    pub fn mint(&self, subject: &Subject, ttl_secs: u64) -> Result<String, KeyError> {
+        let now = unix_now();
+        let claims = MintedClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: subject.to_string(),
+            iat: now,
+            nbf: now,
+            exp: now.saturating_add(ttl_secs),
+            jti: random_id(),
+        };
+        jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(|e| KeyError::Sign(e.to_string()))
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// 128 random bits as hex, from the system's CSPRNG.
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    // aws-lc's RNG only fails if the OS has no entropy source, where nothing secure can run anyway.
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        tracing::error!("the system random number generator failed");
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn install_crypto_provider() {
+    // Err means a provider is installed already, which is what we want.
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+}
