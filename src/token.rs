@@ -120,7 +120,7 @@ pub struct Verifier {
 
 #[derive(Deserialize)]
 struct VerifiedClaims {
-    sub: String,
+    sub: Option<String>,
 }
 
 impl Verifier {
@@ -170,7 +170,10 @@ impl Verifier {
         let mut last = TokenError::BadSignature;
         for k in candidates {
             match jsonwebtoken::decode::<VerifiedClaims>(token, &k.key, &k.validation) {
-                Ok(data) => return Subject::parse(&data.claims.sub).ok_or(TokenError::BadSubject),
+                Ok(data) => {
+                    let sub = data.claims.sub.ok_or_else(|| TokenError::MissingClaim("sub".into()))?;
+                    return Subject::parse(&sub).ok_or(TokenError::BadSubject);
+                }
                 Err(e) => {
                     last = map_error(e.kind());
                     // Any error other than a bad signature means this key did verify the signature.

@@ -1,0 +1,287 @@
+//! Authentication (RFC 6750 bearer tokens) and authorization (whose file is it).
+
+mod common;
+
+use common::{TestServer, example_signing_key, good_claims, now, repo, sign};
+use http::StatusCode;
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+use sipcfg::config::{Algorithm as Alg, Config, VerifyKeyConfig};
+
+const PHONE: &str = "/SEP001122334455.cnf.xml";
+
+fn challenge(r: &common::Resp) -> &str {
+    r.header("www-authenticate").unwrap_or("")
+}
+
+async fn status_with(server: &TestServer, token: &str) -> (StatusCode, String) {
+    let r = server.client().get(PHONE, Some(token)).await;
+    (r.status, challenge(&r).to_owned())
+}
+
+#[tokio::test]
+async fn no_token_is_401_with_a_bearer_challenge() {
+    let server = TestServer::start().await;
+    let r = server.client().get(PHONE, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge(&r), "Bearer realm=\"sipcfg\"");
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    // Other schemes are no bearer token either.
+    let r = server.client().send("GET", PHONE, &[("authorization", "Basic dXNlcjpwYXNz")]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(challenge(&r), "Bearer realm=\"sipcfg\"");
+}
+
+#[tokio::test]
+async fn a_token_in_the_query_string_is_never_read() {
+    let server = TestServer::start().await;
+    let token = server.token("device:SEP001122334455");
+    for path in [format!("{PHONE}?access_token={token}"), format!("{PHONE}?token={token}")] {
+        let r = server.client().get(&path, None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(challenge(&r), "Bearer realm=\"sipcfg\"");
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_are_401_invalid_token() {
+    let server = TestServer::start().await;
+    let key = example_signing_key();
+    let kid = Some("example-es256-1");
+    let other_key = repo().join("tests/fixtures/keys/other-es256-key.pem");
+    let sub = "device:SEP001122334455";
+    let with = |field: &str, value: serde_json::Value| {
+        let mut c = good_claims(sub);
+        c[field] = value;
+        c
+    };
+    let without = |field: &str| {
+        let mut c = good_claims(sub);
+        c.as_object_mut().unwrap().remove(field);
+        c
+    };
+    let none_token = {
+        use base64_url as b;
+        format!("{}.{}.", b(br#"{"alg":"none","typ":"JWT"}"#), b(good_claims(sub).to_string().as_bytes()))
+    };
+    let cases: Vec<(&str, String)> = vec![
+        ("expired", sign(Algorithm::ES256, &key, kid, &with("exp", json!(now() - 120)))),
+        ("not yet valid", sign(Algorithm::ES256, &key, kid, &with("nbf", json!(now() + 600)))),
+        ("wrong issuer", sign(Algorithm::ES256, &key, kid, &with("iss", json!("https://evil.example")))),
+        ("wrong audience", sign(Algorithm::ES256, &key, kid, &with("aud", json!("someone-else")))),
+        ("wrong key", sign(Algorithm::ES256, &other_key, kid, &good_claims(sub))),
+        ("wrong key, no kid", sign(Algorithm::ES256, &other_key, None, &good_claims(sub))),
+        ("unknown kid", sign(Algorithm::ES256, &key, Some("nope"), &good_claims(sub))),
+        ("alg none", none_token),
+        ("no exp", sign(Algorithm::ES256, &key, kid, &without("exp"))),
+        ("no iss", sign(Algorithm::ES256, &key, kid, &without("iss"))),
+        ("no aud", sign(Algorithm::ES256, &key, kid, &without("aud"))),
+        ("no sub", sign(Algorithm::ES256, &key, kid, &without("sub"))),
+        ("exp as string", sign(Algorithm::ES256, &key, kid, &with("exp", json!("tomorrow")))),
+        ("subject without kind", sign(Algorithm::ES256, &key, kid, &with("sub", json!("SEP001122334455")))),
+        ("subject of a bad device name", sign(Algorithm::ES256, &key, kid, &with("sub", json!("device:../x")))),
+        ("garbage", "not.a.jwt".to_owned()),
+        ("tampered", {
+            let t = server.token(sub);
+            let (head, sig) = t.rsplit_once('.').unwrap();
+            let flipped = if sig.starts_with('A') { "B" } else { "A" };
+            format!("{head}.{flipped}{}", &sig[1..])
+        }),
+        ("too large", format!("{}.{}.{}", "a".repeat(4000), "b".repeat(4000), "c".repeat(300))),
+    ];
+    for (what, token) in cases {
+        let (status, challenge) = status_with(&server, &token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
+        assert!(challenge.starts_with("Bearer realm=\"sipcfg\", error=\"invalid_token\""), "{what}: {challenge}");
+    }
+    // The expired one says so; none says more than "invalid".
+    let (_, c) = status_with(&server, &sign(Algorithm::ES256, &key, kid, &with("exp", json!(now() - 120)))).await;
+    assert!(c.contains("expired"), "{c}");
+
+    // Within the configured leeway (30 s), a just-expired token still works.
+    let (status, _) = status_with(&server, &sign(Algorithm::ES256, &key, kid, &with("exp", json!(now() - 5)))).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn an_hmac_token_made_with_the_public_key_is_refused() {
+    // The classic algorithm-confusion attack: HS256 keyed with the server's public key.
+    let server = TestServer::start().await;
+    let public = std::fs::read(repo().join("certs-example/token-signing-pub.pem")).unwrap();
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+    header.kid = Some("example-es256-1".into());
+    let token = jsonwebtoken::encode(
+        &header,
+        &good_claims("device:SEP001122334455"),
+        &jsonwebtoken::EncodingKey::from_secret(&public),
+    )
+    .unwrap();
+    let (status, c) = status_with(&server, &token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(c.contains("invalid_token"));
+}
+
+#[tokio::test]
+async fn duplicate_authorization_headers_are_400() {
+    let server = TestServer::start().await;
+    let auth = format!("Bearer {}", server.token("device:SEP001122334455"));
+    let r = server.client().send("GET", PHONE, &[("authorization", &auth), ("authorization", &auth)]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(challenge(&r).contains("invalid_request"));
+}
+
+#[tokio::test]
+async fn another_devices_file_is_403_whether_it_exists_or_not() {
+    let server = TestServer::start().await;
+    let token = server.token("device:SEP001122334455");
+    let exists = server.client().get("/SEP001122334466.cnf.xml", Some(&token)).await;
+    let missing = server.client().get("/SEP00112233AAAA.cnf.xml", Some(&token)).await;
+    let jabber_missing = server.client().get("/CSFNOBODY.cnf.xml", Some(&token)).await;
+    for r in [&exists, &missing, &jabber_missing] {
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert_eq!(r.body, exists.body);
+        assert_eq!(r.header("www-authenticate"), exists.header("www-authenticate"));
+        assert_eq!(r.header("content-length"), exists.header("content-length"));
+    }
+    // A token for a device that is not in the inventory opens nothing.
+    let ghost = server.token("device:SEP00112233AAAA");
+    let r = server.client().get("/SEP00112233AAAA.cnf.xml", Some(&ghost)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.body, exists.body);
+}
+
+#[tokio::test]
+async fn a_disabled_device_is_403() {
+    let server = TestServer::start().await;
+    let token = server.token("device:SEP0011223344FF");
+    let r = server.client().get("/SEP0011223344FF.cnf.xml", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let user = server.token("user:jsmith");
+    let r = server.client().get("/SEP0011223344FF.cnf.xml", Some(&user)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_user_token_opens_the_devices_the_user_owns() {
+    let server = TestServer::start().await;
+    let jsmith = server.token("user:jsmith");
+    for own in ["/SEP001122334455.cnf.xml", "/CSFJSMITH.cnf.xml"] {
+        let r = server.client().get(own, Some(&jsmith)).await;
+        assert_eq!(r.status, StatusCode::OK, "{own}");
+    }
+    for other in ["/SEP001122334466.cnf.xml", "/SEPAABBCCDDEEFF.cnf.xml", "/SEP00112233AAAA.cnf.xml"] {
+        let r = server.client().get(other, Some(&jsmith)).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{other}");
+    }
+    let stranger = server.token("user:nobody");
+    let r = server.client().get(PHONE, Some(&stranger)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+fn config_with_key(alg: Alg, public: &str) -> Config {
+    let mut config = common::example_config();
+    config.auth.algorithms = vec![alg];
+    config.auth.keys =
+        vec![VerifyKeyConfig { kid: Some("k1".into()), algorithm: alg, public_key: repo().join(public) }];
+    config.auth.signing = None;
+    config
+}
+
+#[tokio::test]
+async fn rs256_ps256_and_eddsa_keys_are_supported() {
+    let cases = [
+        (Alg::RS256, Algorithm::RS256, "tests/fixtures/keys/rsa-pub.pem", "tests/fixtures/keys/rsa-key.pem"),
+        (Alg::PS256, Algorithm::PS256, "tests/fixtures/keys/rsa-pub.pem", "tests/fixtures/keys/rsa-key.pem"),
+        (Alg::EdDSA, Algorithm::EdDSA, "tests/fixtures/keys/ed25519-pub.pem", "tests/fixtures/keys/ed25519-key.pem"),
+    ];
+    for (alg, jwt_alg, public, private) in cases {
+        let server = TestServer::with_config(config_with_key(alg, public)).await;
+        let token = sign(jwt_alg, &repo().join(private), Some("k1"), &good_claims("device:SEP001122334455"));
+        let r = server.client().get(PHONE, Some(&token)).await;
+        assert_eq!(r.status, StatusCode::OK, "{alg:?}");
+        // The same key with another algorithm of its family is refused: the config pins the algorithm.
+        if alg == Alg::RS256 {
+            let ps = sign(Algorithm::PS256, &repo().join(private), Some("k1"), &good_claims("device:SEP001122334455"));
+            let r = server.client().get(PHONE, Some(&ps)).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        }
+        // And the example ES256 tokens are no longer accepted.
+        let es = sign(Algorithm::ES256, &example_signing_key(), Some("k1"), &good_claims("device:SEP001122334455"));
+        assert_eq!(server.client().get(PHONE, Some(&es)).await.status, StatusCode::UNAUTHORIZED);
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn keys_can_come_from_a_jwks_file() {
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let pem = std::fs::read(example_signing_key()).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap();
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("from-jwks".into());
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::to_vec(&json!({ "keys": [jwk] })).unwrap()).unwrap();
+
+    let mut config = common::example_config();
+    config.auth.keys.clear();
+    config.auth.jwks = Some(jwks);
+    let server = TestServer::with_config(config).await;
+    let token = sign(Algorithm::ES256, &example_signing_key(), Some("from-jwks"), &good_claims("user:jsmith"));
+    assert_eq!(server.client().get(PHONE, Some(&token)).await.status, StatusCode::OK);
+    let token = sign(Algorithm::ES256, &example_signing_key(), Some("example-es256-1"), &good_claims("user:jsmith"));
+    assert_eq!(server.client().get(PHONE, Some(&token)).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn each_bad_token_is_refused_for_its_own_reason() {
+    use sipcfg::token::TokenError as E;
+    let server = TestServer::start().await;
+    let verifier = server.app.verifier.load();
+    let key = example_signing_key();
+    let kid = Some("example-es256-1");
+    let sub = "device:SEP001122334455";
+    let with = |field: &str, value: serde_json::Value| {
+        let mut c = good_claims(sub);
+        c[field] = value;
+        sign(Algorithm::ES256, &key, kid, &c)
+    };
+    let without = |field: &str| {
+        let mut c = good_claims(sub);
+        c.as_object_mut().unwrap().remove(field);
+        sign(Algorithm::ES256, &key, kid, &c)
+    };
+    let other = repo().join("tests/fixtures/keys/other-es256-key.pem");
+    let cases = [
+        (with("exp", json!(now() - 120)), E::Expired),
+        (with("nbf", json!(now() + 600)), E::NotYetValid),
+        (with("iss", json!("x")), E::WrongIssuer),
+        (with("aud", json!("x")), E::WrongAudience),
+        (with("sub", json!("SEP001122334455")), E::BadSubject),
+        // jsonwebtoken reads an `exp` of the wrong JSON type as absent.
+        (with("exp", json!("soon")), E::MissingClaim("exp".into())),
+        (without("exp"), E::MissingClaim("exp".into())),
+        (without("sub"), E::MissingClaim("sub".into())),
+        (sign(Algorithm::ES256, &other, kid, &good_claims(sub)), E::BadSignature),
+        (sign(Algorithm::ES256, &key, Some("nope"), &good_claims(sub)), E::UnknownKey),
+        ("x.y.z".to_owned(), E::Malformed),
+    ];
+    for (token, expected) in cases {
+        assert_eq!(verifier.verify(&token), Err(expected.clone()), "{expected:?}");
+    }
+    let ok = verifier.verify(&server.token(sub)).unwrap();
+    assert_eq!(ok.to_string(), sub);
+}

@@ -1,0 +1,171 @@
+//! The command line: check, render, token, and serve's defaults, run as an administrator would.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{TempDeployment, TestServer, repo};
+
+fn sipcfg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sipcfg")).args(args).current_dir(repo()).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn check_passes_on_the_example_deployment() {
+    let out = sipcfg(&["check"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok, 5 device configurations rendered"), "{}", text(&out.stdout));
+}
+
+#[test]
+fn check_reports_every_error_with_file_and_entry() {
+    let d = TempDeployment::new();
+    d.edit(
+        "example/inventory.toml",
+        "owner = \"adoe\"\ndescription = \"Lobby phone\"",
+        "owner = \"nobody\"\ndescription = \"Lobby phone\"",
+    );
+    d.edit(
+        "example/inventory.toml",
+        "profile = \"Cisco 8841 - Encrypted OAuth\"\nowner = \"adoe\"",
+        "profile = \"Cisco 8851 - Encrypted OAuth\"\nowner = \"adoe\"",
+    );
+    d.append(
+        "example/inventory.toml",
+        "\n[devices.SEP00112233445Z]\nmodel = \"Cisco 8851\"\nprofile = \"Cisco 8851 - Encrypted OAuth\"\n",
+    );
+    let config = d.path("example/sipcfg.toml");
+    let out = sipcfg(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let inventory = d.path("example/inventory.toml").display().to_string();
+    for needle in [
+        format!("{inventory}: device \"SEPAABBCCDDEEFF\": unknown owner user \"nobody\""),
+        format!(
+            "{inventory}: device \"SEP001122334466\": profile \"Cisco 8851 - Encrypted OAuth\" belongs to phone type \"Cisco 8851\", not to \"Cisco 8841\""
+        ),
+        format!("{inventory}: device \"SEP00112233445Z\": a SEP device name is SEP followed by the MAC address"),
+    ] {
+        assert!(err.contains(&needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn check_reports_a_device_that_cannot_render() {
+    let d = TempDeployment::new();
+    d.edit("example/inventory.toml", "display_name = \"Lobby\"", "display_name = \"Lob\\u0007by\"");
+    let out = sipcfg(&["check", "--config", d.path("example/sipcfg.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("device SEPAABBCCDDEEFF") && err.contains("U+0007"), "{err}");
+}
+
+#[test]
+fn check_reports_a_broken_template_with_its_file_and_line() {
+    let d = TempDeployment::new();
+    std::fs::write(
+        d.path("templates/models/cisco-7821.xml.j2"),
+        "{% extends \"base.xml.j2\" %}\n{% block vendor_config %}{{ device.name }\n",
+    )
+    .unwrap();
+    let out = sipcfg(&["check", "--config", d.path("example/sipcfg.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("cisco-7821.xml.j2: line 2"), "{err}");
+}
+
+#[test]
+fn check_refuses_a_config_with_an_unknown_key() {
+    let d = TempDeployment::new();
+    d.edit("example/sipcfg.toml", "[cache]", "[cache]\nmax_byte = 5");
+    let out = sipcfg(&["check", "--config", d.path("example/sipcfg.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("sipcfg.toml: line") && err.contains("max_byte"), "{err}");
+}
+
+#[test]
+fn render_prints_what_the_device_would_receive() {
+    let out = sipcfg(&["render", "SEP001122334455.cnf.xml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let xml = text(&out.stdout);
+    sipcfg::render::check_well_formed(&xml).unwrap();
+    assert!(xml.contains("<sipOAuthMode>1</sipOAuthMode>"));
+    let out = sipcfg(&["render", "SEP999999999999.cnf.xml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no device SEP999999999999"));
+}
+
+#[tokio::test]
+async fn token_prints_only_a_token_that_the_server_accepts() {
+    let out = sipcfg(&["token", "--device", "SEP001122334455", "--ttl", "120"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let token = stdout.trim_end();
+    assert_eq!(stdout.lines().count(), 1);
+    assert_eq!(token.split('.').count(), 3);
+    let server = TestServer::start().await;
+    let r = server.client().get("/SEP001122334455.cnf.xml", Some(token)).await;
+    assert_eq!(r.status, http::StatusCode::OK);
+
+    let out = sipcfg(&["token", "--user", "jsmith"]);
+    assert!(out.status.success());
+    let r = server.client().get("/CSFJSMITH.cnf.xml", Some(text(&out.stdout).trim_end())).await;
+    assert_eq!(r.status, http::StatusCode::OK);
+}
+
+#[test]
+fn token_refuses_clearly() {
+    let out = sipcfg(&["token", "--device", "SEP999999999999"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).is_empty());
+    assert!(text(&out.stderr).contains("no such device"));
+
+    let d = TempDeployment::new();
+    let config = std::fs::read_to_string(d.path("example/sipcfg.toml")).unwrap();
+    let without_signing = config.split("[auth.signing]").next().unwrap().to_owned()
+        + "[inventory]\nfile = \"inventory.toml\"\ntemplates = \"../templates\"\n";
+    std::fs::write(d.path("example/sipcfg.toml"), without_signing).unwrap();
+    let out =
+        sipcfg(&["token", "--config", d.path("example/sipcfg.toml").to_str().unwrap(), "--device", "SEP001122334455"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).is_empty());
+    assert!(text(&out.stderr).contains("no signing key is configured"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn serve_without_config_outside_the_repository_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sipcfg")).arg("serve").current_dir(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no --config given and example/sipcfg.toml not found"));
+}
+
+#[test]
+fn serve_warns_about_example_keys_and_listens_on_the_given_address() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(repo())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    while let Some(Ok(line)) = lines.next() {
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("serving configuration files") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("EXAMPLE KEYS IN USE"), "{seen}");
+    assert!(seen.contains("127.0.0.1:"), "{seen}");
+}

@@ -1,0 +1,246 @@
+//! Test harness: the real server on 127.0.0.1:0 with real TLS, and a client that speaks to it as a phone
+//! would (HTTP/1.1 or HTTP/2 over TLS, trusting certs-example/ca.pem).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use sipcfg::app::App;
+use sipcfg::config::Config;
+use sipcfg::filename::DeviceName;
+use sipcfg::token::{Signer, Subject};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn example_config() -> Config {
+    Config::load(&repo().join("example/sipcfg.toml")).expect("example config loads")
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// The example deployment.
+    pub async fn start() -> TestServer {
+        TestServer::with_config(example_config()).await
+    }
+
+    pub async fn with_config(mut config: Config) -> TestServer {
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        let app = Arc::new(App::from_config(config).expect("server starts"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(sipcfg::server::run(listener, app.clone(), async {
+            let _ = stopped.await;
+        }));
+        TestServer { addr, app, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Stops accepting and waits for the server to finish.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client { addr: self.addr, http2: false }
+    }
+
+    pub fn h2_client(&self) -> Client {
+        Client { addr: self.addr, http2: true }
+    }
+
+    /// A token minted with the deployment's signing key.
+    pub fn token(&self, subject: &str) -> String {
+        let signer = Signer::from_config(&self.app.config.auth).unwrap();
+        signer.mint(&subject_of(subject), 600).unwrap()
+    }
+}
+
+pub fn subject_of(s: &str) -> Subject {
+    match s.split_once(':') {
+        Some(("device", d)) => Subject::Device(DeviceName::parse_loose(d).unwrap()),
+        Some(("user", u)) => Subject::User(u.to_owned()),
+        _ => panic!("bad subject {s}"),
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub version: http::Version,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct Client {
+    addr: SocketAddr,
+    http2: bool,
+}
+
+pub fn tls_client_config(alpn: &[u8]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(repo().join("certs-example/ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    config
+}
+
+impl Client {
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        self.send("GET", path, &headers).await
+    }
+
+    /// One request on a fresh TLS connection, as a booting phone makes it.
+    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let alpn: &[u8] = if self.http2 { b"h2" } else { b"http/1.1" };
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(alpn)));
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn), "ALPN negotiated");
+        let io = TokioIo::new(tls);
+        let uri = if self.http2 { format!("https://localhost{path}") } else { path.to_owned() };
+        let mut builder = Request::builder().method(method).uri(uri);
+        if !self.http2 {
+            builder = builder.header("host", "localhost");
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let req = builder.body(Empty::<Bytes>::new()).unwrap();
+        let response = if self.http2 {
+            let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+            tokio::spawn(conn);
+            sender.send_request(req).await.unwrap()
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            sender.send_request(req).await.unwrap()
+        };
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Resp { status: parts.status, headers: parts.headers, body, version: parts.version }
+    }
+}
+
+/// Signs arbitrary claims with a PEM key, for tokens the server must refuse.
+pub fn sign(alg: jsonwebtoken::Algorithm, key_pem: &Path, kid: Option<&str>, claims: &serde_json::Value) -> String {
+    use jsonwebtoken::{EncodingKey, Header, encode};
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    let pem = std::fs::read(key_pem).unwrap();
+    let key = match alg {
+        jsonwebtoken::Algorithm::ES256 | jsonwebtoken::Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
+        jsonwebtoken::Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+        _ => EncodingKey::from_rsa_pem(&pem),
+    }
+    .unwrap();
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_owned);
+    encode(&header, claims, &key).unwrap()
+}
+
+pub fn now() -> i64 {
+    sipcfg::token::unix_now() as i64
+}
+
+/// Claims the example deployment accepts, for `sub`; tests change one field at a time.
+pub fn good_claims(sub: &str) -> serde_json::Value {
+    serde_json::json!({
+        "iss": "https://sipcfg.example.test",
+        "aud": "sipcfg",
+        "sub": sub,
+        "iat": now(),
+        "nbf": now(),
+        "exp": now() + 600,
+    })
+}
+
+pub fn example_signing_key() -> PathBuf {
+    repo().join("certs-example/token-signing-key.pem")
+}
+
+/// A copy of the example deployment in a temporary folder, so a test can change its files.
+pub struct TempDeployment {
+    pub dir: tempfile::TempDir,
+}
+
+impl TempDeployment {
+    pub fn new() -> TempDeployment {
+        let dir = tempfile::tempdir().unwrap();
+        copy_dir(&repo().join("example"), &dir.path().join("example"));
+        copy_dir(&repo().join("templates"), &dir.path().join("templates"));
+        copy_dir(&repo().join("certs-example"), &dir.path().join("certs-example"));
+        TempDeployment { dir }
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+    pub fn config(&self) -> Config {
+        Config::load(&self.path("example/sipcfg.toml")).unwrap()
+    }
+    /// Replaces `from` with `to` in a file of the deployment (the text must be there).
+    pub fn edit(&self, rel: &str, from: &str, to: &str) {
+        let p = self.path(rel);
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains(from), "{rel} does not contain {from:?}");
+        std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    }
+    pub fn append(&self, rel: &str, more: &str) {
+        let p = self.path(rel);
+        let mut text = std::fs::read_to_string(&p).unwrap();
+        text.push_str(more);
+        std::fs::write(&p, text).unwrap();
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
