@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The README's curl walk-through, against a running server: fails on the first unexpected status.
+#
+#   cargo run --release -- serve &        # the example deployment
+#   tests/smoke.sh                        # or: SIPCFG_URL=https://localhost:16971 tests/smoke.sh
+#
+# Tokens are minted with the example deployment's signing key (SIPCFG_BIN, default target/release/sipcfg,
+# else `cargo run --release`). Run from the repository root or anywhere: it finds its way.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+url=${SIPCFG_URL:-https://localhost:6971}
+ca=certs-example/ca.pem
+if [ -n "${SIPCFG_BIN:-}" ]; then
+  sipcfg=("$SIPCFG_BIN")
+elif [ -x target/release/sipcfg ]; then
+  sipcfg=(target/release/sipcfg)
+else
+  sipcfg=(cargo run -q --release --)
+fi
+
+failures=0
+passes=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+# expect STATUS DESCRIPTION CURL-ARGS...
+expect() {
+  local want=$1 what=$2
+  shift 2
+  local got
+  got=$(curl -sS -o "$tmp/body" -D "$tmp/headers" -w '%{http_code}' --cacert "$ca" "$@") || got="curl-failed($?)"
+  if [ "$got" = "$want" ]; then
+    passes=$((passes + 1))
+    printf 'ok    %s  %s\n' "$got" "$what"
+  else
+    failures=$((failures + 1))
+    printf 'FAIL  %s (expected %s)  %s\n' "$got" "$want" "$what"
+    sed 's/^/      /' "$tmp/headers" || true
+  fi
+}
+
+header() { { grep -i "^$1:" "$tmp/headers" 2>/dev/null || true; } | head -n1 | cut -d' ' -f2- | tr -d '\r'; }
+
+for _ in $(seq 1 50); do
+  curl -s -o /dev/null --cacert "$ca" "$url/" && break
+  sleep 0.2
+done
+
+token=$("${sipcfg[@]}" token --device SEP001122334455)
+other=$("${sipcfg[@]}" token --device SEP001122334466)
+user=$("${sipcfg[@]}" token --user jsmith)
+
+expect 200 "the phone downloads its own config" -H "Authorization: Bearer $token" "$url/SEP001122334455.cnf.xml"
+grep -qs '<sipOAuthMode>1</sipOAuthMode>' "$tmp/body" || { echo "FAIL  body lacks sipOAuthMode 1"; failures=$((failures + 1)); }
+etag=$(header etag)
+expect 304 "revalidation with If-None-Match" -H "Authorization: Bearer $token" -H "If-None-Match: $etag" "$url/SEP001122334455.cnf.xml"
+expect 200 "HEAD" -I -H "Authorization: Bearer $token" "$url/SEP001122334455.cnf.xml"
+expect 200 "over HTTP/1.1 too" --http1.1 -H "Authorization: Bearer $token" "$url/SEP001122334455.cnf.xml"
+expect 401 "no token" "$url/SEP001122334455.cnf.xml"
+[ "$(header www-authenticate)" = 'Bearer realm="sipcfg"' ] || { echo "FAIL  401 without the Bearer challenge"; failures=$((failures + 1)); }
+expect 401 "a token in the URL is never read" "$url/SEP001122334455.cnf.xml?access_token=$token"
+expect 401 "a bad token" -H "Authorization: Bearer x.y.z" "$url/SEP001122334455.cnf.xml"
+expect 403 "another device's token" -H "Authorization: Bearer $other" "$url/SEP001122334455.cnf.xml"
+expect 403 "a device that does not exist" -H "Authorization: Bearer $token" "$url/SEP00112233AAAA.cnf.xml"
+expect 403 "a disabled device" -H "Authorization: Bearer $user" "$url/SEP0011223344FF.cnf.xml"
+expect 200 "a user token opens the user's Jabber config" -H "Authorization: Bearer $user" "$url/CSFJSMITH.cnf.xml"
+expect 404 "a name outside the grammar" -H "Authorization: Bearer $token" "$url/ITLFile.tlv"
+expect 405 "POST" -X POST -H "Authorization: Bearer $token" "$url/SEP001122334455.cnf.xml"
+if curl -sS -o /dev/null --cacert "$ca" --tls-max 1.1 "$url/" 2>/dev/null; then
+  echo "FAIL  TLS 1.1 was accepted"; failures=$((failures + 1))
+else
+  passes=$((passes + 1)); echo "ok    ---  TLS 1.1 refused"
+fi
+
+echo "smoke: $passes passed, $failures failed"
+[ "$failures" = 0 ]
