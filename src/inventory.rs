@@ -211,6 +211,10 @@ struct RawDevice {
     lines: Vec<Line>,
     #[serde(default = "yes")]
     enabled: bool,
+    #[serde(default)]
+    allow_activation_code_via_mra: bool,
+    #[serde(default)]
+    mra_service_domain: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +241,10 @@ pub struct Device {
     pub description: String,
     pub lines: Vec<Line>,
     pub enabled: bool,
+    /// CUCM "Allow Activation Code via MRA": the device may onboard over Mobile and Remote Access.
+    pub allow_activation_code_via_mra: bool,
+    /// CUCM "Activation Code MRA Service Domain".
+    pub mra_service_domain: String,
 }
 
 /// A loaded, consistent inventory.
@@ -349,6 +357,9 @@ impl Inventory {
             {
                 err(entry.clone(), format!("unknown owner user {owner:?}"));
             }
+            if d.allow_activation_code_via_mra && d.mra_service_domain.is_empty() {
+                err(entry.clone(), "allow_activation_code_via_mra needs mra_service_domain".into());
+            }
             for (i, line) in d.lines.iter().enumerate() {
                 if line.dn.is_empty() {
                     err(entry.clone(), format!("line {}: dn must not be empty", i + 1));
@@ -364,6 +375,8 @@ impl Inventory {
                     description: d.description,
                     lines: d.lines,
                     enabled: d.enabled,
+                    allow_activation_code_via_mra: d.allow_activation_code_via_mra,
+                    mra_service_domain: d.mra_service_domain,
                 },
             );
         }

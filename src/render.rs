@@ -226,6 +226,9 @@ struct DeviceView<'a> {
     family: &'static str,
     description: &'a str,
     lines: Vec<LineView<'a>>,
+    /// Mobile and Remote Access: activation-code onboarding allowed, and its service domain.
+    mra: bool,
+    mra_service_domain: &'a str,
 }
 
 #[derive(Serialize)]
@@ -271,6 +274,8 @@ impl<'a> RenderContext<'a> {
                 family: device.phone_type.family,
                 description: &device.description,
                 lines,
+                mra: device.allow_activation_code_via_mra,
+                mra_service_domain: &device.mra_service_domain,
             },
             profile: ProfileView {
                 profile,
