@@ -15,6 +15,10 @@ pub enum Refusal {
     /// The device is the subject's, but disabled in the inventory.
     #[error("the device is disabled")]
     DeviceDisabled,
+    /// Plain HTTP: the device's profile uses OAuth (or the device is unknown or disabled), so its file is
+    /// only served over HTTPS to its token.
+    #[error("the file is served only over HTTPS to the device's token")]
+    HttpsOnly,
 }
 
 impl Refusal {
@@ -22,6 +26,7 @@ impl Refusal {
         match self {
             Refusal::NotOwn => "not-own",
             Refusal::DeviceDisabled => "device-disabled",
+            Refusal::HttpsOnly => "https-only",
         }
     }
 }
@@ -42,6 +47,17 @@ pub fn device_config<'a>(
     }
     if !device.enabled {
         return Err(Refusal::DeviceDisabled);
+    }
+    Ok(device)
+}
+
+/// Plain HTTP (legacy 6970): only enabled devices whose profile has OAuth off. Unknown, disabled and OAuth
+/// devices are refused alike.
+pub fn legacy_device_config<'a>(inventory: &'a Inventory, name: &DeviceName) -> Result<&'a Device, Refusal> {
+    let device = inventory.device(name).ok_or(Refusal::HttpsOnly)?;
+    let oauth = inventory.profile_of(device).is_none_or(|p| p.oauth);
+    if oauth || !device.enabled {
+        return Err(Refusal::HttpsOnly);
     }
     Ok(device)
 }

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use moka::future::Cache;
 
-use crate::filename::DeviceName;
-
 /// A rendered, checked file ready to be served.
 #[derive(Debug)]
 pub struct RenderedFile {
@@ -29,7 +27,8 @@ impl RenderedFile {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     generation: u64,
-    device: DeviceName,
+    /// Canonical file identity (a device name, or a shared file's name).
+    file: Box<str>,
 }
 
 /// Per-entry bookkeeping counted against the byte bound on top of the body.
@@ -53,17 +52,12 @@ impl FileCache {
 
     /// The cached file, or the result of `render` (run once however many callers wait for it). Errors are
     /// not cached.
-    pub async fn get_or_render<E, F>(
-        &self,
-        generation: u64,
-        device: &DeviceName,
-        render: F,
-    ) -> Result<Arc<RenderedFile>, Arc<E>>
+    pub async fn get_or_render<E, F>(&self, generation: u64, file: &str, render: F) -> Result<Arc<RenderedFile>, Arc<E>>
     where
         E: Send + Sync + 'static,
         F: Future<Output = Result<Arc<RenderedFile>, E>>,
     {
-        self.cache.try_get_with(Key { generation, device: device.clone() }, render).await
+        self.cache.try_get_with(Key { generation, file: file.into() }, render).await
     }
 
     /// Drops every entry (after a new generation is in force, so old entries are dead weight).

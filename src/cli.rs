@@ -1,7 +1,7 @@
 //! The `sipcfg` command line: `serve`, `check`, `render`, `token`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,9 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::app::App;
 use crate::config::{self, Config};
 use crate::filename::{self, DeviceName, FileRequest};
-use crate::provision;
-use crate::server;
-use crate::token::{Signer, Subject, Verifier};
+use crate::provision::{self, Sources};
+use crate::server::{self, Listeners};
+use crate::settings::{self, ClusterChange};
+use crate::token::{Signer, Subject, Verifier, unix_now};
+use crate::trust::TrustStore;
 
 #[derive(Parser, Debug)]
 #[command(name = "sipcfg", version, about = "Secure configuration server for SIP phones (CUCM SIP OAuth mode)")]
@@ -24,7 +26,7 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct ConfigArg {
     /// Configuration file. Without it, the example deployment (example/sipcfg.toml, run from the repository root).
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
 }
 
@@ -64,6 +66,86 @@ pub enum Command {
         #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
         ttl: Option<u64>,
     },
+    /// SIP OAuth for the whole cluster (CUCM's `utils sipOAuth-mode`). A running server applies it at once.
+    #[command(name = "sip-oauth-mode")]
+    SipOAuthMode {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(value_enum)]
+        action: ModeAction,
+    },
+    /// Cluster settings: show them, or set the refresh login flow and the SIP OAuth ports.
+    Cluster {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// Certificate stores (CUCM's certificate management): Phone-Edge-Trust.
+    Cert {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: CertAction,
+    },
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum ModeAction {
+    Enable,
+    Disable,
+    Status,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterAction {
+    /// Print the SIP OAuth cluster settings.
+    Show,
+    /// Change settings; every change is validated and written atomically.
+    Set {
+        /// CUCM's enterprise parameter "OAuth with Refresh Login Flow".
+        #[arg(long, value_enum)]
+        refresh_login_flow: Option<OnOff>,
+        /// SIP phone OAuth port (1024-49151, default 5090).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1024..=49151))]
+        sip_oauth_port: Option<u16>,
+        /// SIP MRA OAuth port (1024-49151, default 5091), distinct from the phone port.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1024..=49151))]
+        sip_mra_oauth_port: Option<u16>,
+    },
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The CA that issued the server's certificate on 6971, published to phones (at most 16).
+    PhoneEdgeTrust,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertAction {
+    /// Add a CA certificate (one PEM certificate, a CA, currently valid).
+    Add {
+        #[arg(long, value_enum)]
+        purpose: Purpose,
+        file: PathBuf,
+    },
+    /// List the certificates of a store.
+    List {
+        #[arg(long, value_enum, default_value = "phone-edge-trust")]
+        purpose: Purpose,
+    },
+    /// Remove a certificate by its SHA-256 (or a unique prefix of 8+ hex digits).
+    Remove {
+        #[arg(long, value_enum, default_value = "phone-edge-trust")]
+        purpose: Purpose,
+        id: String,
+    },
 }
 
 pub fn init_logging() {
@@ -78,6 +160,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Render { config, file } => render(&config, &file),
         Command::Token { config, device, user, ttl } => token(&config, device, user, ttl),
+        Command::SipOAuthMode { config, action } => sip_oauth_mode(&config, action),
+        Command::Cluster { config, action } => cluster(&config, action),
+        Command::Cert { config, action } => cert(&config, action),
     };
     match result {
         Ok(code) => code,
@@ -124,18 +209,28 @@ fn serve(arg: &ConfigArg, listen: Option<SocketAddr>) -> Result<ExitCode, String
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
-        let listen = config.server.listen;
         let app = Arc::new(App::from_config(config).map_err(|e| e.to_string())?);
-        let listener =
-            tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let listeners = Listeners::bind(&app.config).await?;
         let deployment = app.provisioner.current();
+        let addr = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(
-            address = %listener.local_addr().map_or(listen, |a| a),
+            address = addr(&listeners.https),
             devices = deployment.inventory.devices.len(),
+            sip_oauth_mode = deployment.inventory.cluster.sip_oauth_mode,
             "serving configuration files over HTTPS"
         );
+        if let Some(l) = &listeners.legacy {
+            tracing::info!(address = addr(l), "serving non-OAuth devices and common files over plain HTTP");
+        }
+        if let Some(l) = &listeners.edge {
+            tracing::info!(address = addr(l), "serving edge proxies over mutual TLS");
+        }
         drop(deployment);
-        server::run(listener, app, shutdown_signal()).await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let watcher = tokio::spawn(crate::reload::watch(app.clone(), app.config.server.reload_poll(), stopped));
+        server::run(listeners, app, shutdown_signal()).await;
+        let _ = stop.send(true);
+        let _ = watcher.await;
         Ok::<_, String>(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -177,15 +272,27 @@ fn check(arg: &ConfigArg) -> Result<ExitCode, String> {
     if let Err(e) = server::tls::server_config(&config.tls) {
         errors.push(e.to_string());
     }
+    if let Some(edge) = &config.edge
+        && let Err(e) = server::edge::server_config(&config.tls, edge)
+    {
+        errors.push(e.to_string());
+    }
     let mut rendered = 0usize;
-    match provision::load(&config.inventory.file, &config.inventory.templates) {
-        Ok((inventory, templates)) => {
+    match provision::load(&Sources::from_config(&config)) {
+        Ok(loaded) => {
+            let (inventory, templates, trust) = (&loaded.inventory, &loaded.templates, &loaded.phone_edge_trust);
             for name in inventory.device_names_sorted() {
                 let device = &inventory.devices[name];
-                match templates.render(&inventory, device) {
+                match templates.render(inventory, device, trust) {
                     Ok(_) => rendered += 1,
                     Err(e) => errors.push(format!("{}: {e}", config.inventory.templates.display())),
                 }
+            }
+            if let Err(e) = templates.render_default(inventory, trust) {
+                errors.push(format!("{}: {e}", config.inventory.templates.display()));
+            }
+            for c in trust.iter().filter(|c| c.is_expired(unix_now() as i64)) {
+                errors.push(format!("Phone-Edge-Trust certificate {} ({}) has expired", c.sha256, c.subject));
             }
         }
         Err(load_errors) => {
@@ -206,9 +313,10 @@ fn check(arg: &ConfigArg) -> Result<ExitCode, String> {
 
 fn render(arg: &ConfigArg, file: &str) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let (inventory, templates) = provision::load(&config.inventory.file, &config.inventory.templates).map_err(join)?;
+    let loaded = provision::load(&Sources::from_config(&config)).map_err(join)?;
+    let (inventory, templates, trust) = (&loaded.inventory, &loaded.templates, &loaded.phone_edge_trust);
     let request = filename::parse_name(file).map_err(|e| format!("{file}: {e}"))?;
-    match request {
+    let xml = match request {
         FileRequest::DeviceConfig(name) => {
             let device = inventory
                 .device(&name)
@@ -216,8 +324,90 @@ fn render(arg: &ConfigArg, file: &str) -> Result<ExitCode, String> {
             if !device.enabled {
                 eprintln!("note: {name} is disabled; phones are refused this file");
             }
-            let xml = templates.render(&inventory, device).map_err(|e| e.to_string())?;
-            print!("{xml}");
+            templates.render(inventory, device, trust).map_err(|e| e.to_string())?
+        }
+        FileRequest::DefaultConfig => templates.render_default(inventory, trust).map_err(|e| e.to_string())?,
+        FileRequest::CaConfig => String::from_utf8_lossy(&crate::trust::caconfig_json(trust)).into_owned(),
+        other => return Err(format!("{file}: a {} is not rendered", other.kind())),
+    };
+    print!("{xml}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sip_oauth_mode(arg: &ConfigArg, action: ModeAction) -> Result<ExitCode, String> {
+    let config = load_config(arg)?;
+    let file = &config.inventory.file;
+    let set = |on| settings::apply(file, &[ClusterChange::SipOAuthMode(on)]).map_err(|e| e.to_string());
+    let cluster = match action {
+        ModeAction::Status => crate::inventory::Inventory::load(file).map_err(|e| e.to_string())?.cluster,
+        ModeAction::Enable => set(true)?,
+        ModeAction::Disable => set(false)?,
+    };
+    let state = if cluster.sip_oauth_mode { "enabled" } else { "disabled" };
+    match action {
+        ModeAction::Status => println!("SIP OAuth mode is {state}"),
+        _ => println!(
+            "SIP OAuth mode is {state} ({} updated; a running server applies it within seconds)",
+            file.display()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cluster(arg: &ConfigArg, action: ClusterAction) -> Result<ExitCode, String> {
+    let config = load_config(arg)?;
+    let file = &config.inventory.file;
+    let cluster = match action {
+        ClusterAction::Show => crate::inventory::Inventory::load(file).map_err(|e| e.to_string())?.cluster,
+        ClusterAction::Set { refresh_login_flow, sip_oauth_port, sip_mra_oauth_port } => {
+            let mut changes = Vec::new();
+            changes.extend(refresh_login_flow.map(|v| ClusterChange::RefreshLoginFlow(matches!(v, OnOff::On))));
+            changes.extend(sip_oauth_port.map(ClusterChange::SipOAuthPort));
+            changes.extend(sip_mra_oauth_port.map(ClusterChange::SipMraOAuthPort));
+            if changes.is_empty() {
+                return Err(
+                    "nothing to set: give --refresh-login-flow, --sip-oauth-port or --sip-mra-oauth-port".into()
+                );
+            }
+            settings::apply(file, &changes).map_err(|e| e.to_string())?
+        }
+    };
+    print!("{}", settings::describe(&cluster));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cert(arg: &ConfigArg, action: CertAction) -> Result<ExitCode, String> {
+    let config = load_config(arg)?;
+    let store = |purpose: Purpose| match purpose {
+        Purpose::PhoneEdgeTrust => config
+            .trust
+            .phone_edge_trust
+            .clone()
+            .map(TrustStore::new)
+            .ok_or_else(|| format!("{}: no [trust] phone_edge_trust folder is configured", config.path.display())),
+    };
+    let now = unix_now() as i64;
+    let show = |c: &crate::trust::TrustCert| {
+        let state = if c.is_expired(now) { "  EXPIRED" } else { "" };
+        println!("{}  {}  (until {}){state}", c.sha256, c.subject, crate::trust::rfc3339_utc(c.not_after));
+    };
+    match action {
+        CertAction::Add { purpose, file } => {
+            let c = store(purpose)?.add(&file, now).map_err(|e| e.to_string())?;
+            print!("added: ");
+            show(&c);
+        }
+        CertAction::List { purpose } => {
+            let certs = store(purpose)?.load(now).map_err(|e| e.to_string())?;
+            for c in &certs {
+                show(c);
+            }
+            println!("{} of {} certificates", certs.len(), crate::trust::MAX_PHONE_EDGE_TRUST);
+        }
+        CertAction::Remove { purpose, id } => {
+            let c = store(purpose)?.remove(&id).map_err(|e| e.to_string())?;
+            print!("removed: ");
+            show(&c);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -250,9 +440,4 @@ fn token(arg: &ConfigArg, device: Option<String>, user: Option<String>, ttl: Opt
 
 fn join(errors: Vec<provision::LoadError>) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
-}
-
-/// Whether `path` is the example configuration (for messages).
-pub fn is_example(path: &Path) -> bool {
-    path.ends_with(config::EXAMPLE_CONFIG)
 }

@@ -83,6 +83,12 @@ struct RawConfig {
     inventory: InventoryConfig,
     #[serde(default)]
     cache: CacheConfig,
+    #[serde(default)]
+    files: FilesConfig,
+    #[serde(default)]
+    trust: TrustConfig,
+    legacy: Option<LegacyConfig>,
+    edge: Option<EdgeConfig>,
 }
 
 /// Listener and connection limits.
@@ -99,6 +105,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// On shutdown, in-flight requests get this long to finish.
     pub shutdown_grace_secs: u64,
+    /// How often the inventory, templates and certificate stores are checked for changes.
+    pub reload_poll_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -109,6 +117,7 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 10,
             max_connections: 10_000,
             shutdown_grace_secs: 10,
+            reload_poll_ms: 1000,
         }
     }
 }
@@ -122,6 +131,9 @@ impl ServerConfig {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+    pub fn reload_poll(&self) -> Duration {
+        Duration::from_millis(self.reload_poll_ms)
     }
 }
 
@@ -206,7 +218,72 @@ fn default_token_ttl() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct InventoryConfig {
     pub file: PathBuf,
+    /// The shipped templates.
     pub templates: PathBuf,
+    /// Local templates that replace shipped ones of the same relative name.
+    pub templates_override: Option<PathBuf>,
+}
+
+/// Common files (ring lists, dial plans, locales, softkeys, firmware).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// The file root; without it, only configuration files are served.
+    pub root: Option<PathBuf>,
+    pub max_file_bytes: u64,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig { root: None, max_file_bytes: crate::files::DEFAULT_MAX_FILE_BYTES }
+    }
+}
+
+/// Certificate stores managed with `sipcfg cert`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustConfig {
+    /// Folder of the Phone-Edge-Trust CA certificates (at most 16), published to phones.
+    pub phone_edge_trust: Option<PathBuf>,
+}
+
+/// The optional plain-HTTP listener (CUCM's 6970).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyConfig {
+    pub listen: SocketAddr,
+}
+
+/// The optional mutual-TLS listener for edge proxies (Expressway-C, Mobile and Remote Access).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    pub listen: SocketAddr,
+    /// PEM CA certificates a proxy's client certificate must chain to (CUCM's Tomcat-trust for Expressway-C).
+    pub client_ca: PathBuf,
+    /// The admitted proxies; a client certificate must match one of them.
+    #[serde(default)]
+    pub proxies: Vec<EdgeProxy>,
+}
+
+/// CUCM's Expressway-C entry: host, description, and the X.509 subject names of its certificate.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeProxy {
+    pub host: String,
+    #[serde(default)]
+    pub description: String,
+    /// Names (subject CN or DNS subject alternative names) the proxy's certificate may carry; empty means
+    /// the host name.
+    #[serde(default)]
+    pub subject_names: Vec<String>,
+}
+
+impl EdgeProxy {
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        let own = self.subject_names.is_empty().then_some(self.host.as_str());
+        self.subject_names.iter().map(String::as_str).chain(own)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -232,6 +309,10 @@ pub struct Config {
     pub auth: AuthConfig,
     pub inventory: InventoryConfig,
     pub cache: CacheConfig,
+    pub files: FilesConfig,
+    pub trust: TrustConfig,
+    pub legacy: Option<LegacyConfig>,
+    pub edge: Option<EdgeConfig>,
 }
 
 impl Config {
@@ -310,8 +391,24 @@ impl Config {
                 return Err(invalid(key, "must be between 1 and 300 seconds".into()));
             }
         }
+        if !(50..=60_000).contains(&server.reload_poll_ms) {
+            return Err(invalid("server.reload_poll_ms", "must be between 50 and 60000".into()));
+        }
         if raw.cache.max_bytes < 1024 * 1024 {
             return Err(invalid("cache.max_bytes", "must be at least 1 MiB".into()));
+        }
+        if let Some(edge) = &raw.edge {
+            if edge.proxies.is_empty() {
+                return Err(invalid("edge.proxies", "the edge listener needs at least one proxy entry".into()));
+            }
+            if edge.listen == server.listen {
+                return Err(invalid("edge.listen", "must differ from server.listen".into()));
+            }
+        }
+        if let Some(legacy) = &raw.legacy
+            && (legacy.listen == server.listen || raw.edge.as_ref().is_some_and(|e| e.listen == legacy.listen))
+        {
+            return Err(invalid("legacy.listen", "must differ from the other listeners".into()));
         }
 
         Ok(Config {
@@ -319,8 +416,16 @@ impl Config {
             server,
             tls: TlsConfig { certificate: at(raw.tls.certificate), private_key: at(raw.tls.private_key) },
             auth,
-            inventory: InventoryConfig { file: at(raw.inventory.file), templates: at(raw.inventory.templates) },
+            inventory: InventoryConfig {
+                file: at(raw.inventory.file),
+                templates: at(raw.inventory.templates),
+                templates_override: raw.inventory.templates_override.map(at),
+            },
             cache: raw.cache,
+            files: FilesConfig { root: raw.files.root.map(at), ..raw.files },
+            trust: TrustConfig { phone_edge_trust: raw.trust.phone_edge_trust.map(at) },
+            legacy: raw.legacy,
+            edge: raw.edge.map(|e| EdgeConfig { client_ca: at(e.client_ca), ..e }),
         })
     }
 

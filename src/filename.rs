@@ -7,6 +7,11 @@
 //! |---|---|
 //! | `SEP<12 hex>.cnf.xml` | configuration of a hardware phone, named by its MAC address |
 //! | `CSF<name>.cnf.xml`, `BOT…`, `TCT…`, `TAB…` | configuration of a Jabber client |
+//! | `<device>.cnf.xml.sgn` | the same file: on 6971 the unsigned file is served, as CUCM-compatible servers do |
+//! | `<device>.cnf.xml.enc.sgn` | TFTP-encrypted configuration: never served (not supported with OAuth) |
+//! | `XMLDefault.cnf.xml` | the cluster's default configuration (auto-registration, activation codes) |
+//! | `caconfig.json`, `caconfig.json.sgn` | the Phone-Edge-Trust certificates |
+//! | any other name of `A-Z a-z 0-9 . _ -` not starting with `.` | a common file from the file root |
 //!
 //! The device part is case-insensitive and normalised to upper case, as CUCM stores device names
 //! (`sep00112233aabb.cnf.xml` and `SEP00112233AABB.cnf.xml` are the same file). The suffix `.cnf.xml` is
@@ -19,9 +24,13 @@ use crate::model::Prefix;
 /// Longest device name CUCM accepts (prefix included).
 pub const MAX_DEVICE_NAME: usize = 15;
 /// Longest request name considered at all; anything longer is refused before any parsing.
-pub const MAX_FILE_NAME: usize = 64;
+pub const MAX_FILE_NAME: usize = 128;
 
 const CONFIG_SUFFIX: &str = ".cnf.xml";
+const SIGNED_CONFIG_SUFFIX: &str = ".cnf.xml.sgn";
+const ENCRYPTED_CONFIG_SUFFIX: &str = ".cnf.xml.enc.sgn";
+pub const DEFAULT_CONFIG: &str = "XMLDefault.cnf.xml";
+pub const CA_CONFIG: &str = "caconfig.json";
 
 /// A device name in canonical form: a known prefix, upper case, CUCM's character set.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -98,8 +107,16 @@ impl fmt::Display for DeviceName {
 /// What a request name asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileRequest {
-    /// `<device>.cnf.xml`: the device's configuration file.
+    /// `<device>.cnf.xml` or `<device>.cnf.xml.sgn`: the device's configuration file.
     DeviceConfig(DeviceName),
+    /// `<device>.cnf.xml.enc.sgn`: an encrypted configuration, which sipcfg never serves.
+    EncryptedConfig(DeviceName),
+    /// `XMLDefault.cnf.xml`.
+    DefaultConfig,
+    /// `caconfig.json`: the Phone-Edge-Trust certificates.
+    CaConfig,
+    /// A common file (ring list, dial plan, locale, softkeys, firmware) from the file root.
+    Common(String),
 }
 
 impl FileRequest {
@@ -107,6 +124,10 @@ impl FileRequest {
     pub fn kind(&self) -> &'static str {
         match self {
             FileRequest::DeviceConfig(_) => "device-config",
+            FileRequest::EncryptedConfig(_) => "encrypted-config",
+            FileRequest::DefaultConfig => "default-config",
+            FileRequest::CaConfig => "ca-config",
+            FileRequest::Common(_) => "common",
         }
     }
 }
@@ -145,10 +166,22 @@ pub fn parse_name(name: &str) -> Result<FileRequest, NameError> {
     if !name.bytes().all(is_name_byte) {
         return Err(NameError::BadCharacter);
     }
-    match name.strip_suffix(CONFIG_SUFFIX) {
-        Some(device) => Ok(FileRequest::DeviceConfig(DeviceName::parse_loose(device)?)),
-        None => Err(NameError::Unknown),
+    if name.starts_with('.') || name.contains("..") {
+        return Err(NameError::BadCharacter);
     }
+    if let Some(device) = name.strip_suffix(ENCRYPTED_CONFIG_SUFFIX) {
+        return Ok(FileRequest::EncryptedConfig(DeviceName::parse_loose(device)?));
+    }
+    if let Some(device) = name.strip_suffix(SIGNED_CONFIG_SUFFIX).or_else(|| name.strip_suffix(CONFIG_SUFFIX)) {
+        if device.eq_ignore_ascii_case("XMLDefault") {
+            return Ok(FileRequest::DefaultConfig);
+        }
+        return Ok(FileRequest::DeviceConfig(DeviceName::parse_loose(device)?));
+    }
+    if name == CA_CONFIG || name.strip_suffix(".sgn") == Some(CA_CONFIG) {
+        return Ok(FileRequest::CaConfig);
+    }
+    Ok(FileRequest::Common(name.to_owned()))
 }
 
 fn is_name_byte(b: u8) -> bool {
@@ -203,6 +236,20 @@ mod tests {
         assert_eq!(parse_request_path("csfjsmith.cnf.xml"), Ok(device("CSFJSMITH")));
         assert_eq!(parse_request_path("TCTJSMITH.cnf.xml"), Ok(device("TCTJSMITH")));
         assert_eq!(parse_request_path("SEP001122334455%2Ecnf.xml"), Ok(device("SEP001122334455")));
+        assert_eq!(parse_request_path("SEP001122334455.cnf.xml.sgn"), Ok(device("SEP001122334455")));
+        assert_eq!(
+            parse_request_path("SEP001122334455.cnf.xml.enc.sgn"),
+            Ok(FileRequest::EncryptedConfig(DeviceName::parse_canonical("SEP001122334455").unwrap()))
+        );
+        assert_eq!(parse_request_path("XMLDefault.cnf.xml"), Ok(FileRequest::DefaultConfig));
+        assert_eq!(parse_request_path("xmldefault.cnf.xml.sgn"), Ok(FileRequest::DefaultConfig));
+        assert_eq!(parse_request_path("caconfig.json"), Ok(FileRequest::CaConfig));
+        assert_eq!(parse_request_path("caconfig.json.sgn"), Ok(FileRequest::CaConfig));
+        assert_eq!(parse_request_path("dialplan.xml"), Ok(FileRequest::Common("dialplan.xml".into())));
+        assert_eq!(
+            parse_request_path("sip88xx.14-3-1-0001-63.loads"),
+            Ok(FileRequest::Common("sip88xx.14-3-1-0001-63.loads".into()))
+        );
     }
 
     #[test]
@@ -212,9 +259,11 @@ mod tests {
             "SEP00112233445.cnf.xml",
             "SEP0011223344556.cnf.xml",
             "SEP00112233445G.cnf.xml",
-            "SEP001122334455.cnf.XML",
-            "SEP001122334455.xml",
             "../SEP001122334455.cnf.xml",
+            ".hidden",
+            "..",
+            "a..b",
+            "XYZ001122334455.cnf.xml",
             "a/SEP001122334455.cnf.xml",
             "SEP001122334455%2F.cnf.xml",
             "SEP001122334455%00.cnf.xml",
@@ -228,7 +277,8 @@ mod tests {
         ] {
             assert!(parse_request_path(bad).is_err(), "{bad:?} was accepted");
         }
-        assert_eq!(parse_request_path(&"A".repeat(300)), Err(NameError::TooLong));
+        assert_eq!(parse_request_path(&"A".repeat(600)), Err(NameError::TooLong));
+        assert_eq!(parse_request_path(&"A".repeat(129)), Err(NameError::TooLong));
     }
 
     #[test]

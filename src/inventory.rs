@@ -85,6 +85,9 @@ pub struct Cluster {
     /// CUCM's `utils sipOAuth-mode`: whether SIP OAuth is enabled for the cluster.
     #[serde(default = "yes")]
     pub sip_oauth_mode: bool,
+    /// CUCM's enterprise parameter "OAuth with Refresh Login Flow": access and refresh tokens.
+    #[serde(default)]
+    pub refresh_login_flow: bool,
     #[serde(default = "default_sip_port")]
     pub sip_port: u16,
     #[serde(default = "default_secured_sip_port")]

@@ -1,7 +1,7 @@
 //! The provisioning pipeline, without any HTTP: name → authorize → cache or render. The server layer calls
-//! [`Provisioner::fetch`] with an authenticated subject and the requested name.
+//! [`Provisioner::fetch`] (HTTPS, authenticated subject) or [`Provisioner::fetch_legacy`] (plain HTTP).
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,18 +9,65 @@ use arc_swap::ArcSwap;
 
 use crate::authorize::{self, Refusal};
 use crate::cache::{FileCache, RenderedFile};
+use crate::config::Config;
 use crate::filename::{self, FileRequest, NameError};
+use crate::files::{FileError, FileRoot};
 use crate::inventory::{Inventory, InventoryErrors};
 use crate::render::{RenderError, TemplateErrors, Templates};
-use crate::token::Subject;
+use crate::token::{Subject, unix_now};
+use crate::trust::{self, TrustCert, TrustError, TrustStore};
 
 pub const XML_CONTENT_TYPE: &str = "application/xml; charset=utf-8";
 
-/// The inventory and templates in force, with the generation that keys the cache.
+/// Where a deployment's parts are read from (from the configuration).
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub inventory: PathBuf,
+    pub templates: PathBuf,
+    pub templates_override: Option<PathBuf>,
+    pub phone_edge_trust: Option<PathBuf>,
+    pub files: Option<PathBuf>,
+    pub max_file_bytes: u64,
+}
+
+impl Sources {
+    pub fn from_config(config: &Config) -> Sources {
+        Sources {
+            inventory: config.inventory.file.clone(),
+            templates: config.inventory.templates.clone(),
+            templates_override: config.inventory.templates_override.clone(),
+            phone_edge_trust: config.trust.phone_edge_trust.clone(),
+            files: config.files.root.clone(),
+            max_file_bytes: config.files.max_file_bytes,
+        }
+    }
+
+    /// Every file and folder whose change means a new deployment.
+    pub fn watched(&self) -> Vec<PathBuf> {
+        let mut paths = vec![self.inventory.clone(), self.templates.clone()];
+        paths.extend(self.templates_override.iter().cloned());
+        paths.extend(self.phone_edge_trust.iter().cloned());
+        paths
+    }
+}
+
+/// The parts of a deployment, loaded and checked, not yet in force.
+pub struct Loaded {
+    pub inventory: Inventory,
+    pub templates: Templates,
+    pub phone_edge_trust: Vec<TrustCert>,
+    pub files: Option<FileRoot>,
+}
+
+/// The inventory, templates and certificates in force, with the generation that keys the cache.
 pub struct Deployment {
     pub generation: u64,
     pub inventory: Inventory,
     pub templates: Templates,
+    pub phone_edge_trust: Vec<TrustCert>,
+    /// `caconfig.json`, made once per deployment.
+    pub caconfig: Arc<RenderedFile>,
+    pub files: Option<FileRoot>,
 }
 
 /// Why a deployment could not be loaded.
@@ -30,15 +77,35 @@ pub enum LoadError {
     Inventory(#[from] InventoryErrors),
     #[error("{0}")]
     Templates(#[from] TemplateErrors),
+    #[error("Phone-Edge-Trust: {0}")]
+    Trust(#[from] TrustError),
+    #[error("{path}: file root: {message}")]
+    Files { path: PathBuf, message: String },
 }
 
-/// Loads the inventory and the templates, reporting the problems of both.
-pub fn load(inventory: &Path, templates: &Path) -> Result<(Inventory, Templates), Vec<LoadError>> {
-    let inv = Inventory::load(inventory);
-    let tpl = Templates::load(templates);
-    match (inv, tpl) {
-        (Ok(i), Ok(t)) => Ok((i, t)),
-        (i, t) => Err(i.err().map(LoadError::from).into_iter().chain(t.err().map(LoadError::from)).collect()),
+/// Loads every part, reporting the problems of all of them.
+pub fn load(sources: &Sources) -> Result<Loaded, Vec<LoadError>> {
+    let mut errors = Vec::new();
+    let inventory = Inventory::load(&sources.inventory).map_err(|e| errors.push(e.into())).ok();
+    let templates = Templates::load(&sources.templates, sources.templates_override.as_deref())
+        .map_err(|e| errors.push(e.into()))
+        .ok();
+    let phone_edge_trust = match &sources.phone_edge_trust {
+        Some(dir) => TrustStore::new(dir.clone()).load(unix_now() as i64).map_err(|e| errors.push(e.into())).ok(),
+        None => Some(Vec::new()),
+    };
+    let files = match &sources.files {
+        Some(dir) => FileRoot::open(dir, sources.max_file_bytes)
+            .map(Some)
+            .map_err(|e| errors.push(LoadError::Files { path: dir.clone(), message: e.to_string() }))
+            .ok(),
+        None => Some(None),
+    };
+    match (inventory, templates, phone_edge_trust, files) {
+        (Some(inventory), Some(templates), Some(phone_edge_trust), Some(files)) if errors.is_empty() => {
+            Ok(Loaded { inventory, templates, phone_edge_trust, files })
+        }
+        _ => Err(errors),
     }
 }
 
@@ -46,20 +113,41 @@ pub fn load(inventory: &Path, templates: &Path) -> Result<(Inventory, Templates)
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
     #[error("not found: {0}")]
-    NotFound(NameError),
+    NotFound(NotFound),
     #[error("forbidden: {0}")]
     Forbidden(Refusal),
     #[error("render failed: {0}")]
     Render(Arc<RenderError>),
+    #[error("common file: {0}")]
+    File(Arc<FileError>),
+}
+
+/// Why a name has no file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotFound {
+    #[error("{0}")]
+    Name(NameError),
+    #[error("TFTP encrypted configuration files are not served (not supported with SIP OAuth)")]
+    EncryptedConfig,
+    #[error("no such common file")]
+    NoCommonFile,
 }
 
 impl FetchError {
     /// Label for logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            FetchError::NotFound(_) => "unknown-file",
+            FetchError::NotFound(NotFound::Name(_)) => "unknown-file",
+            FetchError::NotFound(NotFound::EncryptedConfig) => "encrypted-config",
+            FetchError::NotFound(NotFound::NoCommonFile) => "no-common-file",
             FetchError::Forbidden(r) => r.reason(),
             FetchError::Render(_) => "render-error",
+            FetchError::File(e) => match **e {
+                FileError::NotFound(_) => "no-common-file",
+                FileError::OutsideRoot(_) => "outside-root",
+                FileError::TooLarge(..) => "file-too-large",
+                FileError::Io(..) => "file-io",
+            },
         }
     }
 }
@@ -71,9 +159,9 @@ pub struct Provisioner {
 }
 
 impl Provisioner {
-    pub fn new(inventory: Inventory, templates: Templates, cache_bytes: u64) -> Provisioner {
+    pub fn new(loaded: Loaded, cache_bytes: u64) -> Provisioner {
         Provisioner {
-            deployment: ArcSwap::from_pointee(Deployment { generation: 1, inventory, templates }),
+            deployment: ArcSwap::from_pointee(deployment(1, loaded)),
             generations: AtomicU64::new(1),
             cache: FileCache::new(cache_bytes),
         }
@@ -84,11 +172,11 @@ impl Provisioner {
         self.deployment.load_full()
     }
 
-    /// Puts a new inventory and template set in force. Requests already running finish with the old one;
-    /// the cache never answers for the old one again.
-    pub fn replace(&self, inventory: Inventory, templates: Templates) -> u64 {
+    /// Puts a new deployment in force. Requests already running finish with the old one; the cache never
+    /// answers for the old one again.
+    pub fn replace(&self, loaded: Loaded) -> u64 {
         let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
-        self.deployment.store(Arc::new(Deployment { generation, inventory, templates }));
+        self.deployment.store(Arc::new(deployment(generation, loaded)));
         self.cache.clear();
         generation
     }
@@ -97,20 +185,86 @@ impl Provisioner {
         &self.cache
     }
 
-    /// The file named `path` (the request path without its leading `/`), if `subject` may have it.
+    /// The file named `path` (the request path without its leading `/`), if `subject` may have it. This
+    /// is the HTTPS (6971) path: every caller here holds a verified token.
     pub async fn fetch(&self, subject: &Subject, path: &str) -> Result<Arc<RenderedFile>, FetchError> {
-        let request = filename::parse_request_path(path).map_err(FetchError::NotFound)?;
+        let request = filename::parse_request_path(path).map_err(|e| FetchError::NotFound(NotFound::Name(e)))?;
         let deployment = self.current();
         match request {
             FileRequest::DeviceConfig(name) => {
                 let device =
                     authorize::device_config(&deployment.inventory, subject, &name).map_err(FetchError::Forbidden)?;
+                self.device_config(&deployment, device).await
+            }
+            other => self.shared_file(&deployment, other).await,
+        }
+    }
+
+    /// The plain-HTTP (legacy 6970) path: no token. Common files, `XMLDefault.cnf.xml`, `caconfig.json`,
+    /// and the configurations of enabled devices whose profile has OAuth off. Every other configuration
+    /// gets the same refusal, so the answer does not tell whether a device exists.
+    pub async fn fetch_legacy(&self, path: &str) -> Result<Arc<RenderedFile>, FetchError> {
+        let request = filename::parse_request_path(path).map_err(|e| FetchError::NotFound(NotFound::Name(e)))?;
+        let deployment = self.current();
+        match request {
+            FileRequest::DeviceConfig(name) => {
+                let device =
+                    authorize::legacy_device_config(&deployment.inventory, &name).map_err(FetchError::Forbidden)?;
+                self.device_config(&deployment, device).await
+            }
+            other => self.shared_file(&deployment, other).await,
+        }
+    }
+
+    async fn device_config(
+        &self,
+        deployment: &Deployment,
+        device: &crate::inventory::Device,
+    ) -> Result<Arc<RenderedFile>, FetchError> {
+        let render = async {
+            let xml = deployment.templates.render(&deployment.inventory, device, &deployment.phone_edge_trust)?;
+            Ok::<_, RenderError>(Arc::new(RenderedFile::new(xml, XML_CONTENT_TYPE)))
+        };
+        self.cache.get_or_render(deployment.generation, device.name.as_str(), render).await.map_err(FetchError::Render)
+    }
+
+    /// Files that are the same for every caller of a channel.
+    async fn shared_file(
+        &self,
+        deployment: &Deployment,
+        request: FileRequest,
+    ) -> Result<Arc<RenderedFile>, FetchError> {
+        match request {
+            FileRequest::DeviceConfig(_) => Err(FetchError::NotFound(NotFound::NoCommonFile)),
+            FileRequest::EncryptedConfig(_) => Err(FetchError::NotFound(NotFound::EncryptedConfig)),
+            FileRequest::CaConfig => Ok(deployment.caconfig.clone()),
+            FileRequest::DefaultConfig => {
                 let render = async {
-                    let xml = deployment.templates.render(&deployment.inventory, device)?;
+                    let xml =
+                        deployment.templates.render_default(&deployment.inventory, &deployment.phone_edge_trust)?;
                     Ok::<_, RenderError>(Arc::new(RenderedFile::new(xml, XML_CONTENT_TYPE)))
                 };
-                self.cache.get_or_render(deployment.generation, &name, render).await.map_err(FetchError::Render)
+                self.cache
+                    .get_or_render(deployment.generation, filename::DEFAULT_CONFIG, render)
+                    .await
+                    .map_err(FetchError::Render)
             }
+            FileRequest::Common(name) => match &deployment.files {
+                None => Err(FetchError::NotFound(NotFound::NoCommonFile)),
+                Some(root) => root.read(&name).await.map(Arc::new).map_err(|e| FetchError::File(Arc::new(e))),
+            },
         }
+    }
+}
+
+fn deployment(generation: u64, loaded: Loaded) -> Deployment {
+    let caconfig = Arc::new(RenderedFile::new(trust::caconfig_json(&loaded.phone_edge_trust), "application/json"));
+    Deployment {
+        generation,
+        inventory: loaded.inventory,
+        templates: loaded.templates,
+        phone_edge_trust: loaded.phone_edge_trust,
+        caconfig,
+        files: loaded.files,
     }
 }

@@ -3,7 +3,9 @@
 //! Templates are minijinja (Jinja2 syntax) with strict undefined variables and XML escaping of every
 //! value. A device's template is the first that exists of `models/<model id>.xml.j2`,
 //! `families/<family>.xml.j2` and `base.xml.j2`; model and family templates usually `{% extends %}` the next
-//! one up and override blocks. Every rendered file is checked to be well-formed XML before anyone sees it.
+//! one up and override blocks. A template of the same relative name in the override folder replaces the
+//! shipped one, so a site changes one model without copying the rest. Every rendered file is checked to be
+//! well-formed XML before anyone sees it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,9 +15,12 @@ use serde::Serialize;
 
 use crate::inventory::{Cluster, Device, Inventory, Profile, User};
 use crate::model::PhoneType;
+use crate::trust::TrustCert;
 
 pub const TEMPLATE_SUFFIX: &str = ".xml.j2";
 const BASE_TEMPLATE: &str = "base.xml.j2";
+/// The template of `XMLDefault.cnf.xml`.
+pub const DEFAULT_TEMPLATE: &str = "xmldefault.xml.j2";
 const XML_ESCAPE: &str = "xml";
 /// Template files larger than this are refused when loading.
 const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
@@ -52,14 +57,20 @@ pub enum RenderError {
 pub struct Templates {
     env: Environment<'static>,
     dir: PathBuf,
+    /// Where each template was read from (shipped folder or override), for error messages.
+    origins: BTreeMap<String, PathBuf>,
 }
 
 impl Templates {
-    /// Loads and compiles every `*.xml.j2` under `dir`.
-    pub fn load(dir: &Path) -> Result<Templates, TemplateErrors> {
+    /// Loads and compiles every `*.xml.j2` under `dir`, then under `override_dir`, whose templates replace
+    /// shipped ones of the same relative name.
+    pub fn load(dir: &Path, override_dir: Option<&Path>) -> Result<Templates, TemplateErrors> {
         let mut files = BTreeMap::new();
         let mut errors = Vec::new();
         collect(dir, dir, &mut files, &mut errors);
+        if let Some(o) = override_dir {
+            collect(o, o, &mut files, &mut errors);
+        }
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Every template produces XML: escape every value, whatever the file is called.
@@ -72,18 +83,31 @@ impl Templates {
             .build()
             .map_err(|e| TemplateErrors(vec![TemplateError { file: dir.to_owned(), message: e.to_string() }]))?;
         env.set_syntax(syntax);
-        for (name, source) in files {
+        let mut origins = BTreeMap::new();
+        for (name, (path, source)) in files {
             if let Err(e) = env.add_template_owned(name.clone(), source) {
-                errors.push(TemplateError { file: dir.join(&name), message: describe(&e) });
+                errors.push(TemplateError { file: path.clone(), message: describe(&e) });
+            }
+            origins.insert(name, path);
+        }
+        for required in [BASE_TEMPLATE, DEFAULT_TEMPLATE] {
+            if !origins.contains_key(required) {
+                errors.push(TemplateError {
+                    file: dir.join(required),
+                    message: "missing: every template set needs it".into(),
+                });
             }
         }
-        if env.get_template(BASE_TEMPLATE).is_err() && errors.is_empty() {
-            errors.push(TemplateError {
-                file: dir.join(BASE_TEMPLATE),
-                message: "missing: every template set needs a base".into(),
-            });
+        if errors.is_empty() {
+            Ok(Templates { env, dir: dir.to_owned(), origins })
+        } else {
+            Err(TemplateErrors(errors))
         }
-        if errors.is_empty() { Ok(Templates { env, dir: dir.to_owned() }) } else { Err(TemplateErrors(errors)) }
+    }
+
+    /// The file a template was read from.
+    pub fn origin(&self, name: &str) -> Option<&Path> {
+        self.origins.get(name).map(PathBuf::as_path)
     }
 
     pub fn dir(&self) -> &Path {
@@ -101,19 +125,38 @@ impl Templates {
     }
 
     /// Renders a device's configuration file and checks that it is well-formed XML.
-    pub fn render(&self, inventory: &Inventory, device: &Device) -> Result<String, RenderError> {
+    pub fn render(&self, inventory: &Inventory, device: &Device, trust: &[TrustCert]) -> Result<String, RenderError> {
         let device_name = device.name.to_string();
         let profile = inventory.profile_of(device).ok_or_else(|| RenderError::MissingProfile {
             device: device_name.clone(),
             profile: device.profile.clone(),
         })?;
         let template = self.template_for(device.phone_type);
-        let ctx = RenderContext::new(&inventory.cluster, device, profile, inventory.owner_of(device));
-        let fail = |message| RenderError::Template { device: device_name.clone(), template: template.clone(), message };
+        let ctx = RenderContext::new(&inventory.cluster, device, profile, inventory.owner_of(device), trust);
+        self.render_checked(&device_name, template, minijinja::value::Serde(&ctx))
+    }
+
+    /// Renders `XMLDefault.cnf.xml` from the cluster settings.
+    pub fn render_default(&self, inventory: &Inventory, trust: &[TrustCert]) -> Result<String, RenderError> {
+        let ctx = DefaultContext {
+            cluster: &inventory.cluster,
+            oauth: inventory.cluster.sip_oauth_mode,
+            phone_edge_trust: trust.iter().map(TrustView::from).collect(),
+        };
+        self.render_checked("XMLDefault", DEFAULT_TEMPLATE.to_owned(), minijinja::value::Serde(&ctx))
+    }
+
+    fn render_checked(
+        &self,
+        what: &str,
+        template: String,
+        ctx: impl Into<minijinja::Value>,
+    ) -> Result<String, RenderError> {
+        let fail = |message| RenderError::Template { device: what.to_owned(), template: template.clone(), message };
         let tmpl = self.env.get_template(&template).map_err(|e| fail(describe(&e)))?;
-        let out = tmpl.render(minijinja::value::Serde(&ctx)).map_err(|e| fail(describe(&e)))?;
+        let out = tmpl.render(ctx).map_err(|e| fail(describe(&e)))?;
         check_well_formed(&out).map_err(|message| RenderError::InvalidXml {
-            device: device_name,
+            device: what.to_owned(),
             template,
             message,
         })?;
@@ -121,7 +164,7 @@ impl Templates {
     }
 }
 
-fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>, errors: &mut Vec<TemplateError>) {
+fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, (PathBuf, String)>, errors: &mut Vec<TemplateError>) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
@@ -153,7 +196,7 @@ fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, String>, errors
         }
         match std::fs::read_to_string(&path) {
             Ok(source) => {
-                files.insert(rel.replace('\\', "/"), source);
+                files.insert(rel.replace('\\', "/"), (path, source));
             }
             Err(e) => errors.push(TemplateError { file: path, message: format!("cannot read: {e}") }),
         }
@@ -214,6 +257,36 @@ struct RenderContext<'a> {
     cluster: &'a Cluster,
     /// SIP OAuth in force for this device: the cluster mode is on and the profile enables OAuth.
     oauth: bool,
+    /// The Phone-Edge-Trust certificates phones use to validate this server.
+    phone_edge_trust: Vec<TrustView<'a>>,
+}
+
+#[derive(Serialize)]
+struct DefaultContext<'a> {
+    cluster: &'a Cluster,
+    oauth: bool,
+    phone_edge_trust: Vec<TrustView<'a>>,
+}
+
+#[derive(Serialize)]
+struct TrustView<'a> {
+    subject: &'a str,
+    issuer: &'a str,
+    sha256: &'a str,
+    not_after: i64,
+    der_base64: String,
+}
+
+impl<'a> From<&'a TrustCert> for TrustView<'a> {
+    fn from(c: &'a TrustCert) -> Self {
+        TrustView {
+            subject: &c.subject,
+            issuer: &c.issuer,
+            sha256: &c.sha256,
+            not_after: c.not_after,
+            der_base64: c.der_base64(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -248,7 +321,13 @@ struct ProfileView<'a> {
 }
 
 impl<'a> RenderContext<'a> {
-    fn new(cluster: &'a Cluster, device: &'a Device, profile: &'a Profile, owner: Option<&'a User>) -> Self {
+    fn new(
+        cluster: &'a Cluster,
+        device: &'a Device,
+        profile: &'a Profile,
+        owner: Option<&'a User>,
+        trust: &'a [TrustCert],
+    ) -> Self {
         let lines = device
             .lines
             .iter()
@@ -285,6 +364,7 @@ impl<'a> RenderContext<'a> {
             owner,
             cluster,
             oauth: cluster.sip_oauth_mode && profile.oauth,
+            phone_edge_trust: trust.iter().map(TrustView::from).collect(),
         }
     }
 }

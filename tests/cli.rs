@@ -18,7 +18,7 @@ fn text(b: &[u8]) -> String {
 fn check_passes_on_the_example_deployment() {
     let out = sipcfg(&["check"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("ok, 5 device configurations rendered"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("ok, 21 device configurations rendered"), "{}", text(&out.stdout));
 }
 
 #[test]

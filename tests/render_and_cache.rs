@@ -76,9 +76,9 @@ async fn the_cache_never_answers_with_a_config_older_than_the_inventory() {
 
     d.edit("example/inventory.toml", "display_name = \"John Smith\"", "display_name = \"John Q. Smith\"");
     let config = d.config();
-    let (inventory, templates) =
-        sipcfg::provision::load(&config.inventory.file, &config.inventory.templates).expect("new inventory loads");
-    server.app.provisioner.replace(inventory, templates);
+    let loaded =
+        sipcfg::provision::load(&sipcfg::provision::Sources::from_config(&config)).expect("new inventory loads");
+    server.app.provisioner.replace(loaded);
 
     let auth = format!("Bearer {token}");
     let after = server
@@ -102,7 +102,7 @@ async fn concurrent_misses_render_once() {
             let device = device.clone();
             tokio::spawn(async move {
                 cache
-                    .get_or_render(1, &device, async {
+                    .get_or_render(1, device.as_str(), async {
                         renders.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         Ok::<_, std::convert::Infallible>(Arc::new(RenderedFile::new("<device/>", "application/xml")))
@@ -122,7 +122,7 @@ async fn concurrent_misses_render_once() {
     assert!(etags.windows(2).all(|w| w[0] == w[1]));
     // A new generation is a new key: it renders again.
     cache
-        .get_or_render(2, &device, async {
+        .get_or_render(2, device.as_str(), async {
             renders.fetch_add(1, Ordering::SeqCst);
             Ok::<_, std::convert::Infallible>(Arc::new(RenderedFile::new("<device/>", "application/xml")))
         })
@@ -140,7 +140,7 @@ async fn the_cache_is_bounded_by_bytes() {
         let name = DeviceName::parse_canonical(&format!("SEP{i:012X}")).unwrap();
         let body = body.clone();
         cache
-            .get_or_render(1, &name, async move {
+            .get_or_render(1, name.as_str(), async move {
                 Ok::<_, std::convert::Infallible>(Arc::new(RenderedFile::new(body, "application/xml")))
             })
             .await

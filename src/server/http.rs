@@ -12,7 +12,9 @@ use http_body_util::Full;
 
 use crate::app::App;
 use crate::cache::RenderedFile;
-use crate::provision::FetchError;
+use crate::files::FileError;
+use crate::provision::{FetchError, NotFound};
+use crate::server::Channel;
 use crate::token::{Subject, TokenError};
 
 pub type Body = Full<Bytes>;
@@ -30,14 +32,18 @@ enum AuthFailure {
     Invalid(TokenError),
 }
 
-pub async fn handle<B>(app: &App, peer: SocketAddr, req: Request<B>) -> Response<Body> {
+pub async fn handle<B>(app: &App, peer: SocketAddr, channel: Channel, req: Request<B>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let (response, subject, reason) = answer(app, &req).await;
+    let (response, subject, reason) = match channel {
+        Channel::Https | Channel::Edge => answer(app, &req).await,
+        Channel::Legacy => answer_legacy(app, &req).await,
+    };
     tracing::info!(
         target: "sipcfg::access",
         %peer,
+        channel = channel.as_str(),
         method = %method,
         path = %loggable(&path),
         status = response.status().as_u16(),
@@ -48,16 +54,24 @@ pub async fn handle<B>(app: &App, peer: SocketAddr, req: Request<B>) -> Response
     response
 }
 
+/// `Some(is_head)` for GET and HEAD, `None` for every other method.
+fn method<B>(req: &Request<B>) -> Option<bool> {
+    match *req.method() {
+        Method::GET => Some(false),
+        Method::HEAD => Some(true),
+        _ => None,
+    }
+}
+
+/// 405 with the methods that are allowed.
+fn method_not_allowed() -> (Response<Body>, Option<Subject>, &'static str) {
+    let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    (r, None, "method")
+}
+
 async fn answer<B>(app: &App, req: &Request<B>) -> (Response<Body>, Option<Subject>, &'static str) {
-    let head = match *req.method() {
-        Method::GET => false,
-        Method::HEAD => true,
-        _ => {
-            let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return (r, None, "method");
-        }
-    };
+    let Some(head) = method(req) else { return method_not_allowed() };
     let subject = match authenticate(app, req.headers()) {
         Ok(s) => s,
         Err(AuthFailure::Missing) => return (challenge(None), None, "no-token"),
@@ -73,20 +87,66 @@ async fn answer<B>(app: &App, req: &Request<B>) -> (Response<Body>, Option<Subje
     let result = app.provisioner.fetch(&subject, name).await;
     let response = match &result {
         Ok(file) => serve(file, req.headers(), head),
-        Err(FetchError::NotFound(_)) => plain(StatusCode::NOT_FOUND, "not found\n"),
         Err(FetchError::Forbidden(_)) => {
             let mut r = plain(StatusCode::FORBIDDEN, "this token does not open this file\n");
             let v = HeaderValue::from_static("Bearer realm=\"sipcfg\", error=\"insufficient_scope\"");
             r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             r
         }
-        Err(FetchError::Render(e)) => {
-            tracing::error!(error = %e, "rendering failed; the phone gets a 500");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "the configuration could not be rendered\n")
-        }
+        Err(e) => failure(e),
     };
     let reason = result.as_ref().err().map_or("", FetchError::reason);
     (if head { strip_body(response) } else { response }, Some(subject), reason)
+}
+
+/// The plain-HTTP channel: a bearer token here is refused outright (it crossed the network in clear).
+async fn answer_legacy<B>(app: &App, req: &Request<B>) -> (Response<Body>, Option<Subject>, &'static str) {
+    let Some(head) = method(req) else { return method_not_allowed() };
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        let r = plain(
+            StatusCode::BAD_REQUEST,
+            "credentials are never accepted over plain HTTP: use HTTPS on port 6971 (and treat this token as exposed)\n",
+        );
+        return (if head { strip_body(r) } else { r }, None, "token-over-http");
+    }
+    let name = req.uri().path().strip_prefix('/').unwrap_or("");
+    let result = app.provisioner.fetch_legacy(name).await;
+    let response = match &result {
+        Ok(file) => serve(file, req.headers(), head),
+        Err(FetchError::Forbidden(_)) => plain(
+            StatusCode::FORBIDDEN,
+            "this file is served only over HTTPS (port 6971) to the device's OAuth token\n",
+        ),
+        Err(e) => failure(e),
+    };
+    let reason = result.as_ref().err().map_or("", FetchError::reason);
+    (if head { strip_body(response) } else { response }, None, reason)
+}
+
+/// Answers for the failures that are the same on every channel.
+fn failure(e: &FetchError) -> Response<Body> {
+    match e {
+        FetchError::NotFound(NotFound::EncryptedConfig) => plain(
+            StatusCode::NOT_FOUND,
+            "encrypted configuration files are not served: TFTP encryption is not supported with SIP OAuth\n",
+        ),
+        FetchError::NotFound(_) | FetchError::Forbidden(_) => plain(StatusCode::NOT_FOUND, "not found\n"),
+        FetchError::File(f) => match **f {
+            FileError::NotFound(_) => plain(StatusCode::NOT_FOUND, "not found\n"),
+            FileError::OutsideRoot(_) => {
+                tracing::warn!(error = %f, "common file refused: a link leads out of the file root");
+                plain(StatusCode::NOT_FOUND, "not found\n")
+            }
+            FileError::TooLarge(..) | FileError::Io(..) => {
+                tracing::error!(error = %f, "common file could not be served");
+                plain(StatusCode::INTERNAL_SERVER_ERROR, "the file could not be read\n")
+            }
+        },
+        FetchError::Render(e) => {
+            tracing::error!(error = %e, "rendering failed; the phone gets a 500");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "the configuration could not be rendered\n")
+        }
+    }
 }
 
 /// Reads the bearer token from the one `Authorization` header (never from the URL) and verifies it.

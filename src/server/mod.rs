@@ -1,8 +1,15 @@
-//! The HTTPS listener: accept → TLS handshake (bounded in time) → HTTP/1.1 or HTTP/2 by ALPN → [`http::handle`].
+//! The listeners: accept → TLS handshake (bounded in time) → HTTP/1.1 or HTTP/2 by ALPN → [`http::handle`].
 //!
-//! [`run`] takes an already bound listener and a shutdown future, so tests bind `127.0.0.1:0` and run the
+//! | listener | channel | what it serves |
+//! |---|---|---|
+//! | `server.listen` (6971) | HTTPS | everything, to bearer tokens |
+//! | `legacy.listen` (6970), optional | plain HTTP | common files and non-OAuth devices' files, never a token |
+//! | `edge.listen`, optional | mutual TLS | as HTTPS, for admitted edge proxies, the phone's token still required |
+//!
+//! [`run`] takes already bound listeners and a shutdown future, so tests bind `127.0.0.1:0` and run the
 //! real server.
 
+pub mod edge;
 pub mod http;
 pub mod tls;
 
@@ -13,54 +20,96 @@ use std::sync::Arc;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 
-/// Serves `listener` until `shutdown` completes, then lets open requests finish for the configured grace
-/// period.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+/// How a request arrived; decides what may be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// TLS on the phone port: bearer token required.
+    Https,
+    /// Plain HTTP (legacy port): tokens refused, only what needs no token.
+    Legacy,
+    /// Mutual TLS from an admitted edge proxy: bearer token required.
+    Edge,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Https => "https",
+            Channel::Legacy => "http",
+            Channel::Edge => "edge",
+        }
+    }
+}
+
+/// The bound listeners of one server.
+pub struct Listeners {
+    pub https: TcpListener,
+    pub legacy: Option<TcpListener>,
+    pub edge: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener the configuration asks for.
+    pub async fn bind(config: &crate::config::Config) -> Result<Listeners, String> {
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
+        };
+        Ok(Listeners {
+            https: bind(config.server.listen).await?,
+            legacy: match &config.legacy {
+                Some(l) => Some(bind(l.listen).await?),
+                None => None,
+            },
+            edge: match &config.edge {
+                Some(e) => Some(bind(e.listen).await?),
+                None => None,
+            },
+        })
+    }
+
+    /// Only the HTTPS listener.
+    pub fn https(listener: TcpListener) -> Listeners {
+        Listeners { https: listener, legacy: None, edge: None }
+    }
+}
+
+/// Serves every listener until `shutdown` completes, then lets open requests finish for the configured
+/// grace period.
+pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let settings = app.config.server.clone();
-    let acceptor = TlsAcceptor::from(app.tls.clone());
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout());
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(100);
     let builder = Arc::new(builder);
+    let (stop, stopped) = watch::channel(false);
 
-    tokio::pin!(shutdown);
-    loop {
-        // Wait for a connection slot first: above the limit, clients queue in the kernel's backlog.
-        let permit = tokio::select! {
-            permit = limit.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
-            () = &mut shutdown => break,
-        };
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let app = app.clone();
-        let acceptor = acceptor.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            serve_connection(tcp, peer, app, acceptor, &builder, watcher).await;
-            drop(permit);
-        });
-    }
-    drop(listener);
+    let ctx = AcceptContext { app: &app, builder: &builder, graceful: &graceful, limit: &limit, stopped };
+    let https = ctx.accept_loop(listeners.https, Channel::Https);
+    let legacy = async {
+        if let Some(l) = listeners.legacy {
+            ctx.accept_loop(l, Channel::Legacy).await;
+        }
+    };
+    let edge = async {
+        if let Some(l) = listeners.edge {
+            ctx.accept_loop(l, Channel::Edge).await;
+        }
+    };
+    let trigger = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    tokio::join!(https, legacy, edge, trigger);
     tracing::info!("stopped accepting; waiting for open requests");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
@@ -68,32 +117,90 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     }
 }
 
+struct AcceptContext<'a> {
+    app: &'a Arc<App>,
+    builder: &'a Arc<auto::Builder<TokioExecutor>>,
+    graceful: &'a GracefulShutdown,
+    limit: &'a Arc<Semaphore>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl AcceptContext<'_> {
+    async fn accept_loop(&self, listener: TcpListener, channel: Channel) {
+        let mut stopped = self.stopped.clone();
+        let stop = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stop);
+        loop {
+            // Wait for a connection slot first: above the limit, clients queue in the kernel's backlog.
+            let permit = tokio::select! {
+                permit = self.limit.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+                () = &mut stop => break,
+            };
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut stop => break,
+            };
+            let app = self.app.clone();
+            let builder = self.builder.clone();
+            let watcher = self.graceful.watcher();
+            tokio::spawn(async move {
+                serve_connection(tcp, peer, channel, app, &builder, watcher).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
 async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
+    channel: Channel,
     app: Arc<App>,
-    acceptor: TlsAcceptor,
     builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    watcher: Watcher,
 ) {
     let _ = tcp.set_nodelay(true);
-    let handshake = tokio::time::timeout(app.config.server.tls_handshake_timeout(), acceptor.accept(tcp)).await;
-    let stream = match handshake {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
+    let tls = match channel {
+        Channel::Legacy => return serve_http(tcp, peer, channel, app, builder, watcher).await,
+        Channel::Https => app.tls.load_full(),
+        Channel::Edge => match app.edge_tls.load_full() {
+            Some(t) => t,
+            None => return,
+        },
     };
+    let handshake = tokio::time::timeout(app.config.server.tls_handshake_timeout(), TlsAcceptor::from(tls).accept(tcp));
+    match handshake.await {
+        Ok(Ok(stream)) => serve_http(stream, peer, channel, app, builder, watcher).await,
+        Ok(Err(e)) => tracing::debug!(%peer, channel = channel.as_str(), error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, channel = channel.as_str(), "TLS handshake timed out"),
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    peer: SocketAddr,
+    channel: Channel,
+    app: Arc<App>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| {
         let app = app.clone();
-        async move { Ok::<_, std::convert::Infallible>(http::handle(&app, peer, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(http::handle(&app, peer, channel, req).await) }
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }

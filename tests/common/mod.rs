@@ -29,9 +29,12 @@ pub fn example_config() -> Config {
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub legacy_addr: Option<SocketAddr>,
+    pub edge_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    watcher: Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 impl TestServer {
@@ -40,16 +43,38 @@ impl TestServer {
         TestServer::with_config(example_config()).await
     }
 
+    /// The deployment of `config`, every configured listener bound on 127.0.0.1:0.
     pub async fn with_config(mut config: Config) -> TestServer {
-        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        config.server.listen = local;
+        if let Some(l) = &mut config.legacy {
+            l.listen = local;
+        }
+        if let Some(e) = &mut config.edge {
+            e.listen = local;
+        }
         let app = Arc::new(App::from_config(config).expect("server starts"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
+        let https = bind().await;
+        let legacy = if app.config.legacy.is_some() { Some(bind().await) } else { None };
+        let edge = if app.config.edge.is_some() { Some(bind().await) } else { None };
+        let addr = https.local_addr().unwrap();
+        let legacy_addr = legacy.as_ref().map(|l| l.local_addr().unwrap());
+        let edge_addr = edge.as_ref().map(|l| l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(sipcfg::server::run(listener, app.clone(), async {
+        let listeners = sipcfg::server::Listeners { https, legacy, edge };
+        let task = tokio::spawn(sipcfg::server::run(listeners, app.clone(), async {
             let _ = stopped.await;
         }));
-        TestServer { addr, app, stop: Some(stop), task: Some(task) }
+        TestServer { addr, legacy_addr, edge_addr, app, stop: Some(stop), task: Some(task), watcher: None }
+    }
+
+    /// Starts the file watch (as `sipcfg serve` does), polling every 100 ms.
+    pub fn watch_files(&mut self) {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task =
+            tokio::spawn(sipcfg::reload::watch(self.app.clone(), std::time::Duration::from_millis(100), stopped));
+        self.watcher = Some((stop, task));
     }
 
     /// Stops accepting and waits for the server to finish.
@@ -63,11 +88,21 @@ impl TestServer {
     }
 
     pub fn client(&self) -> Client {
-        Client { addr: self.addr, http2: false }
+        Client { addr: self.addr, http2: false, tls: Some(Arc::new(tls_client_config(b"http/1.1"))) }
     }
 
     pub fn h2_client(&self) -> Client {
-        Client { addr: self.addr, http2: true }
+        Client { addr: self.addr, http2: true, tls: Some(Arc::new(tls_client_config(b"h2"))) }
+    }
+
+    /// Plain HTTP to the legacy listener.
+    pub fn legacy_client(&self) -> Client {
+        Client { addr: self.legacy_addr.expect("legacy listener configured"), http2: false, tls: None }
+    }
+
+    /// TLS to the edge listener with the given client configuration.
+    pub fn edge_client(&self, tls: rustls::ClientConfig) -> Client {
+        Client { addr: self.edge_addr.expect("edge listener configured"), http2: false, tls: Some(Arc::new(tls)) }
     }
 
     /// A token minted with the deployment's signing key.
@@ -102,10 +137,52 @@ impl Resp {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct Client {
-    addr: SocketAddr,
+    pub addr: SocketAddr,
     http2: bool,
+    /// None: plain HTTP.
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// One kept-alive connection.
+pub enum Conn {
+    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Conn {
+    pub async fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.try_send(method, path, headers).await.expect("request answered")
+    }
+
+    /// A request that may fail (the server closed the connection, a refused client certificate).
+    pub async fn try_send(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Result<Resp, String> {
+        let h2 = matches!(self, Conn::H2(_));
+        let uri = if h2 { format!("https://localhost{path}") } else { path.to_owned() };
+        let mut builder = Request::builder().method(method).uri(uri);
+        if !h2 {
+            builder = builder.header("host", "localhost");
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let req = builder.body(Empty::<Bytes>::new()).unwrap();
+        let e = |e: hyper::Error| e.to_string();
+        let response = match self {
+            Conn::H1(s) => {
+                s.ready().await.map_err(e)?;
+                s.send_request(req).await.map_err(e)?
+            }
+            Conn::H2(s) => {
+                s.ready().await.map_err(e)?;
+                s.send_request(req).await.map_err(e)?
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(e)?.to_bytes();
+        Ok(Resp { status: parts.status, headers: parts.headers, body, version: parts.version })
+    }
 }
 
 pub fn tls_client_config(alpn: &[u8]) -> rustls::ClientConfig {
@@ -130,35 +207,34 @@ impl Client {
         self.send("GET", path, &headers).await
     }
 
-    /// One request on a fresh TLS connection, as a booting phone makes it.
+    /// One request on a fresh connection, as a booting phone makes it.
     pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
-        let alpn: &[u8] = if self.http2 { b"h2" } else { b"http/1.1" };
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(alpn)));
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
-        let tls = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn), "ALPN negotiated");
-        let io = TokioIo::new(tls);
-        let uri = if self.http2 { format!("https://localhost{path}") } else { path.to_owned() };
-        let mut builder = Request::builder().method(method).uri(uri);
-        if !self.http2 {
-            builder = builder.header("host", "localhost");
-        }
-        for (k, v) in headers {
-            builder = builder.header(*k, *v);
-        }
-        let req = builder.body(Empty::<Bytes>::new()).unwrap();
-        let response = if self.http2 {
-            let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        self.connect().await.expect("connects").send(method, path, headers).await
+    }
+
+    /// A new connection (TLS handshake included); Err if the connection or handshake fails.
+    pub async fn connect(&self) -> Result<Conn, String> {
+        let tcp = TcpStream::connect(self.addr).await.map_err(|e| e.to_string())?;
+        let Some(tls) = &self.tls else {
+            let (sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
             tokio::spawn(conn);
-            sender.send_request(req).await.unwrap()
-        } else {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-            tokio::spawn(conn);
-            sender.send_request(req).await.unwrap()
+            return Ok(Conn::H1(sender));
         };
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        Resp { status: parts.status, headers: parts.headers, body, version: parts.version }
+        let connector = tokio_rustls::TlsConnector::from(tls.clone());
+        let stream =
+            connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.map_err(|e| e.to_string())?;
+        let io = TokioIo::new(stream);
+        if self.http2 {
+            let (sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Ok(Conn::H2(sender))
+        } else {
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            Ok(Conn::H1(sender))
+        }
     }
 }
 

@@ -1,0 +1,214 @@
+//! The plain-HTTP legacy port (CUCM's 6970) and the mutual-TLS listener for edge proxies (Expressway-C).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{TempDeployment, TestServer, repo};
+use http::StatusCode;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sipcfg::config::{EdgeConfig, EdgeProxy};
+
+#[tokio::test]
+async fn the_legacy_port_serves_common_files_and_non_oauth_devices_only() {
+    let server = TestServer::start().await;
+    let legacy = server.legacy_client();
+
+    let r = legacy.get("/dialplan.xml", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("DIALTEMPLATE"));
+    let r = legacy.get("/SEPAABBCCDDEEFF.cnf.xml", None).await;
+    assert_eq!(r.status, StatusCode::OK, "the non-OAuth 7821");
+    assert!(r.text().contains("<deviceSecurityMode>1</deviceSecurityMode>"));
+    assert_eq!(legacy.get("/XMLDefault.cnf.xml", None).await.status, StatusCode::OK);
+    assert_eq!(legacy.get("/caconfig.json", None).await.status, StatusCode::OK);
+
+    // OAuth devices: 403 with a reason, and the same answer for devices that do not exist or are disabled.
+    let oauth = legacy.get("/SEP001122334455.cnf.xml", None).await;
+    assert_eq!(oauth.status, StatusCode::FORBIDDEN);
+    assert!(oauth.text().contains("only over HTTPS (port 6971)"), "{}", oauth.text());
+    assert!(!oauth.text().contains("<device"));
+    for other in ["/SEP00112233AAAA.cnf.xml", "/SEP0011223344FF.cnf.xml", "/CSFJSMITH.cnf.xml.sgn"] {
+        let r = legacy.get(other, None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{other}");
+        assert_eq!(r.body, oauth.body, "{other}");
+    }
+    assert_eq!(legacy.get("/SEPAABBCCDDEEFF.cnf.xml.enc.sgn", None).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_bearer_token_over_plain_http_is_never_accepted() {
+    let server = TestServer::start().await;
+    let token = server.token("device:SEP001122334455");
+    for path in ["/SEP001122334455.cnf.xml", "/SEPAABBCCDDEEFF.cnf.xml", "/dialplan.xml"] {
+        let r = server.legacy_client().get(path, Some(&token)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(r.text().contains("never accepted over plain HTTP"));
+    }
+}
+
+#[tokio::test]
+async fn the_legacy_port_is_off_unless_configured() {
+    let mut config = common::example_config();
+    config.legacy = None;
+    let server = TestServer::with_config(config).await;
+    assert!(server.legacy_addr.is_none());
+}
+
+/// A test PKI: a CA for edge proxies, a proxy certificate it issued, a stranger from the same CA, and a
+/// proxy-named certificate from another CA.
+struct EdgePki {
+    ca_pem: String,
+    proxy: (String, String),
+    stranger: (String, String),
+    rogue: (String, String),
+}
+
+fn issue(ca: &rcgen::Issuer<'_, rcgen::KeyPair>, name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    (params.signed_by(&key, ca).unwrap().pem(), key.serialize_pem())
+}
+
+fn new_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), rcgen::Issuer::new(params, key))
+}
+
+fn edge_pki() -> EdgePki {
+    let (ca_pem, ca) = new_ca("Test Tomcat-trust CA");
+    let (_, other_ca) = new_ca("Rogue CA");
+    EdgePki {
+        ca_pem,
+        proxy: issue(&ca, "expc1.example.test"),
+        stranger: issue(&ca, "laptop.example.test"),
+        rogue: issue(&other_ca, "expc1.example.test"),
+    }
+}
+
+fn client_with_cert(identity: Option<&(String, String)>) -> rustls::ClientConfig {
+    let base = common::tls_client_config(b"http/1.1");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(repo().join("certs-example/ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((cert, key)) => {
+            let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = base.alpn_protocols;
+    config
+}
+
+async fn edge_server(d: &TempDeployment, pki: &EdgePki) -> TestServer {
+    let ca = d.path("tomcat-trust.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let mut config = d.config();
+    config.edge = Some(EdgeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        client_ca: ca,
+        proxies: vec![EdgeProxy {
+            host: "expc1.example.test".into(),
+            description: "Expressway-C".into(),
+            subject_names: vec!["expc1.example.test".into()],
+        }],
+    });
+    TestServer::with_config(config).await
+}
+
+#[tokio::test]
+async fn an_admitted_proxy_still_needs_the_phones_token() {
+    let d = TempDeployment::new();
+    let pki = edge_pki();
+    let server = edge_server(&d, &pki).await;
+    let proxy = server.edge_client(client_with_cert(Some(&pki.proxy)));
+    let token = server.token("device:SEP001122334455");
+    let r = proxy.get("/SEP001122334455.cnf.xml", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("<sipOAuthMode>1</sipOAuthMode>"));
+    let r = proxy.get("/SEP001122334455.cnf.xml", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = proxy.get("/SEP001122334466.cnf.xml", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn only_configured_proxies_with_trusted_certificates_are_admitted() {
+    let d = TempDeployment::new();
+    let pki = edge_pki();
+    let server = edge_server(&d, &pki).await;
+    let token = server.token("device:SEP001122334455");
+    let auth = format!("Bearer {token}");
+    for (what, identity) in [
+        ("no client certificate", None),
+        ("a name that is no proxy", Some(&pki.stranger)),
+        ("another CA", Some(&pki.rogue)),
+    ] {
+        let client = server.edge_client(client_with_cert(identity));
+        let outcome = match client.connect().await {
+            Err(e) => Err(e),
+            Ok(mut conn) => conn.try_send("GET", "/SEP001122334455.cnf.xml", &[("authorization", &auth)]).await,
+        };
+        assert!(outcome.is_err(), "{what}: admitted with {:?}", outcome.map(|r| r.status));
+    }
+    // The phone port does not ask for client certificates at all.
+    assert_eq!(server.client().get("/SEP001122334455.cnf.xml", Some(&token)).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sessions_are_never_resumed_across_the_edge_and_phone_listeners() {
+    let d = TempDeployment::new();
+    let pki = edge_pki();
+    let server = edge_server(&d, &pki).await;
+    let token = server.token("device:SEP001122334455");
+    // One client configuration (one resumption store) for both listeners, same server name.
+    let shared = Arc::new(client_with_cert(Some(&pki.proxy)));
+    let handshake = |addr: std::net::SocketAddr| {
+        let shared = shared.clone();
+        let token = token.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            let mut tls = tokio_rustls::TlsConnector::from(shared).connect(name, tcp).await.unwrap();
+            // Complete one request so TLS 1.3 tickets arrive and the server has verified everything.
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let req = format!(
+                "GET /SEP001122334455.cnf.xml HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+            );
+            tls.write_all(req.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            let _ = tls.read_to_end(&mut out).await;
+            let kind = tls.get_ref().1.handshake_kind();
+            (kind, String::from_utf8_lossy(&out).lines().next().unwrap_or("").to_owned())
+        }
+    };
+    let phone_port = server.addr;
+    let edge_port = server.edge_addr.unwrap();
+    let (first, status) = handshake(phone_port).await;
+    assert_eq!(first, Some(rustls::HandshakeKind::Full));
+    assert!(status.contains("200"), "{status}");
+    let (resumed, _) = handshake(phone_port).await;
+    assert_eq!(resumed, Some(rustls::HandshakeKind::Resumed), "resumption works on one listener");
+    let (edge, status) = handshake(edge_port).await;
+    assert_eq!(edge, Some(rustls::HandshakeKind::Full), "a phone-port session is not resumed on the edge listener");
+    assert!(status.contains("200"), "{status}");
+    let (edge_again, _) = handshake(edge_port).await;
+    assert_eq!(edge_again, Some(rustls::HandshakeKind::Resumed), "resumption works on the edge listener too");
+}

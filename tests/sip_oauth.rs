@@ -1,0 +1,369 @@
+//! SIP OAuth as CUCM defines it: every phone type, the cluster switch and ports (applied without a
+//! restart), rendered OAuth values, Phone-Edge-Trust, file names, common files.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{Resp, TempDeployment, TestServer, repo};
+use http::StatusCode;
+use sipcfg::model::PHONE_TYPES;
+
+fn sipcfg(config: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sipcfg")).args(args).arg("--config").arg(config).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn every_oauth_phone_type_has_a_device_that_renders_and_downloads() {
+    let server = TestServer::start().await;
+    let deployment = server.app.provisioner.current();
+    for phone_type in PHONE_TYPES {
+        let device = deployment
+            .inventory
+            .devices
+            .values()
+            .find(|d| d.phone_type.name == phone_type.name && d.enabled)
+            .unwrap_or_else(|| panic!("no enabled example device of type {}", phone_type.name));
+        let token = server.token(&format!("device:{}", device.name));
+        let r = server.client().get(&format!("/{}.cnf.xml", device.name), Some(&token)).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", device.name);
+        sipcfg::render::check_well_formed(&r.text()).unwrap();
+        let template = deployment.templates.template_for(phone_type);
+        assert_ne!(template, "base.xml.j2", "{} falls back to the bare base template", phone_type.name);
+    }
+}
+
+#[tokio::test]
+async fn templates_fall_back_from_model_to_family_to_base_and_an_override_wins() {
+    let d = TempDeployment::new();
+    let override_dir = d.path("templates-local");
+    std::fs::create_dir_all(override_dir.join("models")).unwrap();
+    std::fs::write(
+        override_dir.join("models/cisco-7821.xml.j2"),
+        "{% extends \"families/cisco-78xx.xml.j2\" %}{% block extra %}  <siteOverride>lobby</siteOverride>\n{% endblock %}",
+    )
+    .unwrap();
+    let model_8841 = d.path("templates/models/cisco-8841.xml.j2");
+    let _ = std::fs::remove_file(&model_8841);
+    let mut config = d.config();
+    config.inventory.templates_override = Some(override_dir);
+    let server = TestServer::with_config(config).await;
+    let deployment = server.app.provisioner.current();
+    let by_id = |id: &str| PHONE_TYPES.iter().find(|t| t.id == id).unwrap();
+    assert_eq!(deployment.templates.template_for(by_id("cisco-7821")), "models/cisco-7821.xml.j2");
+    assert!(deployment.templates.origin("models/cisco-7821.xml.j2").unwrap().starts_with(d.path("templates-local")));
+    assert_eq!(deployment.templates.template_for(by_id("cisco-8841")), "families/cisco-88xx.xml.j2");
+    assert_eq!(deployment.templates.template_for(by_id("cisco-8851")), "models/cisco-8851.xml.j2");
+
+    let lobby = server.client().get("/SEPAABBCCDDEEFF.cnf.xml", Some(&server.token("user:adoe"))).await;
+    assert!(lobby.text().contains("<siteOverride>lobby</siteOverride>"));
+    let desk = server.client().get("/SEP001122334455.cnf.xml", Some(&server.token("user:jsmith"))).await;
+    assert!(!desk.text().contains("siteOverride"));
+    assert!(desk.text().contains("<loadInformation>sip88xx"), "the shipped 8851 template still applies");
+
+    // Without model and family templates a phone renders from the base.
+    std::fs::remove_dir_all(d.path("templates/families")).unwrap();
+    std::fs::remove_dir_all(d.path("templates/models")).unwrap();
+    let templates = sipcfg::render::Templates::load(&d.path("templates"), None).unwrap();
+    assert_eq!(templates.template_for(by_id("cisco-8861")), "base.xml.j2");
+}
+
+#[test]
+fn profile_rules_are_enforced_when_the_inventory_loads() {
+    let d = TempDeployment::new();
+    d.append(
+        "example/inventory.toml",
+        r#"
+[profiles."auth-tcp"]
+phone_type = "Cisco 8811"
+security_mode = "authenticated"
+transport = "tcp"
+
+[profiles."oauth-digest"]
+phone_type = "Cisco 8811"
+security_mode = "encrypted"
+transport = "tls"
+oauth = true
+digest_authentication = true
+tftp_encrypted_config = true
+
+[profiles."oauth-nonsecure"]
+phone_type = "Cisco 8811"
+security_mode = "non-secure"
+transport = "udp"
+oauth = true
+
+[profiles."unknown-type"]
+phone_type = "Cisco 9971"
+security_mode = "non-secure"
+transport = "tcp"
+
+[devices.SEP0000000000AA]
+model = "Cisco 9971"
+profile = "auth-tcp"
+
+[devices.SEP0000000000AB]
+model = "Cisco 8841"
+profile = "auth-tcp"
+"#,
+    );
+    let out = sipcfg(&d.path("example/sipcfg.toml"), &["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for needle in [
+        "profile \"auth-tcp\": device security mode authenticated and encrypted force transport TLS",
+        "profile \"oauth-digest\": OAuth authentication cannot be combined with digest authentication",
+        "profile \"oauth-digest\": OAuth authentication cannot be combined with TFTP encrypted config",
+        "profile \"oauth-nonsecure\": OAuth authentication needs device security mode encrypted",
+        "profile \"oauth-nonsecure\": OAuth authentication needs transport TLS",
+        "profile \"unknown-type\": unknown phone type \"Cisco 9971\"",
+        "device \"SEP0000000000AA\": unknown model \"Cisco 9971\"",
+        "device \"SEP0000000000AB\": profile \"auth-tcp\" belongs to phone type \"Cisco 8811\", not to \"Cisco 8841\"",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+/// Polls `check` on a kept-alive connection until it holds, for at most 10 s.
+async fn eventually(conn: &mut common::Conn, path: &str, auth: &str, check: impl Fn(&Resp) -> bool) -> Resp {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = conn.send("GET", path, &[("authorization", auth)]).await;
+        if check(&r) || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_cluster_switch_applies_without_a_restart_or_a_dropped_connection() {
+    let d = TempDeployment::new();
+    let mut server = TestServer::with_config(d.config()).await;
+    server.watch_files();
+    let config = d.path("example/sipcfg.toml");
+    let auth = format!("Bearer {}", server.token("device:SEP001122334455"));
+    let path = "/SEP001122334455.cnf.xml";
+    let mut conn = server.client().connect().await.unwrap();
+    let before = conn.send("GET", path, &[("authorization", &auth)]).await;
+    assert!(before.text().contains("<sipOAuthMode>1</sipOAuthMode>"));
+
+    let out = sipcfg(&config, &["sip-oauth-mode", "status"]);
+    assert_eq!(text(&out.stdout).trim(), "SIP OAuth mode is enabled");
+    let out = sipcfg(&config, &["sip-oauth-mode", "disable"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let inventory = std::fs::read_to_string(d.path("example/inventory.toml")).unwrap();
+    assert!(inventory.contains("sip_oauth_mode = false"));
+    assert!(inventory.contains("# Phone security profiles."), "comments are kept");
+
+    let after = eventually(&mut conn, path, &auth, |r| !r.text().contains("sipOAuthMode")).await;
+    assert_eq!(after.status, StatusCode::OK, "downloads still need and accept the token");
+    for absent in ["sipOAuthMode", "sipOAuthPort", "phoneEdgeTrust"] {
+        assert!(!after.text().contains(absent), "{absent} while the cluster mode is disabled");
+    }
+    let r = conn.send("GET", path, &[]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "disabled mode never opens downloads to everyone");
+
+    assert!(sipcfg(&config, &["sip-oauth-mode", "enable"]).status.success());
+    let out = sipcfg(&config, &["cluster", "set", "--sip-oauth-port", "5190", "--refresh-login-flow", "on"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("SIP phone OAuth port: 5190"));
+    assert!(text(&out.stdout).contains("OAuth with refresh login flow: enabled"));
+    let again = eventually(&mut conn, path, &auth, |r| r.text().contains("<sipOAuthPort>5190</sipOAuthPort>")).await;
+    assert!(again.text().contains("<sipOAuthMode>1</sipOAuthMode>"));
+    assert!(again.text().contains("<sipOAuthPort>5190</sipOAuthPort>"), "{}", again.text());
+}
+
+#[test]
+fn cluster_ports_are_validated_and_a_refused_change_writes_nothing() {
+    let d = TempDeployment::new();
+    let config = d.path("example/sipcfg.toml");
+    let before = std::fs::read(d.path("example/inventory.toml")).unwrap();
+    let out = sipcfg(&config, &["cluster", "set", "--sip-oauth-port", "80"]);
+    assert_eq!(out.status.code(), Some(2), "clap refuses a port outside 1024-49151");
+    let out = sipcfg(&config, &["cluster", "set", "--sip-oauth-port", "5091"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("sip_oauth_port and sip_mra_oauth_port must differ"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(d.path("example/inventory.toml")).unwrap(), before, "nothing written");
+    let leftovers: Vec<_> = std::fs::read_dir(d.path("example"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let out = sipcfg(&config, &["cluster", "show"]);
+    assert!(text(&out.stdout).contains("SIP MRA OAuth port: 5091"));
+}
+
+#[tokio::test]
+async fn oauth_devices_carry_the_phone_edge_trust_and_a_profile_change_shows_at_once() {
+    let d = TempDeployment::new();
+    let mut server = TestServer::with_config(d.config()).await;
+    server.watch_files();
+    let ca_sha = {
+        let c = sipcfg::trust::parse_ca_pem(
+            &std::fs::read(repo().join("certs-example/ca.pem")).unwrap(),
+            &repo().join("certs-example/ca.pem"),
+            sipcfg::token::unix_now() as i64,
+        )
+        .unwrap();
+        c.sha256
+    };
+    let oauth = server.client().get("/SEP001122334455.cnf.xml", Some(&server.token("user:jsmith"))).await;
+    assert!(oauth.text().contains(&format!("<certificate sha256=\"{ca_sha}\"")), "{}", oauth.text());
+    assert!(oauth.text().contains("<deviceSecurityMode>3</deviceSecurityMode>"));
+    let plain = server.client().get("/SEPAABBCCDDEEFF.cnf.xml", Some(&server.token("user:adoe"))).await;
+    assert!(!plain.text().contains("phoneEdgeTrust"));
+
+    // Give adoe's 8841 a non-OAuth profile of its type: its next download shows it.
+    d.append(
+        "example/inventory.toml",
+        "\n[profiles.\"Cisco 8841 - Non-Secure\"]\nphone_type = \"Cisco 8841\"\nsecurity_mode = \"non-secure\"\ntransport = \"udp\"\n",
+    );
+    d.edit(
+        "example/inventory.toml",
+        "profile = \"Cisco 8841 - Encrypted OAuth\"\nowner = \"adoe\"",
+        "profile = \"Cisco 8841 - Non-Secure\"\nowner = \"adoe\"",
+    );
+    let auth = format!("Bearer {}", server.token("user:adoe"));
+    let mut conn = server.client().connect().await.unwrap();
+    let r = eventually(&mut conn, "/SEP001122334466.cnf.xml", &auth, |r| {
+        r.text().contains("<deviceSecurityMode>1</deviceSecurityMode>")
+    })
+    .await;
+    assert!(r.text().contains("<transportLayerProtocol>2</transportLayerProtocol>"), "{}", r.text());
+    assert!(!r.text().contains("sipOAuthMode"));
+}
+
+#[tokio::test]
+async fn signed_names_encrypted_names_and_xmldefault() {
+    let server = TestServer::start().await;
+    let token = server.token("device:SEP001122334455");
+    let plain = server.client().get("/SEP001122334455.cnf.xml", Some(&token)).await;
+    let signed = server.client().get("/SEP001122334455.cnf.xml.sgn", Some(&token)).await;
+    assert_eq!(signed.status, StatusCode::OK);
+    assert_eq!(signed.body, plain.body, ".sgn answers with the unsigned file");
+    assert_eq!(signed.header("etag"), plain.header("etag"));
+    let lower = server.client().get("/sep001122334455.cnf.xml.sgn", Some(&token)).await;
+    assert_eq!(lower.body, plain.body);
+
+    let enc = server.client().get("/SEP001122334455.cnf.xml.enc.sgn", Some(&token)).await;
+    assert_eq!(enc.status, StatusCode::NOT_FOUND);
+    assert!(enc.text().contains("not supported with SIP OAuth"));
+    // Another device's signed file is as forbidden as its plain one.
+    let r = server.client().get("/SEP001122334466.cnf.xml.sgn", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let default = server.client().get("/XMLDefault.cnf.xml", Some(&token)).await;
+    assert_eq!(default.status, StatusCode::OK);
+    let xml = default.text();
+    sipcfg::render::check_well_formed(&xml).unwrap();
+    assert!(xml.contains("<processNodeName>cucm-pub</processNodeName>"));
+    assert!(xml.contains("<sipOAuthPort>5090</sipOAuthPort>"));
+    assert!(!xml.contains("<line"), "no device data in XMLDefault");
+    assert_eq!(server.client().get("/XMLDefault.cnf.xml", None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn common_files_need_a_token_on_6971_and_never_leave_the_root() {
+    let d = TempDeployment::new();
+    std::fs::write(d.dir.path().join("secret.txt"), "outside").unwrap();
+    std::os::unix::fs::symlink(d.dir.path().join("secret.txt"), d.path("example/files/escape.txt")).unwrap();
+    std::os::unix::fs::symlink(d.path("example/files/dialplan.xml"), d.path("example/files/alias.xml")).unwrap();
+    let server = TestServer::with_config(d.config()).await;
+    let token = server.token("device:SEP001122334455");
+    let r = server.client().get("/dialplan.xml", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), Some("application/xml; charset=utf-8"));
+    assert!(r.text().contains("DIALTEMPLATE"));
+    let etag = r.header("etag").unwrap().to_owned();
+    let auth = format!("Bearer {token}");
+    let again =
+        server.client().send("GET", "/dialplan.xml", &[("authorization", &auth), ("if-none-match", &etag)]).await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+
+    assert_eq!(server.client().get("/dialplan.xml", None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(server.client().get("/alias.xml", Some(&token)).await.status, StatusCode::OK, "links inside the root");
+    for outside in ["/escape.txt", "/..%2Fsecret.txt", "/%2E%2E", "/missing.xml", "/.hidden"] {
+        let r = server.client().get(outside, Some(&token)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{outside}");
+        assert!(!r.text().contains("outside"));
+    }
+}
+
+#[tokio::test]
+async fn caconfig_json_publishes_the_phone_edge_trust_set() {
+    let server = TestServer::start().await;
+    let token = server.token("device:SEP001122334455");
+    let r = server.client().get("/caconfig.json", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let certs = json["certificates"].as_array().unwrap();
+    assert_eq!(certs.len(), 1);
+    assert!(certs[0]["subject"].as_str().unwrap().contains("Phone-Edge-Trust Root CA"));
+    assert_eq!(server.client().get("/caconfig.json", None).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn cert_commands_manage_the_phone_edge_trust_store() {
+    let d = TempDeployment::new();
+    let config = d.path("example/sipcfg.toml");
+    let mut server = TestServer::with_config(d.config()).await;
+    server.watch_files();
+    let out = sipcfg(&config, &["cert", "list"]);
+    assert!(text(&out.stdout).contains("1 of 16 certificates"), "{}", text(&out.stdout));
+
+    // Not PEM, not a CA: clear refusals.
+    std::fs::write(d.path("junk.pem"), "hello").unwrap();
+    let out = sipcfg(&config, &["cert", "add", "--purpose", "phone-edge-trust", d.path("junk.pem").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).to_lowercase().contains("pem"), "{}", text(&out.stderr));
+    let leaf = d.path("certs-example/server.pem");
+    let out = sipcfg(&config, &["cert", "add", "--purpose", "phone-edge-trust", leaf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not a CA"), "{}", text(&out.stderr));
+
+    // Fifteen more CAs fill the store; the seventeenth is refused.
+    let mut shas = Vec::new();
+    for i in 0..16 {
+        let pem = rcgen_ca(&format!("Test CA {i}"));
+        let file = d.path(&format!("ca{i}.pem"));
+        std::fs::write(&file, pem).unwrap();
+        let out = sipcfg(&config, &["cert", "add", "--purpose", "phone-edge-trust", file.to_str().unwrap()]);
+        if i < 15 {
+            assert!(out.status.success(), "{i}: {}", text(&out.stderr));
+            shas.push(text(&out.stdout).split_whitespace().nth(1).unwrap().to_owned());
+        } else {
+            assert_eq!(out.status.code(), Some(1), "the 17th certificate is refused");
+            assert!(text(&out.stderr).contains("16"), "{}", text(&out.stderr));
+        }
+    }
+    let out = sipcfg(&config, &["cert", "list"]);
+    assert!(text(&out.stdout).contains("16 of 16 certificates"));
+
+    // The running server publishes the new set.
+    let token = server.token("device:SEP001122334455");
+    let auth = format!("Bearer {token}");
+    let mut conn = server.client().connect().await.unwrap();
+    let r = eventually(&mut conn, "/caconfig.json", &auth, |r| r.text().matches("\"sha256\"").count() == 16).await;
+    assert_eq!(r.text().matches("\"sha256\"").count(), 16);
+
+    let out = sipcfg(&config, &["cert", "remove", &shas[0][..12]]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = sipcfg(&config, &["cert", "list"]);
+    assert!(text(&out.stdout).contains("15 of 16 certificates"));
+}
+
+fn rcgen_ca(name: &str) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.self_signed(&key).unwrap().pem()
+}
