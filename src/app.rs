@@ -10,7 +10,9 @@ use crate::config::Config;
 use crate::provision::{self, LoadError, Provisioner, Sources};
 use crate::server::edge;
 use crate::server::tls::{self, TlsError};
+use crate::state::sqlite::SqliteStore;
 use crate::token::{KeyError, Verifier};
+use crate::token_service::{FailureLimiter, TokenService};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -20,6 +22,8 @@ pub enum StartupError {
     Key(#[from] KeyError),
     #[error("{0}")]
     Tls(#[from] TlsError),
+    #[error("token service: {0}")]
+    State(String),
 }
 
 pub struct App {
@@ -34,6 +38,10 @@ pub struct App {
     /// Fingerprint of the watched files, taken just before the deployment in force was read: a change
     /// made while it was loading is still seen by the file watch.
     pub loaded_fingerprint: AtomicU64,
+    /// The refresh login flow's token service, when `[state]` is configured.
+    pub token_service: Option<Arc<TokenService>>,
+    /// Failed token grants per client address.
+    pub grant_limiter: FailureLimiter,
 }
 
 impl App {
@@ -41,7 +49,23 @@ impl App {
         let sources = Sources::from_config(&config);
         let fingerprint = crate::reload::fingerprint(&sources.watched());
         let loaded = provision::load(&sources).map_err(StartupError::Load)?;
-        let verifier = Verifier::from_config(&config.auth)?;
+        let mut verifier = Verifier::from_config(&config.auth)?;
+        let now = crate::token::unix_now() as i64;
+        let token_service = match &config.state {
+            Some(s) => {
+                let store = SqliteStore::open(&s.database).map_err(|e| StartupError::State(e.to_string()))?;
+                let service = TokenService::open(Arc::new(store), &config.auth, now).map_err(StartupError::State)?;
+                if let Some(v) = service.sync(now).map_err(StartupError::State)? {
+                    verifier = v;
+                }
+                Some(Arc::new(service))
+            }
+            None => None,
+        };
+        let grant_limiter = match &config.state {
+            Some(s) => FailureLimiter::new(s.max_failed_grants, s.failed_grant_window_secs),
+            None => FailureLimiter::new(10, 60),
+        };
         let tls = tls::server_config(&config.tls)?;
         let edge_tls = match &config.edge {
             Some(e) => Some(Arc::new(edge::server_config(&config.tls, e)?)),
@@ -53,6 +77,8 @@ impl App {
             tls: ArcSwap::from_pointee(tls),
             edge_tls: ArcSwapOption::new(edge_tls),
             loaded_fingerprint: AtomicU64::new(fingerprint),
+            token_service,
+            grant_limiter,
             sources,
             config,
         })

@@ -19,8 +19,7 @@ impl RenderedFile {
     pub fn new(body: impl Into<Bytes>, content_type: &'static str) -> RenderedFile {
         let body = body.into();
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
-        let hex: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
-        RenderedFile { body, etag: format!("\"{hex}\""), content_type }
+        RenderedFile { body, etag: format!("\"{}\"", crate::encoding::hex(&digest.as_ref()[..16])), content_type }
     }
 }
 

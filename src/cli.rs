@@ -13,7 +13,9 @@ use crate::filename::{self, DeviceName, FileRequest};
 use crate::provision::{self, Sources};
 use crate::server::{self, Listeners};
 use crate::settings::{self, ClusterChange};
+use crate::state::sqlite::SqliteStore;
 use crate::token::{Signer, Subject, Verifier, unix_now};
+use crate::token_service::TokenService;
 use crate::trust::TrustStore;
 
 #[derive(Parser, Debug)]
@@ -52,10 +54,14 @@ pub enum Command {
         /// File name as a phone asks for it.
         file: String,
     },
-    /// Mint an access token with the configured signing key and print it (only it) on stdout.
+    /// Mint an access token with the configured signing key and print it (only it) on stdout;
+    /// `token revoke` revokes a user's or device's tokens.
+    #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
     Token {
         #[command(flatten)]
         config: ConfigArg,
+        #[command(subcommand)]
+        action: Option<TokenAction>,
         /// A token for one device (e.g. SEP001122334455).
         #[arg(long, conflicts_with = "user", required_unless_present = "user")]
         device: Option<String>,
@@ -81,12 +87,68 @@ pub enum Command {
         #[command(subcommand)]
         action: ClusterAction,
     },
+    /// Activation codes for onboarding (16 digits, single use): create, list, revoke.
+    #[command(name = "activation-code")]
+    ActivationCode {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: CodeAction,
+    },
+    /// The token service's signing keys: list, rotate, regen (CUCM's `set key regen authz signing`).
+    Keys {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
     /// Certificate stores (CUCM's certificate management): Phone-Edge-Trust.
     Cert {
         #[command(flatten)]
         config: ConfigArg,
         #[command(subcommand)]
         action: CertAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Revoke every refresh token of a user or device, and refuse its access tokens issued until now.
+    Revoke {
+        #[arg(long, conflicts_with = "user", required_unless_present = "user")]
+        device: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CodeAction {
+    /// Create a code for a device and print it (the only time it is shown: only its hash is stored).
+    Create {
+        #[arg(long)]
+        device: String,
+        /// Validity in days (default 7).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=365))]
+        valid: u32,
+    },
+    /// List codes (id, device, state; never the codes).
+    List,
+    /// Revoke a code by its id.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysAction {
+    /// List the signing keys.
+    List,
+    /// Add a new signing key; the old ones verify until their last access token has expired.
+    Rotate,
+    /// Replace every key and invalidate every access and refresh token at once.
+    Regen {
+        /// Confirm that every phone will have to onboard again.
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -118,6 +180,12 @@ pub enum ClusterAction {
         /// SIP MRA OAuth port (1024-49151, default 5091), distinct from the phone port.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1024..=49151))]
         sip_mra_oauth_port: Option<u16>,
+        /// Access token expiry in minutes (1-1440, default 60).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1440))]
+        access_token_minutes: Option<u32>,
+        /// Refresh token expiry in days (1-365, default 60).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=365))]
+        refresh_token_days: Option<u32>,
     },
 }
 
@@ -159,7 +227,12 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Serve { config, listen } => serve(&config, listen),
         Command::Check { config } => check(&config),
         Command::Render { config, file } => render(&config, &file),
-        Command::Token { config, device, user, ttl } => token(&config, device, user, ttl),
+        Command::Token { config, action: Some(TokenAction::Revoke { device, user }), .. } => {
+            revoke(&config, device, user)
+        }
+        Command::Token { config, action: None, device, user, ttl } => token(&config, device, user, ttl),
+        Command::ActivationCode { config, action } => activation_code(&config, action),
+        Command::Keys { config, action } => keys(&config, action),
         Command::SipOAuthMode { config, action } => sip_oauth_mode(&config, action),
         Command::Cluster { config, action } => cluster(&config, action),
         Command::Cert { config, action } => cert(&config, action),
@@ -226,11 +299,12 @@ fn serve(arg: &ConfigArg, listen: Option<SocketAddr>) -> Result<ExitCode, String
             tracing::info!(address = addr(l), "serving edge proxies over mutual TLS");
         }
         drop(deployment);
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let watcher = tokio::spawn(crate::reload::watch(app.clone(), app.config.server.reload_poll(), stopped));
+        let (stop, tasks) = crate::reload::spawn_background(&app);
         server::run(listeners, app, shutdown_signal()).await;
         let _ = stop.send(true);
-        let _ = watcher.await;
+        for t in tasks {
+            let _ = t.await;
+        }
         Ok::<_, String>(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -359,15 +433,21 @@ fn cluster(arg: &ConfigArg, action: ClusterAction) -> Result<ExitCode, String> {
     let file = &config.inventory.file;
     let cluster = match action {
         ClusterAction::Show => crate::inventory::Inventory::load(file).map_err(|e| e.to_string())?.cluster,
-        ClusterAction::Set { refresh_login_flow, sip_oauth_port, sip_mra_oauth_port } => {
+        ClusterAction::Set {
+            refresh_login_flow,
+            sip_oauth_port,
+            sip_mra_oauth_port,
+            access_token_minutes,
+            refresh_token_days,
+        } => {
             let mut changes = Vec::new();
             changes.extend(refresh_login_flow.map(|v| ClusterChange::RefreshLoginFlow(matches!(v, OnOff::On))));
             changes.extend(sip_oauth_port.map(ClusterChange::SipOAuthPort));
             changes.extend(sip_mra_oauth_port.map(ClusterChange::SipMraOAuthPort));
+            changes.extend(access_token_minutes.map(ClusterChange::AccessTokenMinutes));
+            changes.extend(refresh_token_days.map(ClusterChange::RefreshTokenDays));
             if changes.is_empty() {
-                return Err(
-                    "nothing to set: give --refresh-login-flow, --sip-oauth-port or --sip-mra-oauth-port".into()
-                );
+                return Err("nothing to set: see `sipcfg cluster set --help`".into());
             }
             settings::apply(file, &changes).map_err(|e| e.to_string())?
         }
@@ -417,24 +497,120 @@ fn token(arg: &ConfigArg, device: Option<String>, user: Option<String>, ttl: Opt
     let config = load_config(arg)?;
     let signer = Signer::from_config(&config.auth).map_err(|e| e.to_string())?;
     let inventory = crate::inventory::Inventory::load(&config.inventory.file).map_err(|e| e.to_string())?;
-    let subject = match (device, user) {
+    let subject = subject_arg(&inventory, device, user)?;
+    let token = signer.mint(&subject, ttl.unwrap_or(signer.default_ttl_secs)).map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The token service on the configured state database.
+fn token_service(config: &Config) -> Result<TokenService, String> {
+    let state = config.state.as_ref().ok_or_else(|| {
+        format!("{}: no [state] database is configured (the token service needs one)", config.path.display())
+    })?;
+    let store = SqliteStore::open(&state.database).map_err(|e| e.to_string())?;
+    let service = TokenService::open(Arc::new(store), &config.auth, unix_now() as i64)?;
+    service.sync(unix_now() as i64)?;
+    Ok(service)
+}
+
+fn subject_arg(
+    inventory: &crate::inventory::Inventory,
+    device: Option<String>,
+    user: Option<String>,
+) -> Result<Subject, String> {
+    match (device, user) {
         (Some(d), _) => {
             let name = DeviceName::parse_loose(&d).map_err(|e| format!("--device {d}: {e}"))?;
             if inventory.device(&name).is_none() {
                 return Err(format!("--device {d}: no such device in {}", inventory.file.display()));
             }
-            Subject::Device(name)
+            Ok(Subject::Device(name))
         }
         (None, Some(u)) => {
             if !inventory.users.contains_key(&u) {
                 return Err(format!("--user {u}: no such user in {}", inventory.file.display()));
             }
-            Subject::User(u)
+            Ok(Subject::User(u))
         }
-        (None, None) => return Err("give --device NAME or --user ID".into()),
-    };
-    let token = signer.mint(&subject, ttl.unwrap_or(signer.default_ttl_secs)).map_err(|e| e.to_string())?;
-    println!("{token}");
+        (None, None) => Err("give --device NAME or --user ID".into()),
+    }
+}
+
+fn revoke(arg: &ConfigArg, device: Option<String>, user: Option<String>) -> Result<ExitCode, String> {
+    let config = load_config(arg)?;
+    let inventory = crate::inventory::Inventory::load(&config.inventory.file).map_err(|e| e.to_string())?;
+    let subject = subject_arg(&inventory, device, user)?;
+    token_service(&config)?.revoke_subject(&subject, unix_now() as i64).map_err(|e| e.to_string())?;
+    println!("revoked {subject}: its refresh tokens are dead and its access tokens are refused from now on");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn activation_code(arg: &ConfigArg, action: CodeAction) -> Result<ExitCode, String> {
+    let config = load_config(arg)?;
+    let service = token_service(&config)?;
+    let now = unix_now() as i64;
+    match action {
+        CodeAction::Create { device, valid } => {
+            let inventory = crate::inventory::Inventory::load(&config.inventory.file).map_err(|e| e.to_string())?;
+            let Subject::Device(name) = subject_arg(&inventory, Some(device), None)? else {
+                return Err("an activation code is for a device".into());
+            };
+            let (id, code) = service.create_activation_code(&name, now, i64::from(valid) * 86_400)?;
+            eprintln!("activation code {id} for {name}, valid {valid} days, single use:");
+            println!("{code}");
+        }
+        CodeAction::List => {
+            let codes = service.store().list_activation_codes().map_err(|e| e.to_string())?;
+            for c in &codes {
+                let state = if c.revoked {
+                    "revoked"
+                } else if c.used.is_some() {
+                    "used"
+                } else if c.expires <= now {
+                    "expired"
+                } else {
+                    "usable"
+                };
+                println!("{}  {:<16} {:<8} expires {}", c.id, c.device, state, crate::trust::rfc3339_utc(c.expires));
+            }
+            println!("{} code(s)", codes.len());
+        }
+        CodeAction::Revoke { id } => {
+            if !service.store().revoke_activation_code(&id, now).map_err(|e| e.to_string())? {
+                return Err(format!("no usable activation code with id {id}"));
+            }
+            println!("revoked activation code {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys(arg: &ConfigArg, action: KeysAction) -> Result<ExitCode, String> {
+    let config = load_config(arg)?;
+    let service = token_service(&config)?;
+    let now = unix_now() as i64;
+    match action {
+        KeysAction::List => {}
+        KeysAction::Rotate => {
+            let key = service.rotate_keys(now, 1440 * 60)?;
+            println!("new signing key {}; the previous keys verify until their last token has expired", key.kid);
+        }
+        KeysAction::Regen { yes } => {
+            if !yes {
+                return Err("regen invalidates every access and refresh token at once: add --yes".into());
+            }
+            let key = service.regenerate_keys(now)?;
+            println!("keys replaced by {}; every access and refresh token is now invalid", key.kid);
+        }
+    }
+    for k in service.store().signing_keys().map_err(|e| e.to_string())? {
+        let state = match k.retire_at {
+            None => "signing".to_owned(),
+            Some(t) => format!("retiring at {}", crate::trust::rfc3339_utc(t)),
+        };
+        println!("{}  {}  created {}  {state}", k.kid, k.algorithm, crate::trust::rfc3339_utc(k.created));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

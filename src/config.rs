@@ -89,6 +89,33 @@ struct RawConfig {
     trust: TrustConfig,
     legacy: Option<LegacyConfig>,
     edge: Option<EdgeConfig>,
+    state: Option<StateConfig>,
+}
+
+/// The token service's durable state. Without it, sipcfg only verifies tokens (no token endpoint).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// The SQLite database (WAL mode). It holds signing keys: readable by sipcfg only.
+    pub database: PathBuf,
+    /// Failed grants allowed per client address within `failed_grant_window_secs` before 429.
+    #[serde(default = "default_failed_grants")]
+    pub max_failed_grants: u32,
+    #[serde(default = "default_failed_window")]
+    pub failed_grant_window_secs: i64,
+    /// How often expired codes, tokens, revocations and retired keys are purged.
+    #[serde(default = "default_purge_interval")]
+    pub purge_interval_secs: u64,
+}
+
+fn default_failed_grants() -> u32 {
+    10
+}
+fn default_failed_window() -> i64 {
+    60
+}
+fn default_purge_interval() -> u64 {
+    3600
 }
 
 /// Listener and connection limits.
@@ -313,6 +340,7 @@ pub struct Config {
     pub trust: TrustConfig,
     pub legacy: Option<LegacyConfig>,
     pub edge: Option<EdgeConfig>,
+    pub state: Option<StateConfig>,
 }
 
 impl Config {
@@ -397,6 +425,17 @@ impl Config {
         if raw.cache.max_bytes < 1024 * 1024 {
             return Err(invalid("cache.max_bytes", "must be at least 1 MiB".into()));
         }
+        if let Some(s) = &raw.state {
+            if !(1..=100_000).contains(&s.max_failed_grants) {
+                return Err(invalid("state.max_failed_grants", "must be between 1 and 100000".into()));
+            }
+            if !(1..=86_400).contains(&s.failed_grant_window_secs) {
+                return Err(invalid("state.failed_grant_window_secs", "must be between 1 and 86400".into()));
+            }
+            if !(10..=86_400).contains(&s.purge_interval_secs) {
+                return Err(invalid("state.purge_interval_secs", "must be between 10 and 86400".into()));
+            }
+        }
         if let Some(edge) = &raw.edge {
             if edge.proxies.is_empty() {
                 return Err(invalid("edge.proxies", "the edge listener needs at least one proxy entry".into()));
@@ -426,6 +465,7 @@ impl Config {
             trust: TrustConfig { phone_edge_trust: raw.trust.phone_edge_trust.map(at) },
             legacy: raw.legacy,
             edge: raw.edge.map(|e| EdgeConfig { client_ca: at(e.client_ca), ..e }),
+            state: raw.state.map(|s| StateConfig { database: at(s.database), ..s }),
         })
     }
 

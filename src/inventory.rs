@@ -88,6 +88,12 @@ pub struct Cluster {
     /// CUCM's enterprise parameter "OAuth with Refresh Login Flow": access and refresh tokens.
     #[serde(default)]
     pub refresh_login_flow: bool,
+    /// Access token lifetime, 1-1440 minutes (CUCM's default 60).
+    #[serde(default = "default_access_minutes")]
+    pub access_token_minutes: u32,
+    /// Refresh token lifetime, 1-365 days (CUCM's default 60).
+    #[serde(default = "default_refresh_days")]
+    pub refresh_token_days: u32,
     #[serde(default = "default_sip_port")]
     pub sip_port: u16,
     #[serde(default = "default_secured_sip_port")]
@@ -117,6 +123,12 @@ pub struct Cluster {
 
 fn yes() -> bool {
     true
+}
+fn default_access_minutes() -> u32 {
+    60
+}
+fn default_refresh_days() -> u32 {
+    60
 }
 fn default_sip_port() -> u16 {
     5060
@@ -232,6 +244,16 @@ struct RawInventory {
     devices: BTreeMap<String, RawDevice>,
 }
 
+impl Cluster {
+    /// Token lifetimes in force.
+    pub fn lifetimes(&self) -> crate::token_service::Lifetimes {
+        crate::token_service::Lifetimes {
+            access_secs: u64::from(self.access_token_minutes) * 60,
+            refresh_secs: u64::from(self.refresh_token_days) * 86_400,
+        }
+    }
+}
+
 /// A device (CUCM: Device > Phone).
 #[derive(Debug, Clone)]
 pub struct Device {
@@ -294,6 +316,12 @@ impl Inventory {
             if !(1024..=49151).contains(&port) {
                 err("cluster".into(), format!("{key} {port} is outside 1024-49151"));
             }
+        }
+        if !(1..=1440).contains(&cluster.access_token_minutes) {
+            err("cluster".into(), format!("access_token_minutes {} is outside 1-1440", cluster.access_token_minutes));
+        }
+        if !(1..=365).contains(&cluster.refresh_token_days) {
+            err("cluster".into(), format!("refresh_token_days {} is outside 1-365", cluster.refresh_token_days));
         }
         if cluster.sip_oauth_port == cluster.sip_mra_oauth_port {
             err("cluster".into(), "sip_oauth_port and sip_mra_oauth_port must differ".into());

@@ -118,3 +118,53 @@ pub async fn watch(app: Arc<App>, every: Duration, mut stop: watch::Receiver<boo
         let _ = tokio::task::spawn_blocking(move || reload_logged(&app, why)).await;
     }
 }
+
+/// Keeps the token service's in-memory view (signing keys, revocations) in step with its database,
+/// whichever process changed it (`sipcfg token revoke`, `sipcfg keys rotate`), and purges expired state.
+pub async fn watch_state(app: Arc<App>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let Some(service) = app.token_service.clone() else { return };
+    let purge_every = app.config.state.as_ref().map_or(3600, |s| s.purge_interval_secs) as i64;
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
+    let mut last_purge = 0i64;
+    loop {
+        tokio::select! {
+            () = &mut stopped => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let (app, service) = (app.clone(), service.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = crate::token::unix_now() as i64;
+            match service.sync(now) {
+                Ok(Some(verifier)) => {
+                    app.verifier.store(Arc::new(verifier));
+                    tracing::info!("token service keys or revocations changed; now in force");
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "token service state could not be read"),
+            }
+            if now - last_purge >= purge_every {
+                match service.store().purge(now) {
+                    Ok(n) => tracing::debug!(rows = n, "expired token state purged"),
+                    Err(e) => tracing::error!(error = %e, "purge failed"),
+                }
+                last_purge = now;
+            }
+            last_purge
+        })
+        .await
+        .map(|p| last_purge = p);
+    }
+}
+
+/// Starts the background tasks of a running server (file watch, token state); stop them with the sender.
+pub fn spawn_background(app: &Arc<App>) -> (watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>) {
+    let (stop, stopped) = watch::channel(false);
+    let tasks = vec![
+        tokio::spawn(watch(app.clone(), app.config.server.reload_poll(), stopped.clone())),
+        tokio::spawn(watch_state(app.clone(), Duration::from_secs(1), stopped)),
+    ];
+    (stop, tasks)
+}

@@ -16,6 +16,8 @@ pub enum ClusterChange {
     RefreshLoginFlow(bool),
     SipOAuthPort(u16),
     SipMraOAuthPort(u16),
+    AccessTokenMinutes(u32),
+    RefreshTokenDays(u32),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,8 @@ pub fn apply(path: &Path, changes: &[ClusterChange]) -> Result<Cluster, Settings
             ClusterChange::RefreshLoginFlow(on) => cluster["refresh_login_flow"] = value(on),
             ClusterChange::SipOAuthPort(p) => cluster["sip_oauth_port"] = value(i64::from(p)),
             ClusterChange::SipMraOAuthPort(p) => cluster["sip_mra_oauth_port"] = value(i64::from(p)),
+            ClusterChange::AccessTokenMinutes(m) => cluster["access_token_minutes"] = value(i64::from(m)),
+            ClusterChange::RefreshTokenDays(d) => cluster["refresh_token_days"] = value(i64::from(d)),
         }
     }
     let new_text = doc.to_string();
@@ -61,10 +65,13 @@ pub fn apply(path: &Path, changes: &[ClusterChange]) -> Result<Cluster, Settings
 pub fn describe(cluster: &Cluster) -> String {
     let on = |b: bool| if b { "enabled" } else { "disabled" };
     format!(
-        "SIP OAuth mode: {}\nOAuth with refresh login flow: {}\nSIP phone OAuth port: {}\nSIP MRA OAuth port: {}\n",
+        "SIP OAuth mode: {}\nOAuth with refresh login flow: {}\nSIP phone OAuth port: {}\nSIP MRA OAuth port: {}\n\
+         Access token expiry: {} minutes\nRefresh token expiry: {} days\n",
         on(cluster.sip_oauth_mode),
         on(cluster.refresh_login_flow),
         cluster.sip_oauth_port,
-        cluster.sip_mra_oauth_port
+        cluster.sip_mra_oauth_port,
+        cluster.access_token_minutes,
+        cluster.refresh_token_days
     )
 }

@@ -70,6 +70,8 @@ pub enum TokenError {
     BadClaims,
     #[error("token subject is neither device:<name> nor user:<id>")]
     BadSubject,
+    #[error("token was revoked")]
+    Revoked,
 }
 
 impl TokenError {
@@ -88,6 +90,7 @@ impl TokenError {
             TokenError::MissingClaim(_) => "token-missing-claim",
             TokenError::BadClaims => "token-claims",
             TokenError::BadSubject => "token-subject",
+            TokenError::Revoked => "token-revoked",
         }
     }
 }
@@ -121,6 +124,22 @@ pub struct Verifier {
 #[derive(Deserialize)]
 struct VerifiedClaims {
     sub: Option<String>,
+    /// Optional, but of the right type when present; revocation compares it.
+    iat: Option<u64>,
+}
+
+/// A verified token: who it speaks for, and when it was issued (for revocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub subject: Subject,
+    pub issued_at: Option<u64>,
+}
+
+/// A public key sipcfg itself signs with (from the token service's key store).
+pub struct OwnKey {
+    pub kid: String,
+    pub algorithm: Algorithm,
+    pub key: DecodingKey,
 }
 
 impl Verifier {
@@ -152,8 +171,23 @@ impl Verifier {
         Ok(Verifier { keys, max_token_bytes: auth.max_token_bytes })
     }
 
+    /// The configured keys plus the token service's own keys (pinned to their algorithm, named by kid).
+    pub fn with_own_keys(auth: &AuthConfig, own: Vec<OwnKey>) -> Result<Verifier, KeyError> {
+        let mut verifier = Verifier::from_config(auth)?;
+        for k in own {
+            let validation = validation(auth, k.algorithm);
+            verifier.keys.push(VerifyKey { kid: Some(k.kid), algorithm: k.algorithm, key: k.key, validation });
+        }
+        Ok(verifier)
+    }
+
     /// Verifies a token and returns its subject.
     pub fn verify(&self, token: &str) -> Result<Subject, TokenError> {
+        self.verify_full(token).map(|v| v.subject)
+    }
+
+    /// Verifies a token and returns its subject and issue time.
+    pub fn verify_full(&self, token: &str) -> Result<Verified, TokenError> {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
@@ -172,7 +206,8 @@ impl Verifier {
             match jsonwebtoken::decode::<VerifiedClaims>(token, &k.key, &k.validation) {
                 Ok(data) => {
                     let sub = data.claims.sub.ok_or_else(|| TokenError::MissingClaim("sub".into()))?;
-                    return Subject::parse(&sub).ok_or(TokenError::BadSubject);
+                    let subject = Subject::parse(&sub).ok_or(TokenError::BadSubject)?;
+                    return Ok(Verified { subject, issued_at: data.claims.iat });
                 }
                 Err(e) => {
                     last = map_error(e.kind());
@@ -313,6 +348,30 @@ pub struct Signer {
 }
 
 impl Signer {
+    /// A signer for a private key in PEM (the token service's keys).
+    pub fn from_pem(
+        auth: &AuthConfig,
+        algorithm: Algorithm,
+        kid: &str,
+        pem: &[u8],
+        ttl_secs: u64,
+    ) -> Result<Signer, KeyError> {
+        install_crypto_provider();
+        let key = encoding_key_from_pem(algorithm, pem).map_err(|e| KeyError::Invalid {
+            path: PathBuf::from(format!("key {kid}")),
+            message: format!("not a {algorithm:?} private key in PEM: {e}"),
+        })?;
+        let mut header = Header::new(algorithm.to_jwt());
+        header.kid = Some(kid.to_owned());
+        Ok(Signer {
+            key,
+            header,
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
+            default_ttl_secs: ttl_secs,
+        })
+    }
+
     pub fn from_config(auth: &AuthConfig) -> Result<Signer, KeyError> {
         install_crypto_provider();
         let s: &SigningConfig = auth.signing.as_ref().ok_or(KeyError::NoSigningKey)?;
@@ -334,7 +393,11 @@ impl Signer {
 
     /// A token for `subject`, valid from now for `ttl_secs`.
     pub fn mint(&self, subject: &Subject, ttl_secs: u64) -> Result<String, KeyError> {
-        let now = unix_now();
+        self.mint_at(subject, unix_now(), ttl_secs)
+    }
+
+    /// A token for `subject`, issued at `now`, valid for `ttl_secs`.
+    pub fn mint_at(&self, subject: &Subject, now: u64, ttl_secs: u64) -> Result<String, KeyError> {
         let claims = MintedClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -342,7 +405,7 @@ impl Signer {
             iat: now,
             nbf: now,
             exp: now.saturating_add(ttl_secs),
-            jti: random_id(),
+            jti: random_id().map_err(KeyError::Sign)?,
         };
         jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(|e| KeyError::Sign(e.to_string()))
     }
@@ -352,14 +415,16 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// 128 random bits as hex, from the system's CSPRNG.
-pub fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    // aws-lc's RNG only fails if the OS has no entropy source, where nothing secure can run anyway.
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        tracing::error!("the system random number generator failed");
-    }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Random bytes from the system's CSPRNG (aws-lc). It fails only without an entropy source.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], String> {
+    let mut bytes = [0u8; N];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "the system random number generator failed".to_owned())?;
+    Ok(bytes)
+}
+
+/// 128 random bits as hex.
+pub fn random_id() -> Result<String, String> {
+    Ok(crate::encoding::hex(&random_bytes::<16>()?))
 }
 
 fn install_crypto_provider() {

@@ -15,6 +15,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Serialize;
 
+use crate::encoding::{base64, hex, pem_encode};
 use crate::fsutil;
 
 /// CUCM's limit on Phone-Edge-Trust certificates; phones are not known to accept more.
@@ -174,7 +175,7 @@ fn parse_cert(pem: &[u8], source: &Path, require_ca: bool) -> Result<TrustCert, 
         sha256: hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der).as_ref()),
         not_before: x509.validity().not_before.timestamp(),
         not_after: x509.validity().not_after.timestamp(),
-        pem: pem_encode(&der),
+        pem: pem_encode("CERTIFICATE", &der),
         subject,
         der,
     })
@@ -447,45 +448,6 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Standard base64 (RFC 4648 §4) with padding.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// A certificate as PEM: base64 in 64-character lines, as OpenSSL writes it (RFC 7468).
-fn pem_encode(der: &[u8]) -> String {
-    let body = base64(der);
-    let mut pem = String::with_capacity(body.len() + body.len() / 64 + 60);
-    pem.push_str("-----BEGIN CERTIFICATE-----\n");
-    for (i, c) in body.chars().enumerate() {
-        pem.push(c);
-        if i % 64 == 63 {
-            pem.push('\n');
-        }
-    }
-    if !body.len().is_multiple_of(64) {
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
 }
 
 #[cfg(test)]
@@ -822,22 +784,5 @@ mod tests {
         assert_eq!(rfc3339_utc(1_795_702_664), "2026-11-26T14:17:44Z");
         assert_eq!(rfc3339_utc(4_107_542_400), "2100-03-01T00:00:00Z");
         assert_eq!(rfc3339_utc(253_402_300_799), "9999-12-31T23:59:59Z");
-    }
-
-    #[test]
-    fn base64_matches_rfc_4648() {
-        let cases = [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ];
-        for (plain, encoded) in cases {
-            assert_eq!(base64(plain.as_bytes()), encoded);
-        }
-        assert_eq!(base64(&[0xfb, 0xff]), "+/8=");
     }
 }

@@ -67,6 +67,23 @@ expect 403 "a disabled device" -H "Authorization: Bearer $user" "$url/SEP0011223
 expect 200 "a user token opens the user's Jabber config" -H "Authorization: Bearer $user" "$url/CSFJSMITH.cnf.xml"
 expect 404 "a name outside the grammar" -H "Authorization: Bearer $token" "$url/ITLFile.tlv"
 expect 405 "POST" -X POST -H "Authorization: Bearer $token" "$url/SEP001122334455.cnf.xml"
+# The refresh login flow, as the README shows it.
+json_field() { sed -n "s/.*\"$1\":\"\{0,1\}\([^\",}]*\).*/\1/p" "$tmp/body"; }
+code=$("${sipcfg[@]}" activation-code create --device SEP001122334466 2>/dev/null)
+expect 200 "an activation code is redeemed" "$url/oauth/token" -d grant_type=urn:sipcfg:grant-type:activation-code -d "code=$code"
+access=$(json_field access_token)
+refresh=$(json_field refresh_token)
+[ "$(header cache-control)" = "no-store" ] || { echo "FAIL  token answer without Cache-Control: no-store"; failures=$((failures + 1)); }
+expect 200 "download with the issued access token" -H "Authorization: Bearer $access" "$url/SEP001122334466.cnf.xml"
+expect 400 "the code is single use" "$url/oauth/token" -d grant_type=urn:sipcfg:grant-type:activation-code -d "code=$code"
+expect 200 "refresh (rotation)" "$url/oauth/token" -d grant_type=refresh_token -d "refresh_token=$refresh"
+access2=$(json_field access_token)
+expect 200 "download with the refreshed access token" -H "Authorization: Bearer $access2" "$url/SEP001122334466.cnf.xml"
+"${sipcfg[@]}" token revoke --device SEP001122334466 >/dev/null
+sleep 2
+expect 401 "download after revocation" -H "Authorization: Bearer $access2" "$url/SEP001122334466.cnf.xml"
+expect 200 "JWKS" "$url/.well-known/jwks.json"
+
 if curl -sS -o /dev/null --cacert "$ca" --tls-max 1.1 "$url/" 2>/dev/null; then
   echo "FAIL  TLS 1.1 was accepted"; failures=$((failures + 1))
 else

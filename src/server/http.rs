@@ -14,7 +14,7 @@ use crate::app::App;
 use crate::cache::RenderedFile;
 use crate::files::FileError;
 use crate::provision::{FetchError, NotFound};
-use crate::server::Channel;
+use crate::server::{Channel, oauth};
 use crate::token::{Subject, TokenError};
 
 pub type Body = Full<Bytes>;
@@ -32,11 +32,16 @@ enum AuthFailure {
     Invalid(TokenError),
 }
 
-pub async fn handle<B>(app: &App, peer: SocketAddr, channel: Channel, req: Request<B>) -> Response<Body> {
+pub async fn handle<B>(app: &App, peer: SocketAddr, channel: Channel, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let (response, subject, reason) = match channel {
+        Channel::Https | Channel::Edge if oauth::is_oauth_path(&path) => oauth::handle(app, peer, req).await,
         Channel::Https | Channel::Edge => answer(app, &req).await,
         Channel::Legacy => answer_legacy(app, &req).await,
     };
@@ -165,7 +170,11 @@ fn authenticate(app: &App, headers: &HeaderMap) -> Result<Subject, AuthFailure> 
     if token.is_empty() || !token.bytes().all(is_token68) {
         return Err(AuthFailure::Invalid(TokenError::Malformed));
     }
-    app.verifier.load().verify(token).map_err(AuthFailure::Invalid)
+    let verified = app.verifier.load().verify_full(token).map_err(AuthFailure::Invalid)?;
+    if app.token_service.as_ref().is_some_and(|s| s.is_revoked(&verified)) {
+        return Err(AuthFailure::Invalid(TokenError::Revoked));
+    }
+    Ok(verified.subject)
 }
 
 /// RFC 6750 `b64token` characters.

@@ -11,6 +11,7 @@
 
 pub mod edge;
 pub mod http;
+pub mod oauth;
 pub mod tls;
 
 use std::future::Future;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -34,7 +34,8 @@ pub struct TestServer {
     pub app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    watcher: Option<(tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    watcher: Option<(tokio::sync::watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)>,
+    _state_dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -43,8 +44,17 @@ impl TestServer {
         TestServer::with_config(example_config()).await
     }
 
-    /// The deployment of `config`, every configured listener bound on 127.0.0.1:0.
+    /// The deployment of `config`, every configured listener bound on 127.0.0.1:0. A state database inside
+    /// the repository is moved to a temporary folder, so tests never share or leave one.
     pub async fn with_config(mut config: Config) -> TestServer {
+        let mut state_dir = None;
+        if let Some(state) = &mut config.state
+            && state.database.starts_with(repo())
+        {
+            let dir = tempfile::tempdir().unwrap();
+            state.database = dir.path().join("sipcfg.db");
+            state_dir = Some(dir);
+        }
         let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
         config.server.listen = local;
         if let Some(l) = &mut config.legacy {
@@ -66,15 +76,27 @@ impl TestServer {
         let task = tokio::spawn(sipcfg::server::run(listeners, app.clone(), async {
             let _ = stopped.await;
         }));
-        TestServer { addr, legacy_addr, edge_addr, app, stop: Some(stop), task: Some(task), watcher: None }
+        TestServer {
+            addr,
+            legacy_addr,
+            edge_addr,
+            app,
+            stop: Some(stop),
+            task: Some(task),
+            watcher: None,
+            _state_dir: state_dir,
+        }
     }
 
-    /// Starts the file watch (as `sipcfg serve` does), polling every 100 ms.
+    /// Starts the file watch (polling every 100 ms) and the token-state watch, as `sipcfg serve` does.
     pub fn watch_files(&mut self) {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let task =
-            tokio::spawn(sipcfg::reload::watch(self.app.clone(), std::time::Duration::from_millis(100), stopped));
-        self.watcher = Some((stop, task));
+        let every = std::time::Duration::from_millis(100);
+        let tasks = vec![
+            tokio::spawn(sipcfg::reload::watch(self.app.clone(), every, stopped.clone())),
+            tokio::spawn(sipcfg::reload::watch_state(self.app.clone(), every, stopped)),
+        ];
+        self.watcher = Some((stop, tasks));
     }
 
     /// Stops accepting and waits for the server to finish.
@@ -147,8 +169,8 @@ pub struct Client {
 
 /// One kept-alive connection.
 pub enum Conn {
-    H1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
 impl Conn {
@@ -158,6 +180,17 @@ impl Conn {
 
     /// A request that may fail (the server closed the connection, a refused client certificate).
     pub async fn try_send(&mut self, method: &str, path: &str, headers: &[(&str, &str)]) -> Result<Resp, String> {
+        self.request(method, path, headers, Bytes::new()).await
+    }
+
+    /// A request with a body.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Resp, String> {
         let h2 = matches!(self, Conn::H2(_));
         let uri = if h2 { format!("https://localhost{path}") } else { path.to_owned() };
         let mut builder = Request::builder().method(method).uri(uri);
@@ -167,7 +200,7 @@ impl Conn {
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        let req = builder.body(Empty::<Bytes>::new()).unwrap();
+        let req = builder.body(Full::new(body)).unwrap();
         let e = |e: hyper::Error| e.to_string();
         let response = match self {
             Conn::H1(s) => {
@@ -201,10 +234,30 @@ pub fn tls_client_config(alpn: &[u8]) -> rustls::ClientConfig {
 }
 
 impl Client {
+    /// HTTP/1.1 over TLS to any address (a server started as a process).
+    pub fn tls_to(addr: SocketAddr) -> Client {
+        Client { addr, http2: false, tls: Some(Arc::new(tls_client_config(b"http/1.1"))) }
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
         let auth = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
         self.send("GET", path, &headers).await
+    }
+
+    /// A form POST (`application/x-www-form-urlencoded`) on a fresh connection.
+    pub async fn post_form(&self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let body: String = fields
+            .iter()
+            .map(|(k, v)| {
+                format!("{}={}", k, v.replace('%', "%25").replace('&', "%26").replace('+', "%2B").replace('=', "%3D"))
+            })
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut conn = self.connect().await.expect("connects");
+        conn.request("POST", path, &[("content-type", "application/x-www-form-urlencoded")], Bytes::from(body))
+            .await
+            .expect("answered")
     }
 
     /// One request on a fresh connection, as a booting phone makes it.

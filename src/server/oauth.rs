@@ -1,0 +1,195 @@
+//! The token service over HTTP: `POST /oauth/token` (RFC 6749, form-encoded), `POST /oauth/revoke`
+//! (RFC 7009) and `GET /.well-known/jwks.json`, on the HTTPS and edge listeners only. Every answer carries
+//! `Cache-Control: no-store`; errors are RFC 6749 §5.2 JSON. Nothing secret is logged.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body as HttpBody;
+use http_body_util::{BodyExt, Limited};
+
+use crate::app::App;
+use crate::server::http::Body;
+use crate::token::{Subject, unix_now};
+use crate::token_service::{ACTIVATION_CODE_GRANT, GrantError};
+
+pub const TOKEN_PATH: &str = "/oauth/token";
+pub const REVOKE_PATH: &str = "/oauth/revoke";
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+/// Form bodies larger than this are refused.
+const MAX_FORM_BYTES: usize = 8 * 1024;
+
+pub fn is_oauth_path(path: &str) -> bool {
+    matches!(path, TOKEN_PATH | REVOKE_PATH | JWKS_PATH)
+}
+
+/// Answers a request for one of the token service's paths.
+pub async fn handle<B>(app: &App, peer: SocketAddr, req: Request<B>) -> (Response<Body>, Option<Subject>, &'static str)
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Some(service) = &app.token_service else {
+        return (
+            json(StatusCode::NOT_FOUND, error_body("invalid_request", "the token service is not configured")),
+            None,
+            "no-token-service",
+        );
+    };
+    let path = req.uri().path().to_owned();
+    if path == JWKS_PATH {
+        return match *req.method() {
+            Method::GET | Method::HEAD => {
+                let body = service.jwks();
+                let mut r = json(StatusCode::OK, Bytes::from((*body).clone()));
+                r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+                if req.method() == Method::HEAD {
+                    let (parts, _) = r.into_parts();
+                    r = Response::from_parts(parts, Body::default());
+                }
+                (r, None, "")
+            }
+            _ => (not_allowed("GET, HEAD"), None, "method"),
+        };
+    }
+    if req.method() != Method::POST {
+        return (not_allowed("POST"), None, "method");
+    }
+    let form_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    });
+    if !form_type {
+        return (
+            grant_error(&GrantError::InvalidRequest("the body must be application/x-www-form-urlencoded")),
+            None,
+            "bad-content-type",
+        );
+    }
+    let body = match Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return (grant_error(&GrantError::InvalidRequest("the body is too large or broken")), None, "bad-body");
+        }
+    };
+    let form = match parse_form(&body) {
+        Ok(f) => f,
+        Err(e) => return (grant_error(&e), None, "bad-form"),
+    };
+    let now = unix_now() as i64;
+    if path == REVOKE_PATH {
+        // RFC 7009 §2.2: 200 whether or not the token was known.
+        let Some(token) = form.get("token") else {
+            return (grant_error(&GrantError::InvalidRequest("token is required")), None, "bad-form");
+        };
+        let verifier = app.verifier.load();
+        return match service.revoke_token(token, &verifier, now) {
+            Ok(subject) => {
+                refresh_view(app, now);
+                (json(StatusCode::OK, Bytes::from_static(b"{}")), subject, "")
+            }
+            Err(e) => (grant_error(&GrantError::Server(e.to_string())), None, "store-error"),
+        };
+    }
+
+    // The token endpoint: first catch up with revocations and keys changed by other processes.
+    refresh_view(app, now);
+    let ip = peer.ip();
+    if let Some(wait) = app.grant_limiter.check(ip, now) {
+        let mut r =
+            json(StatusCode::TOO_MANY_REQUESTS, error_body("slow_down", "too many failed grants from this address"));
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return (r, None, "rate-limited");
+    }
+    let deployment = app.provisioner.current();
+    let cluster = &deployment.inventory.cluster;
+    let life = cluster.lifetimes();
+    let result = if !cluster.refresh_login_flow {
+        Err(GrantError::UnsupportedGrantType("the refresh login flow is disabled on this cluster"))
+    } else {
+        match form.get("grant_type").map(String::as_str) {
+            None => Err(GrantError::InvalidRequest("grant_type is required")),
+            Some(ACTIVATION_CODE_GRANT) => match form.get("code") {
+                Some(code) => service.redeem(code, now, life),
+                None => Err(GrantError::InvalidRequest("code is required")),
+            },
+            Some("refresh_token") => match form.get("refresh_token") {
+                Some(token) => service.refresh(token, now, life),
+                None => Err(GrantError::InvalidRequest("refresh_token is required")),
+            },
+            Some(_) => Err(GrantError::UnsupportedGrantType("supported: refresh_token and the activation-code grant")),
+        }
+    };
+    match result {
+        Ok(tokens) => {
+            let body = serde_json::to_vec(&tokens).unwrap_or_default();
+            (json(StatusCode::OK, Bytes::from(body)), None, "")
+        }
+        Err(e) => {
+            if e.counts_as_failure() {
+                app.grant_limiter.failed(ip, now);
+            }
+            if let GrantError::Server(detail) = &e {
+                tracing::error!(error = %detail, "token endpoint failed");
+            }
+            (grant_error(&e), None, e.code())
+        }
+    }
+}
+
+/// After a revocation here, the file server must refuse the subject's tokens at once.
+fn refresh_view(app: &App, now: i64) {
+    if let Some(service) = &app.token_service {
+        match service.sync(now) {
+            Ok(Some(v)) => app.verifier.store(std::sync::Arc::new(v)),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "token service state could not be reloaded"),
+        }
+    }
+}
+
+/// Form fields; a repeated parameter is an error (RFC 6749 §3.1).
+fn parse_form(body: &[u8]) -> Result<std::collections::HashMap<String, String>, GrantError> {
+    let mut form = std::collections::HashMap::new();
+    for (k, v) in form_urlencoded::parse(body) {
+        if form.insert(k.into_owned(), v.into_owned()).is_some() {
+            return Err(GrantError::InvalidRequest("a parameter is repeated"));
+        }
+    }
+    Ok(form)
+}
+
+fn error_body(code: &str, description: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "error": code, "error_description": description }).to_string())
+}
+
+fn grant_error(e: &GrantError) -> Response<Body> {
+    let description = match e {
+        GrantError::InvalidRequest(d) | GrantError::InvalidGrant(d) | GrantError::UnsupportedGrantType(d) => *d,
+        GrantError::Server(_) => "internal error",
+    };
+    let status = match e {
+        GrantError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    json(status, error_body(e.code(), description))
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+    let len = body.len();
+    let mut r = Response::new(Body::new(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = json(StatusCode::METHOD_NOT_ALLOWED, error_body("invalid_request", "method not allowed"));
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}

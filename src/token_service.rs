@@ -1,0 +1,420 @@
+//! The token service of the refresh login flow (CUCM "OAuth with Refresh Login Flow"), without HTTP:
+//! activation codes, the activation-code and refresh-token grants with rotation and reuse detection,
+//! revocation, signing keys, and the in-memory view (keys, revocations) the file server checks.
+//!
+//! Refresh tokens are opaque random strings (256 bits, base64url); only their SHA-256 is stored. Secrets
+//! are never compared as strings: the presented value is hashed and looked up by digest, so the time an
+//! answer takes says nothing about a stored secret.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Algorithm, AuthConfig};
+use crate::encoding::{base64url, hex, pem_encode};
+use crate::filename::DeviceName;
+use crate::state::{AuthStore, Digest, NewRefreshToken, Rotation, SigningKey, StoreError, Time};
+use crate::token::{KeyError, OwnKey, Signer, Subject, Verified, Verifier, random_bytes};
+
+/// The grant type of redeeming an activation code (an RFC 6749 §4.5 extension grant).
+pub const ACTIVATION_CODE_GRANT: &str = "urn:sipcfg:grant-type:activation-code";
+/// Activation codes are this many decimal digits (CUCM: 16).
+pub const CODE_DIGITS: usize = 16;
+/// Revocation records are kept this long: longer than any token sipcfg mints can live.
+pub const REVOCATION_KEEP_SECS: i64 = 366 * 86_400;
+
+/// Why a grant was refused, as RFC 6749 §5.2 names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    #[error("invalid_request: {0}")]
+    InvalidRequest(&'static str),
+    #[error("invalid_grant: {0}")]
+    InvalidGrant(&'static str),
+    #[error("unsupported_grant_type: {0}")]
+    UnsupportedGrantType(&'static str),
+    #[error("server_error: {0}")]
+    Server(String),
+}
+
+impl GrantError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            GrantError::InvalidRequest(_) => "invalid_request",
+            GrantError::InvalidGrant(_) => "invalid_grant",
+            GrantError::UnsupportedGrantType(_) => "unsupported_grant_type",
+            GrantError::Server(_) => "server_error",
+        }
+    }
+
+    /// Counts against the client's failed-grant budget.
+    pub fn counts_as_failure(&self) -> bool {
+        !matches!(self, GrantError::Server(_))
+    }
+}
+
+impl From<StoreError> for GrantError {
+    fn from(e: StoreError) -> Self {
+        GrantError::Server(e.to_string())
+    }
+}
+
+/// A successful grant (RFC 6749 §5.1).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub refresh_token: String,
+    pub refresh_token_expires_in: u64,
+}
+
+/// Lifetimes from the cluster settings (CUCM's enterprise parameters).
+#[derive(Debug, Clone, Copy)]
+pub struct Lifetimes {
+    pub access_secs: u64,
+    pub refresh_secs: u64,
+}
+
+/// What the file server needs from the token service on every request.
+struct View {
+    change: u64,
+    signer: Option<Arc<Signer>>,
+    jwks: Arc<Vec<u8>>,
+    revocations: HashMap<String, Time>,
+}
+
+pub struct TokenService {
+    store: Arc<dyn AuthStore>,
+    auth: AuthConfig,
+    view: ArcSwap<View>,
+    /// Serialises key changes and view rebuilds.
+    sync: Mutex<()>,
+}
+
+impl TokenService {
+    /// Opens the service on `store`, creating a first signing key if there is none.
+    pub fn open(store: Arc<dyn AuthStore>, auth: &AuthConfig, now: Time) -> Result<TokenService, String> {
+        if store.signing_keys().map_err(|e| e.to_string())?.is_empty() {
+            store.add_signing_key(&generate_key(now)?, None).map_err(|e| e.to_string())?;
+        }
+        let service = TokenService {
+            store,
+            auth: auth.clone(),
+            view: ArcSwap::from_pointee(View {
+                change: u64::MAX,
+                signer: None,
+                jwks: Arc::new(Vec::new()),
+                revocations: HashMap::new(),
+            }),
+            sync: Mutex::new(()),
+        };
+        Ok(service)
+    }
+
+    pub fn store(&self) -> &Arc<dyn AuthStore> {
+        &self.store
+    }
+
+    /// Rebuilds the in-memory view (keys, revocations) if the store changed since the last call, and
+    /// returns the verifier to put in force when the keys changed.
+    pub fn sync(&self, now: Time) -> Result<Option<Verifier>, String> {
+        let _guard = self.sync.lock().map_err(|_| "token service lock poisoned".to_owned())?;
+        let change = self.store.change_counter().map_err(|e| e.to_string())?;
+        if change == self.view.load().change {
+            return Ok(None);
+        }
+        let keys = self.store.signing_keys().map_err(|e| e.to_string())?;
+        let revocations = self.store.revocations(now).map_err(|e| e.to_string())?.into_iter().collect();
+        let mut own = Vec::new();
+        let mut jwks = Vec::new();
+        let mut signer = None;
+        for k in &keys {
+            let algorithm: Algorithm = serde_json::from_value(serde_json::Value::String(k.algorithm.clone()))
+                .map_err(|_| format!("key {}: unknown algorithm {}", k.kid, k.algorithm))?;
+            let encoding = jsonwebtoken::EncodingKey::from_ec_pem(k.private_pem.as_bytes())
+                .map_err(|e| format!("key {}: {e}", k.kid))?;
+            let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, algorithm.to_jwt())
+                .map_err(|e| format!("key {}: {e}", k.kid))?;
+            jwk.common.key_id = Some(k.kid.clone());
+            jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+            let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|e| format!("key {}: {e}", k.kid))?;
+            own.push(OwnKey { kid: k.kid.clone(), algorithm, key });
+            jwks.push(jwk);
+            if k.retire_at.is_none() {
+                // Keys are ordered by creation: the newest active key signs.
+                signer = Some(k);
+            }
+        }
+        let signer = match signer {
+            Some(k) => {
+                let algorithm = own.iter().find(|o| o.kid == k.kid).map_or(Algorithm::ES256, |o| o.algorithm);
+                Some(Arc::new(
+                    Signer::from_pem(&self.auth, algorithm, &k.kid, k.private_pem.as_bytes(), 3600)
+                        .map_err(|e| e.to_string())?,
+                ))
+            }
+            None => None,
+        };
+        let verifier = Verifier::with_own_keys(&self.auth, own).map_err(|e| e.to_string())?;
+        let jwks = serde_json::to_vec_pretty(&serde_json::json!({ "keys": jwks })).map_err(|e| e.to_string())?;
+        self.view.store(Arc::new(View { change, signer, jwks: Arc::new(jwks), revocations }));
+        Ok(Some(verifier))
+    }
+
+    /// The JWKS document of the keys sipcfg signs with (current and retiring).
+    pub fn jwks(&self) -> Arc<Vec<u8>> {
+        self.view.load().jwks.clone()
+    }
+
+    /// Whether a verified access token was revoked (issued at or before its subject's revocation).
+    pub fn is_revoked(&self, verified: &Verified) -> bool {
+        let view = self.view.load();
+        match view.revocations.get(&verified.subject.to_string()) {
+            None => false,
+            // A token without `iat` cannot prove it is newer than the revocation.
+            Some(&at) => verified.issued_at.is_none_or(|iat| iat as i64 <= at),
+        }
+    }
+
+    /// Creates an activation code for `device`; returns (id, code). Only its digest is stored.
+    pub fn create_activation_code(
+        &self,
+        device: &DeviceName,
+        now: Time,
+        valid_secs: i64,
+    ) -> Result<(String, String), String> {
+        let code = random_code()?;
+        let id = hex(&random_bytes::<4>()?);
+        self.store
+            .add_activation_code(&id, &digest(code.as_bytes()), device.as_str(), now, now + valid_secs)
+            .map_err(|e| e.to_string())?;
+        Ok((id, code))
+    }
+
+    /// The activation-code grant: a 16-digit code for an access token and the first refresh token.
+    pub fn redeem(&self, code: &str, now: Time, life: Lifetimes) -> Result<TokenResponse, GrantError> {
+        let code: String = code.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+        if code.len() != CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(GrantError::InvalidGrant("an activation code is 16 digits"));
+        }
+        let (refresh, first) = new_refresh_token(now, life, String::new(), String::new())?;
+        let family = first.family.clone();
+        // The subject is only known once the code is redeemed; the store takes it from the code.
+        let device = self
+            .store
+            .redeem_activation_code(&digest(code.as_bytes()), now, &first)?
+            .ok_or(GrantError::InvalidGrant("the activation code is unknown, used, revoked or expired"))?;
+        let name = DeviceName::parse_canonical(&device).map_err(|e| GrantError::Server(e.to_string()))?;
+        tracing::info!(target: "sipcfg::tokens", device = %name, family, "activation code redeemed");
+        self.respond(&Subject::Device(name), refresh, now, life)
+    }
+
+    /// The refresh-token grant with rotation: the presented token is spent and a new one returned.
+    pub fn refresh(&self, token: &str, now: Time, life: Lifetimes) -> Result<TokenResponse, GrantError> {
+        if token.is_empty() || token.len() > 256 {
+            return Err(GrantError::InvalidGrant("the refresh token is invalid"));
+        }
+        let (refresh, next) = new_refresh_token(now, life, String::new(), String::new())?;
+        match self.store.rotate_refresh_token(&digest(token.as_bytes()), now, &next)? {
+            Rotation::Rotated { subject, family } => {
+                let subject =
+                    Subject::parse(&subject).ok_or_else(|| GrantError::Server(format!("stored subject {subject}")))?;
+                tracing::info!(target: "sipcfg::tokens", %subject, family, "refresh token rotated");
+                self.respond(&subject, refresh, now, life)
+            }
+            Rotation::Reused { subject, family } => {
+                tracing::warn!(target: "sipcfg::tokens", subject, family, "a rotated refresh token was presented again: family revoked");
+                Err(GrantError::InvalidGrant("the refresh token was already used; its family is revoked"))
+            }
+            Rotation::Invalid => Err(GrantError::InvalidGrant("the refresh token is unknown, expired or revoked")),
+        }
+    }
+
+    /// RFC 7009: revokes what `token` (a refresh token, or an access token this service would accept)
+    /// belongs to: the whole subject. Unknown tokens are not an error.
+    pub fn revoke_token(&self, token: &str, verifier: &Verifier, now: Time) -> Result<Option<Subject>, StoreError> {
+        let subject = match self.store.revoke_refresh_family(&digest(token.as_bytes()), now)? {
+            Some(s) => Subject::parse(&s),
+            None => verifier.verify(token).ok(),
+        };
+        if let Some(s) = &subject {
+            self.revoke_subject(s, now)?;
+        }
+        Ok(subject)
+    }
+
+    /// Revokes every refresh token of `subject` and every access token issued to it until now.
+    pub fn revoke_subject(&self, subject: &Subject, now: Time) -> Result<(), StoreError> {
+        self.store.revoke_subject(&subject.to_string(), now, now + REVOCATION_KEEP_SECS)?;
+        tracing::info!(target: "sipcfg::tokens", %subject, "revoked");
+        Ok(())
+    }
+
+    /// `sipcfg keys rotate`: a new signing key; the others keep verifying until their last access token
+    /// has expired, then are purged.
+    pub fn rotate_keys(&self, now: Time, max_access_secs: i64) -> Result<SigningKey, String> {
+        let key = generate_key(now)?;
+        let retire = now + max_access_secs + self.auth.leeway_secs as i64;
+        self.store.add_signing_key(&key, Some(retire)).map_err(|e| e.to_string())?;
+        Ok(key)
+    }
+
+    /// `sipcfg keys regen`: replaces every key and invalidates every access and refresh token at once.
+    pub fn regenerate_keys(&self, now: Time) -> Result<SigningKey, String> {
+        let key = generate_key(now)?;
+        self.store.regenerate_signing_keys(&key, now).map_err(|e| e.to_string())?;
+        Ok(key)
+    }
+
+    fn respond(
+        &self,
+        subject: &Subject,
+        refresh: String,
+        now: Time,
+        life: Lifetimes,
+    ) -> Result<TokenResponse, GrantError> {
+        let view = self.view.load();
+        let signer = view.signer.clone().ok_or_else(|| GrantError::Server("no signing key".into()))?;
+        // Revocation refuses tokens issued at or before it (seconds): a token granted after a revocation
+        // within the same second is dated one second later, so it is not taken for a revoked one.
+        let issued = match view.revocations.get(&subject.to_string()) {
+            Some(&at) if at >= now => at + 1,
+            _ => now,
+        };
+        let access_token = signer
+            .mint_at(subject, issued as u64, life.access_secs)
+            .map_err(|e: KeyError| GrantError::Server(e.to_string()))?;
+        Ok(TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in: life.access_secs,
+            refresh_token: refresh,
+            refresh_token_expires_in: life.refresh_secs,
+        })
+    }
+}
+
+/// SHA-256 of a secret as presented.
+pub fn digest(secret: &[u8]) -> Digest {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// A 16-digit code, uniformly random (rejection sampling, no modulo bias).
+fn random_code() -> Result<String, String> {
+    const LIMIT: u64 = 10_000_000_000_000_000; // 10^16
+    const ZONE: u64 = u64::MAX - (u64::MAX % LIMIT);
+    loop {
+        let v = u64::from_le_bytes(random_bytes::<8>()?);
+        if v < ZONE {
+            return Ok(format!("{:016}", v % LIMIT));
+        }
+    }
+}
+
+fn new_refresh_token(
+    now: Time,
+    life: Lifetimes,
+    family: String,
+    subject: String,
+) -> Result<(String, NewRefreshToken), GrantError> {
+    let token = base64url(&random_bytes::<32>().map_err(GrantError::Server)?);
+    let family = if family.is_empty() { hex(&random_bytes::<12>().map_err(GrantError::Server)?) } else { family };
+    let new = NewRefreshToken {
+        digest: digest(token.as_bytes()),
+        family,
+        subject,
+        issued: now,
+        expires: now + life.refresh_secs as i64,
+    };
+    Ok((token, new))
+}
+
+/// A new ES256 signing key (P-256, PKCS#8), named by a random kid.
+pub fn generate_key(now: Time) -> Result<SigningKey, String> {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    let pair =
+        EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|e| format!("key generation failed: {e}"))?;
+    let pkcs8 = pair.to_pkcs8v1().map_err(|e| format!("key encoding failed: {e}"))?;
+    Ok(SigningKey {
+        kid: format!("sipcfg-{}", hex(&random_bytes::<6>()?)),
+        algorithm: "ES256".into(),
+        private_pem: pem_encode("PRIVATE KEY", pkcs8.as_ref()),
+        created: now,
+        retire_at: None,
+    })
+}
+
+/// Failed grants per client address: after `limit` failures within `window_secs`, further grant requests
+/// from that address are answered 429 until the window ends. Successful grants never count, so honest
+/// phones are not slowed.
+pub struct FailureLimiter {
+    limit: u32,
+    window_secs: i64,
+    entries: Mutex<HashMap<IpAddr, (Time, u32)>>,
+}
+
+/// Bound on tracked addresses; beyond it, expired entries are dropped first and then the oldest.
+const MAX_TRACKED: usize = 100_000;
+
+impl FailureLimiter {
+    pub fn new(limit: u32, window_secs: i64) -> FailureLimiter {
+        FailureLimiter { limit, window_secs, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// `Some(seconds)` to wait if `addr` is over its budget.
+    pub fn check(&self, addr: IpAddr, now: Time) -> Option<u64> {
+        let entries = self.entries.lock().ok()?;
+        let &(start, count) = entries.get(&addr)?;
+        let end = start + self.window_secs;
+        (count >= self.limit && now < end).then(|| (end - now).max(1) as u64)
+    }
+
+    pub fn failed(&self, addr: IpAddr, now: Time) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        if entries.len() >= MAX_TRACKED {
+            let window = self.window_secs;
+            entries.retain(|_, (start, _)| *start + window > now);
+            if entries.len() >= MAX_TRACKED {
+                entries.clear();
+            }
+        }
+        let entry = entries.entry(addr).or_insert((now, 0));
+        if entry.0 + self.window_secs <= now {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_16_digits() {
+        for _ in 0..100 {
+            let c = random_code().unwrap();
+            assert_eq!(c.len(), 16);
+            assert!(c.bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn the_limiter_counts_failures_per_address_in_a_window() {
+        let l = FailureLimiter::new(3, 60);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(l.check(a, 100), None);
+            l.failed(a, 100);
+        }
+        assert_eq!(l.check(a, 110), Some(50));
+        assert_eq!(l.check(b, 110), None, "another address is not affected");
+        assert_eq!(l.check(a, 160), None, "the window ends");
+    }
+}
