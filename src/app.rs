@@ -27,8 +27,11 @@ pub enum StartupError {
 }
 
 pub struct App {
+    /// The configuration the server started with (listener addresses and limits come from it).
     pub config: Config,
-    pub sources: Sources,
+    /// The configuration in force: reloaded with everything else (keys, certificates, deployment).
+    pub live: ArcSwap<Config>,
+    pub sources: ArcSwap<Sources>,
     pub provisioner: Provisioner,
     pub verifier: ArcSwap<Verifier>,
     /// The phone port's TLS configuration; swapped on reload, taken per connection.
@@ -42,12 +45,14 @@ pub struct App {
     pub token_service: Option<Arc<TokenService>>,
     /// Failed token grants per client address.
     pub grant_limiter: FailureLimiter,
+    /// Failed authentications on the file server per client address.
+    pub auth_limiter: FailureLimiter,
 }
 
 impl App {
     pub fn from_config(config: Config) -> Result<App, StartupError> {
         let sources = Sources::from_config(&config);
-        let fingerprint = crate::reload::fingerprint(&sources.watched());
+        let fingerprint = crate::reload::fingerprint(&crate::reload::watched(&config));
         let loaded = provision::load(&sources).map_err(StartupError::Load)?;
         let mut verifier = Verifier::from_config(&config.auth)?;
         let now = crate::token::unix_now() as i64;
@@ -79,7 +84,9 @@ impl App {
             loaded_fingerprint: AtomicU64::new(fingerprint),
             token_service,
             grant_limiter,
-            sources,
+            auth_limiter: FailureLimiter::new(config.server.max_failed_auth, config.server.failed_auth_window_secs),
+            sources: ArcSwap::from_pointee(sources),
+            live: ArcSwap::from_pointee(config.clone()),
             config,
         })
     }

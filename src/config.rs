@@ -134,6 +134,22 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// How often the inventory, templates and certificate stores are checked for changes.
     pub reload_poll_ms: u64,
+    /// A connection on which nothing is read or written for this long is closed (idle keep-alive, slow
+    /// readers).
+    pub idle_timeout_secs: u64,
+    /// Largest request head (request line and headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// HTTP/2: concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: streams reset by the client before the server saw them, per connection, before the
+    /// connection is closed (rapid-reset, CVE-2023-44487).
+    pub h2_max_pending_reset_streams: usize,
+    /// HTTP/2: streams the server had to reset for protocol errors, per connection, before it is closed.
+    pub h2_max_local_error_reset_streams: usize,
+    /// Failed authentications (invalid token, or a file not the token's) per client address within
+    /// `failed_auth_window_secs` before 429.
+    pub max_failed_auth: u32,
+    pub failed_auth_window_secs: i64,
 }
 
 impl Default for ServerConfig {
@@ -145,6 +161,13 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             shutdown_grace_secs: 10,
             reload_poll_ms: 1000,
+            idle_timeout_secs: 30,
+            max_header_bytes: 16 * 1024,
+            h2_max_concurrent_streams: 100,
+            h2_max_pending_reset_streams: 20,
+            h2_max_local_error_reset_streams: 50,
+            max_failed_auth: 30,
+            failed_auth_window_secs: 60,
         }
     }
 }
@@ -161,6 +184,9 @@ impl ServerConfig {
     }
     pub fn reload_poll(&self) -> Duration {
         Duration::from_millis(self.reload_poll_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
     }
 }
 
@@ -418,6 +444,22 @@ impl Config {
             if !(1..=300).contains(&v) {
                 return Err(invalid(key, "must be between 1 and 300 seconds".into()));
             }
+        }
+        let limits: [(&'static str, u64, std::ops::RangeInclusive<u64>); 6] = [
+            ("server.idle_timeout_secs", server.idle_timeout_secs, 1..=3600),
+            ("server.max_header_bytes", server.max_header_bytes as u64, 8192..=1_048_576),
+            ("server.h2_max_concurrent_streams", u64::from(server.h2_max_concurrent_streams), 1..=1000),
+            ("server.h2_max_pending_reset_streams", server.h2_max_pending_reset_streams as u64, 1..=10_000),
+            ("server.h2_max_local_error_reset_streams", server.h2_max_local_error_reset_streams as u64, 1..=10_000),
+            ("server.max_failed_auth", u64::from(server.max_failed_auth), 1..=1_000_000),
+        ];
+        for (key, v, range) in limits {
+            if !range.contains(&v) {
+                return Err(invalid(key, format!("{v} is outside {}-{}", range.start(), range.end())));
+            }
+        }
+        if !(1..=86_400).contains(&server.failed_auth_window_secs) {
+            return Err(invalid("server.failed_auth_window_secs", "must be between 1 and 86400".into()));
         }
         if !(50..=60_000).contains(&server.reload_poll_ms) {
             return Err(invalid("server.reload_poll_ms", "must be between 50 and 60000".into()));

@@ -81,6 +81,8 @@ pub enum LoadError {
     Trust(#[from] TrustError),
     #[error("{path}: file root: {message}")]
     Files { path: PathBuf, message: String },
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Loads every part, reporting the problems of all of them.

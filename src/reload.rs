@@ -1,6 +1,8 @@
-//! Reloading without a restart: the inventory, templates and Phone-Edge-Trust store are watched (a cheap
-//! poll of sizes, modification times and inodes) and reloaded when they change or on SIGHUP. A new
-//! deployment that does not load is refused with its errors logged, and the last good one keeps serving.
+//! Reloading without a restart: the configuration file, the TLS certificate and key, the token
+//! verification keys, the inventory, templates and Phone-Edge-Trust store are watched (a cheap poll of
+//! sizes, modification times and inodes) and reloaded together when any changes, or on SIGHUP. A new set
+//! that does not load completely is refused with its errors logged, and the last good one keeps serving.
+//! Listener addresses and connection limits are bound at start: changing them needs a restart (logged).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -11,15 +13,61 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::app::App;
-use crate::provision::{self, LoadError};
+use crate::config::Config;
+use crate::provision::{self, LoadError, Sources};
+use crate::token::Verifier;
 
-/// Loads the deployment again and puts it in force if it loads; returns the new generation.
+/// Every file whose change means a reload.
+pub fn watched(config: &Config) -> Vec<PathBuf> {
+    let mut paths = vec![config.path.clone(), config.tls.certificate.clone(), config.tls.private_key.clone()];
+    paths.extend(config.auth.keys.iter().map(|k| k.public_key.clone()));
+    paths.extend(config.auth.jwks.iter().cloned());
+    paths.extend(config.auth.signing.iter().map(|s| s.private_key.clone()));
+    paths.extend(config.edge.iter().map(|e| e.client_ca.clone()));
+    paths.extend(Sources::from_config(config).watched());
+    paths
+}
+
+/// Reads the configuration and everything it names again and puts it all in force at once if all of it
+/// loads; returns the new deployment generation.
 pub fn reload(app: &App) -> Result<u64, Vec<LoadError>> {
-    let fingerprint = fingerprint(&app.sources.watched());
-    let loaded = provision::load(&app.sources);
-    // Even a refused deployment was seen: it is not retried until the files change again.
+    let fingerprint = fingerprint(&watched(&app.live.load()));
+    let result = load_all(app);
+    // Even a refused set was seen: it is not retried until the files change again.
     app.loaded_fingerprint.store(fingerprint, Ordering::SeqCst);
-    Ok(app.provisioner.replace(loaded?))
+    let (config, verifier, tls, edge_tls, sources, loaded) = result?;
+    let old = app.live.load();
+    if old.server.listen != config.server.listen
+        || old.legacy.as_ref().map(|l| l.listen) != config.legacy.as_ref().map(|l| l.listen)
+        || old.edge.as_ref().map(|e| e.listen) != config.edge.as_ref().map(|e| e.listen)
+    {
+        tracing::warn!("listener addresses changed in the configuration: they take effect at the next restart");
+    }
+    app.tls.store(Arc::new(tls));
+    app.edge_tls.store(edge_tls.map(Arc::new));
+    app.verifier.store(Arc::new(verifier));
+    app.sources.store(Arc::new(sources));
+    app.live.store(Arc::new(config));
+    Ok(app.provisioner.replace(loaded))
+}
+
+type Reloaded = (Config, Verifier, rustls::ServerConfig, Option<rustls::ServerConfig>, Sources, provision::Loaded);
+
+fn load_all(app: &App) -> Result<Reloaded, Vec<LoadError>> {
+    let one = |message: String| vec![LoadError::Config(message)];
+    let config = Config::load(&app.config.path).map_err(|e| one(e.to_string()))?;
+    let tls = crate::server::tls::server_config(&config.tls).map_err(|e| one(e.to_string()))?;
+    let edge_tls = match &config.edge {
+        Some(e) => Some(crate::server::edge::server_config(&config.tls, e).map_err(|e| one(e.to_string()))?),
+        None => None,
+    };
+    let sources = Sources::from_config(&config);
+    let loaded = provision::load(&sources)?;
+    let verifier = match &app.token_service {
+        Some(service) => service.set_auth(&config.auth, crate::token::unix_now() as i64).map_err(one)?,
+        None => Verifier::from_config(&config.auth).map_err(|e| one(e.to_string()))?,
+    };
+    Ok((config, verifier, tls, edge_tls, sources, loaded))
 }
 
 /// Logs the outcome of a reload.
@@ -82,7 +130,6 @@ pub async fn watch(app: Arc<App>, every: Duration, mut stop: watch::Receiver<boo
         let _ = stop.wait_for(|s| *s).await;
     };
     tokio::pin!(stopped);
-    let paths = app.sources.watched();
     let fp = |paths: Vec<PathBuf>| async move {
         tokio::task::spawn_blocking(move || fingerprint(&paths)).await.unwrap_or(0)
     };
@@ -102,6 +149,7 @@ pub async fn watch(app: Arc<App>, every: Duration, mut stop: watch::Receiver<boo
             () = &mut stopped => return,
             _ = hangup => "SIGHUP",
             () = tokio::time::sleep(every) => {
+                let paths = watched(&app.live.load());
                 let now = fp(paths.clone()).await;
                 if now == app.loaded_fingerprint.load(Ordering::SeqCst) {
                     continue;

@@ -87,7 +87,8 @@ struct View {
 
 pub struct TokenService {
     store: Arc<dyn AuthStore>,
-    auth: AuthConfig,
+    /// Issuer, audience and configured keys; replaced when the configuration is reloaded.
+    auth: ArcSwap<AuthConfig>,
     view: ArcSwap<View>,
     /// Serialises key changes and view rebuilds.
     sync: Mutex<()>,
@@ -101,7 +102,7 @@ impl TokenService {
         }
         let service = TokenService {
             store,
-            auth: auth.clone(),
+            auth: ArcSwap::from_pointee(auth.clone()),
             view: ArcSwap::from_pointee(View {
                 change: u64::MAX,
                 signer: None,
@@ -120,11 +121,22 @@ impl TokenService {
     /// Rebuilds the in-memory view (keys, revocations) if the store changed since the last call, and
     /// returns the verifier to put in force when the keys changed.
     pub fn sync(&self, now: Time) -> Result<Option<Verifier>, String> {
+        self.sync_with(now, false)
+    }
+
+    /// Puts a new `[auth]` configuration in force and returns the verifier built from it and the keys.
+    pub fn set_auth(&self, auth: &AuthConfig, now: Time) -> Result<Verifier, String> {
+        self.auth.store(Arc::new(auth.clone()));
+        self.sync_with(now, true)?.ok_or_else(|| "no verifier was built".to_owned())
+    }
+
+    fn sync_with(&self, now: Time, force: bool) -> Result<Option<Verifier>, String> {
         let _guard = self.sync.lock().map_err(|_| "token service lock poisoned".to_owned())?;
         let change = self.store.change_counter().map_err(|e| e.to_string())?;
-        if change == self.view.load().change {
+        if change == self.view.load().change && !force {
             return Ok(None);
         }
+        let auth = self.auth.load_full();
         let keys = self.store.signing_keys().map_err(|e| e.to_string())?;
         let revocations = self.store.revocations(now).map_err(|e| e.to_string())?.into_iter().collect();
         let mut own = Vec::new();
@@ -151,13 +163,13 @@ impl TokenService {
             Some(k) => {
                 let algorithm = own.iter().find(|o| o.kid == k.kid).map_or(Algorithm::ES256, |o| o.algorithm);
                 Some(Arc::new(
-                    Signer::from_pem(&self.auth, algorithm, &k.kid, k.private_pem.as_bytes(), 3600)
+                    Signer::from_pem(&auth, algorithm, &k.kid, k.private_pem.as_bytes(), 3600)
                         .map_err(|e| e.to_string())?,
                 ))
             }
             None => None,
         };
-        let verifier = Verifier::with_own_keys(&self.auth, own).map_err(|e| e.to_string())?;
+        let verifier = Verifier::with_own_keys(&auth, own).map_err(|e| e.to_string())?;
         let jwks = serde_json::to_vec_pretty(&serde_json::json!({ "keys": jwks })).map_err(|e| e.to_string())?;
         self.view.store(Arc::new(View { change, signer, jwks: Arc::new(jwks), revocations }));
         Ok(Some(verifier))
@@ -256,7 +268,7 @@ impl TokenService {
     /// has expired, then are purged.
     pub fn rotate_keys(&self, now: Time, max_access_secs: i64) -> Result<SigningKey, String> {
         let key = generate_key(now)?;
-        let retire = now + max_access_secs + self.auth.leeway_secs as i64;
+        let retire = now + max_access_secs + self.auth.load().leeway_secs as i64;
         self.store.add_signing_key(&key, Some(retire)).map_err(|e| e.to_string())?;
         Ok(key)
     }

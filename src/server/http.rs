@@ -40,10 +40,11 @@ where
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let (response, subject, reason) = match channel {
-        Channel::Https | Channel::Edge if oauth::is_oauth_path(&path) => oauth::handle(app, peer, req).await,
-        Channel::Https | Channel::Edge => answer(app, &req).await,
-        Channel::Legacy => answer_legacy(app, &req).await,
+    let (response, subject, reason) = match (check_target(&req), channel) {
+        (Err((status, why)), _) => (plain(status, why), None, "bad-request-target"),
+        (Ok(()), Channel::Https | Channel::Edge) if oauth::is_oauth_path(&path) => oauth::handle(app, peer, req).await,
+        (Ok(()), Channel::Https | Channel::Edge) => answer(app, peer, &req).await,
+        (Ok(()), Channel::Legacy) => answer_legacy(app, &req).await,
     };
     tracing::info!(
         target: "sipcfg::access",
@@ -75,8 +76,62 @@ fn method_not_allowed() -> (Response<Body>, Option<Subject>, &'static str) {
     (r, None, "method")
 }
 
-async fn answer<B>(app: &App, req: &Request<B>) -> (Response<Body>, Option<Subject>, &'static str) {
+/// Request targets and `Host` headers a file server accepts: origin-form (`/name`) only in HTTP/1.x, one
+/// well-formed `Host` (required in HTTP/1.1). Everything else is 400 before anything is looked up.
+fn check_target<B>(req: &Request<B>) -> Result<(), (StatusCode, &'static str)> {
+    let uri = req.uri();
+    let h2 = req.version() == http::Version::HTTP_2;
+    if !h2 && (uri.scheme().is_some() || uri.authority().is_some()) {
+        return Err((StatusCode::BAD_REQUEST, "absolute-form request targets are for proxies; send /<file name>\n"));
+    }
+    if !uri.path().starts_with('/') {
+        return Err((StatusCode::BAD_REQUEST, "the request target must be /<file name>\n"));
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => return Err((StatusCode::BAD_REQUEST, "more than one Host header\n")),
+        (None, None) if req.version() == http::Version::HTTP_11 => {
+            return Err((StatusCode::BAD_REQUEST, "HTTP/1.1 requires a Host header\n"));
+        }
+        (Some(h), None) if !valid_host(h.as_bytes()) => return Err((StatusCode::BAD_REQUEST, "bad Host header\n")),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `host[:port]`: a registered name, IPv4 address or bracketed IPv6 address (RFC 9110 §7.2), at most 255 bytes.
+fn valid_host(h: &[u8]) -> bool {
+    if h.is_empty() || h.len() > 255 {
+        return false;
+    }
+    let (host, port) = if h[0] == b'[' {
+        let Some(end) = h.iter().position(|&b| b == b']') else { return false };
+        let inner = &h[1..end];
+        if inner.is_empty() || !inner.iter().all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.')) {
+            return false;
+        }
+        (&h[..=end], &h[end + 1..])
+    } else {
+        match h.iter().position(|&b| b == b':') {
+            Some(i) => (&h[..i], &h[i..]),
+            None => (h, &h[h.len()..]),
+        }
+    };
+    let host_ok = host.first() == Some(&b'[')
+        || (!host.is_empty() && host.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')));
+    let port_ok = port.is_empty()
+        || (port.len() >= 2 && port.len() <= 6 && port[0] == b':' && port[1..].iter().all(u8::is_ascii_digit));
+    host_ok && port_ok
+}
+
+async fn answer<B>(app: &App, peer: SocketAddr, req: &Request<B>) -> (Response<Body>, Option<Subject>, &'static str) {
     let Some(head) = method(req) else { return method_not_allowed() };
+    let now = crate::token::unix_now() as i64;
+    if let Some(wait) = app.auth_limiter.check(peer.ip(), now) {
+        let mut r = plain(StatusCode::TOO_MANY_REQUESTS, "too many failed authentications from this address\n");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return (r, None, "rate-limited");
+    }
     let subject = match authenticate(app, req.headers()) {
         Ok(s) => s,
         Err(AuthFailure::Missing) => return (challenge(None), None, "no-token"),
@@ -86,13 +141,18 @@ async fn answer<B>(app: &App, req: &Request<B>) -> (Response<Body>, Option<Subje
             r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             return (r, None, "duplicate-authorization");
         }
-        Err(AuthFailure::Invalid(e)) => return (challenge(Some(&e)), None, e.reason()),
+        Err(AuthFailure::Invalid(e)) => {
+            app.auth_limiter.failed(peer.ip(), now);
+            return (challenge(Some(&e)), None, e.reason());
+        }
     };
     let name = req.uri().path().strip_prefix('/').unwrap_or("");
     let result = app.provisioner.fetch(&subject, name).await;
     let response = match &result {
         Ok(file) => serve(file, req.headers(), head),
         Err(FetchError::Forbidden(_)) => {
+            // Probing other devices' files with a valid token counts as a failure too.
+            app.auth_limiter.failed(peer.ip(), now);
             let mut r = plain(StatusCode::FORBIDDEN, "this token does not open this file\n");
             let v = HeaderValue::from_static("Bearer realm=\"sipcfg\", error=\"insufficient_scope\"");
             r.headers_mut().insert(header::WWW_AUTHENTICATE, v);

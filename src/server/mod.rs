@@ -11,6 +11,7 @@
 
 pub mod edge;
 pub mod http;
+pub mod limits;
 pub mod oauth;
 pub mod tls;
 
@@ -89,8 +90,18 @@ pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Outp
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(settings.header_read_timeout());
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(100);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout())
+        .max_buf_size(settings.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.h2_max_concurrent_streams)
+        .max_pending_accept_reset_streams(settings.h2_max_pending_reset_streams)
+        .max_local_error_reset_streams(settings.h2_max_local_error_reset_streams)
+        .max_header_list_size(settings.max_header_bytes as u32);
     let builder = Arc::new(builder);
     let (stop, stopped) = watch::channel(false);
 
@@ -197,6 +208,7 @@ async fn serve_http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let io = limits::IdleTimeout::new(io, app.config.server.idle_timeout());
     let service = service_fn(move |req| {
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(http::handle(&app, peer, channel, req).await) }

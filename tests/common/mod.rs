@@ -336,6 +336,8 @@ impl TempDeployment {
     pub fn new() -> TempDeployment {
         let dir = tempfile::tempdir().unwrap();
         copy_dir(&repo().join("example"), &dir.path().join("example"));
+        // A state database left by a local `sipcfg serve` of the example is not part of the deployment.
+        let _ = std::fs::remove_dir_all(dir.path().join("example/state"));
         copy_dir(&repo().join("templates"), &dir.path().join("templates"));
         copy_dir(&repo().join("certs-example"), &dir.path().join("certs-example"));
         TempDeployment { dir }
