@@ -4,6 +4,7 @@
 #   target/release/sipcfg serve &                 # the example deployment on localhost:6971
 #   scripts/testssl.sh                            # or: scripts/testssl.sh localhost:16971
 #   scripts/testssl.sh phones.example.net:6971 -p -S   # extra arguments go to testssl (default: full scan)
+#   scripts/testssl.sh '[::1]:6971'                     # IPv6 literals in brackets
 #
 # Made for an offline machine: no DNS queries at all (the address comes from the local resolver, i.e.
 # /etc/hosts, via getent, and is passed with --ip), no OCSP or CRL fetches (testssl's --phone-out is not
@@ -20,6 +21,7 @@
 # Exit status: 0 when no finding is above TESTSSL_MAX, 1 when one is, 2 when the scan could not run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+die() { echo "scripts/testssl.sh: $*" >&2; exit 2; }
 
 target=${1:-localhost:6971}
 [ $# -gt 0 ] && shift
@@ -32,23 +34,29 @@ ca=${TESTSSL_CA:-certs-example/ca.pem}
 out=${TESTSSL_OUT:-target/testssl}
 max=${TESTSSL_MAX:-LOW}
 
-die() { echo "testssl.sh: $*" >&2; exit 2; }
 
-# testssl.sh: Debian ships it as package testssl.sh with the command `testssl`.
+# testssl.sh: Debian ships it as the package testssl.sh with the command `testssl`; jq reads its JSON.
+install_pkg() {
+  command -v apt-get >/dev/null || die "$1 is not installed and apt-get is not available"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  echo "installing $1…" >&2
+  "${sudo[@]}" apt-get install -y "$1" >/dev/null 2>&1 ||
+    { "${sudo[@]}" apt-get update >/dev/null && "${sudo[@]}" apt-get install -y "$1" >/dev/null; } ||
+    die "apt-get install $1 failed"
+}
 find_testssl() { command -v testssl || command -v testssl.sh || true; }
 testssl=$(find_testssl)
 if [ -z "$testssl" ]; then
-  command -v apt-get >/dev/null || die "testssl.sh is not installed and apt-get is not available"
-  sudo=()
-  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-  echo "installing testssl.sh (Debian package testssl.sh)…" >&2
-  "${sudo[@]}" apt-get install -y testssl.sh >/dev/null 2>&1 ||
-    { "${sudo[@]}" apt-get update >/dev/null && "${sudo[@]}" apt-get install -y testssl.sh >/dev/null; } ||
-    die "apt-get install testssl.sh failed"
+  install_pkg testssl.sh
   testssl=$(find_testssl)
-  [ -n "$testssl" ] || die "testssl.sh installed but no testssl command found"
+  [ -n "$testssl" ] || die "the package testssl.sh is installed but there is no testssl command"
 fi
-command -v jq >/dev/null || die "jq is needed for the summary (apt-get install jq)"
+command -v jq >/dev/null || install_pkg jq
+
+order='["OK","INFO","LOW","MEDIUM","HIGH","CRITICAL"]'   # testssl's severities, lowest first
+rank() { jq -nr --argjson order "$order" --arg s "$1" '$order | index($s) // -1'; }
+[ "$(rank "$max")" -ge 0 ] || die "TESTSSL_MAX must be one of OK INFO LOW MEDIUM HIGH CRITICAL"
 
 # The address, without asking any DNS server: getent goes through nsswitch (/etc/hosts first).
 ip=${TESTSSL_IP:-}
@@ -63,6 +71,7 @@ if [ -z "$ip" ]; then
 fi
 
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 json="$out/${host}_p${port}-$stamp.json"
 log="$out/${host}_p${port}-$stamp.log"
@@ -79,6 +88,7 @@ if [ "$ca" != none ]; then
   done
   args+=(--add-ca "$(IFS=,; echo "${abs[*]}")")
 fi
+[[ $ip == *:* ]] && args+=(-6)
 # A plain scan is testssl's default: everything except per-cipher (-E) and GREASE (-g) checks.
 args+=("$@")
 
@@ -86,14 +96,15 @@ version=$("$testssl" --version 2>/dev/null | sed -n 's/^ *testssl\(\.sh\)\? *\([
 echo "testssl ${version:-?} against $host:$port ($ip), $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "command: $testssl ${args[*]} $host:$port"
 rc=0
-"$testssl" "${args[@]}" "$host:$port" >/dev/null 2>"$out/stderr-$stamp.txt" || rc=$?
+# GIT_DIR: testssl puts `git log` of its working directory in its banner and JSON; this repository's
+# commit is not testssl's version.
+(cd "$out" && GIT_DIR=/dev/null "$testssl" "${args[@]}" "$host:$port") >/dev/null 2>"$out/stderr-$stamp.txt" || rc=$?
 if [ ! -s "$json" ]; then
   cat "$out/stderr-$stamp.txt" >&2
   die "testssl exited with $rc and wrote no findings"
 fi
 
-# testssl's severities, lowest first; WARN (a check that could not run), DEBUG and FATAL are listed apart.
-order='["OK","INFO","LOW","MEDIUM","HIGH","CRITICAL"]'
+# WARN (a check that could not run) and FATAL are listed apart from the severities.
 echo
 echo "findings by severity:"
 jq -r --argjson order "$order" '
@@ -115,6 +126,8 @@ echo
 echo "highest severity: $highest"
 echo "full results: $log, $json"
 
-rank() { jq -nr --argjson order "$order" --arg s "$1" '$order | index($s) // -1'; }
-[ "$(rank "$max")" -ge 0 ] || die "TESTSSL_MAX must be one of OK INFO LOW MEDIUM HIGH CRITICAL"
+if jq -e 'any(.[]; .severity == "FATAL")' "$json" >/dev/null; then
+  die "the scan did not complete (FATAL above): nothing was measured"
+fi
+
 [ "$(rank "$highest")" -le "$(rank "$max")" ]

@@ -72,6 +72,8 @@ pub enum TokenError {
     BadSubject,
     #[error("token was revoked")]
     Revoked,
+    #[error("token header asks for extensions sipcfg does not support (crit)")]
+    CriticalHeader,
 }
 
 impl TokenError {
@@ -91,6 +93,7 @@ impl TokenError {
             TokenError::BadClaims => "token-claims",
             TokenError::BadSubject => "token-subject",
             TokenError::Revoked => "token-revoked",
+            TokenError::CriticalHeader => "token-crit",
         }
     }
 }
@@ -192,6 +195,12 @@ impl Verifier {
             return Err(TokenError::TooLarge);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand makes the token invalid.
+        // jsonwebtoken ignores `crit`, so look at the raw header. (`jku`, `x5u`, `jwk` are never followed:
+        // keys come from the configuration only.)
+        if raw_header_has(token, "crit") {
+            return Err(TokenError::CriticalHeader);
+        }
         let algorithm = Algorithm::from_jwt(header.alg).ok_or(TokenError::AlgorithmNotAllowed)?;
         let mut candidates = self.keys.iter().filter(|k| header.kid.is_none() || k.kid == header.kid).peekable();
         if candidates.peek().is_none() {
@@ -220,6 +229,14 @@ impl Verifier {
         }
         Err(last)
     }
+}
+
+/// Whether the token's JOSE header has a member named `name`.
+fn raw_header_has(token: &str, name: &str) -> bool {
+    use base64::Engine;
+    let Some(first) = token.split('.').next() else { return false };
+    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(first) else { return false };
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).is_ok_and(|m| m.contains_key(name))
 }
 
 fn map_error(kind: &ErrorKind) -> TokenError {

@@ -34,6 +34,8 @@ pub fn server_config(tls: &TlsConfig, edge: &EdgeConfig) -> Result<ServerConfig,
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certificates(&tls.certificate)?, load_private_key(&tls.private_key)?)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The server's cipher-suite order (all AEAD with ECDHE) wins over the client's.
+    config.ignore_client_order = true;
     Ok(config)
 }
 
