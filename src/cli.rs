@@ -216,14 +216,68 @@ pub enum CertAction {
     },
 }
 
+/// Logging for the commands: human-readable on standard error (`SIPCFG_LOG` filters, default `info`).
 pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
+    let _ = init_logging_with(&crate::config::LogConfig::default());
+}
+
+/// Logging for `serve`: text or JSON on standard error, and the audit log (JSON lines of the
+/// `sipcfg::access` events) when configured. The returned guard flushes the audit log when dropped.
+pub fn init_logging_with(
+    log: &crate::config::LogConfig,
+) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>, String> {
+    use tracing_subscriber::filter::{EnvFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_env("SIPCFG_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let console = match log.format {
+        crate::config::LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        crate::config::LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
+    }
+    .with_filter(filter);
+    let (audit, guard) = match &log.audit_file {
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("audit log {}: {e}", path.display()))?;
+            let (writer, guard) = tracing_appender::non_blocking(file);
+            let layer = tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_writer(writer)
+                .with_filter(Targets::new().with_target("sipcfg::access", tracing::Level::INFO));
+            (Some(layer), Some(guard))
+        }
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry().with(console).with(audit).try_init();
+    Ok(guard)
 }
 
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Serve { config, listen } => serve(&config, listen),
+        other => {
+            init_logging();
+            run_command(other)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("sipcfg: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(command: Command) -> Result<ExitCode, String> {
+    match command {
         Command::Serve { config, listen } => serve(&config, listen),
         Command::Check { config } => check(&config),
         Command::Render { config, file } => render(&config, &file),
@@ -236,13 +290,6 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::SipOAuthMode { config, action } => sip_oauth_mode(&config, action),
         Command::Cluster { config, action } => cluster(&config, action),
         Command::Cert { config, action } => cert(&config, action),
-    };
-    match result {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("sipcfg: {message}");
-            ExitCode::FAILURE
-        }
     }
 }
 
@@ -268,6 +315,7 @@ fn serve(arg: &ConfigArg, listen: Option<SocketAddr>) -> Result<ExitCode, String
     if let Some(l) = listen {
         config.server.listen = l;
     }
+    let _audit_guard = init_logging_with(&config.log)?;
     let examples = config.example_key_files();
     if !examples.is_empty() {
         let files: Vec<_> = examples.iter().map(|p| p.display().to_string()).collect();

@@ -90,6 +90,29 @@ struct RawConfig {
     legacy: Option<LegacyConfig>,
     edge: Option<EdgeConfig>,
     state: Option<StateConfig>,
+    #[serde(default)]
+    log: LogConfig,
+}
+
+/// Logs: human-readable on a terminal or JSON lines; and the audit log.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (default) or `json`, for the log on standard error.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// The audit log: one JSON line per request (every download and every refusal: time, client address,
+    /// channel, method, file, subject, status, reason). Never a token. Appended to; rotate it with
+    /// copytruncate or a SIGHUP-free tool.
+    pub audit_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The token service's durable state. Without it, sipcfg only verifies tokens (no token endpoint).
@@ -367,6 +390,7 @@ pub struct Config {
     pub legacy: Option<LegacyConfig>,
     pub edge: Option<EdgeConfig>,
     pub state: Option<StateConfig>,
+    pub log: LogConfig,
 }
 
 impl Config {
@@ -508,6 +532,7 @@ impl Config {
             legacy: raw.legacy,
             edge: raw.edge.map(|e| EdgeConfig { client_ca: at(e.client_ca), ..e }),
             state: raw.state.map(|s| StateConfig { database: at(s.database), ..s }),
+            log: LogConfig { audit_file: raw.log.audit_file.map(at), ..raw.log },
         })
     }
 

@@ -169,3 +169,43 @@ fn serve_warns_about_example_keys_and_listens_on_the_given_address() {
     assert!(seen.contains("EXAMPLE KEYS IN USE"), "{seen}");
     assert!(seen.contains("127.0.0.1:"), "{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_records_downloads_and_refusals_but_never_a_token() {
+    let d = TempDeployment::new();
+    d.edit("example/sipcfg.toml", "listen = \"[::]:6970\"", "listen = \"127.0.0.1:0\"");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .args(["serve", "--listen", &addr.to_string(), "--config"])
+        .arg(d.path("example/sipcfg.toml"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = common::Client::tls_to(addr);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while client.connect().await.is_err() {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let token = TestServer::start().await.token("device:SEP001122334455");
+    assert_eq!(client.get("/SEP001122334455.cnf.xml", Some(&token)).await.status, http::StatusCode::OK);
+    assert_eq!(client.get("/SEP001122334466.cnf.xml", Some(&token)).await.status, http::StatusCode::FORBIDDEN);
+    assert_eq!(client.get("/SEP001122334455.cnf.xml", Some("bad.to.ken")).await.status, http::StatusCode::UNAUTHORIZED);
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    let audit = std::fs::read_to_string(d.path("example/state/audit.log")).unwrap();
+    assert!(!audit.contains(&token) && !audit.contains("bad.to.ken"), "a token reached the audit log");
+    let lines: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let find = |status: u64| {
+        lines.iter().find(|l| l["fields"]["status"] == status).unwrap_or_else(|| panic!("no {status} in {audit}"))
+    };
+    let ok = find(200);
+    assert_eq!(ok["fields"]["path"], "/SEP001122334455.cnf.xml");
+    assert_eq!(ok["fields"]["subject"], "device:SEP001122334455");
+    assert!(ok["fields"]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(ok["timestamp"].is_string());
+    assert_eq!(find(403)["fields"]["reason"], "not-own");
+    assert_eq!(find(401)["fields"]["reason"], "token-malformed");
+}
