@@ -36,10 +36,30 @@ extendedKeyUsage=serverAuth
 subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1
 authorityKeyIdentifier=keyid
 subjectKeyIdentifier=hash
+crlDistributionPoints=URI:http://localhost:6970/sipcfg-example-ca.crl
 EXT
 openssl x509 -req -in "$tmp/server.csr" -CA ca.pem -CAkey ca-key.pem -CAcreateserial -sha256 \
   -days "$days" -extfile "$tmp/server.ext" -out server.pem
 rm -f ca.srl
+
+# The CA's (empty) certificate revocation list, named in the server certificate and served by the example
+# deployment's plain-HTTP port from its file root, so revocation can be checked as for a real CA.
+touch "$tmp/index.txt"
+cat > "$tmp/ca.cnf" <<CNF
+[ca]
+default_ca = example
+[example]
+database = $tmp/index.txt
+default_md = sha256
+default_crl_days = $days
+crlnumber = $tmp/crlnumber
+CNF
+echo 01 > "$tmp/crlnumber"
+openssl ca -gencrl -config "$tmp/ca.cnf" -keyfile ca-key.pem -cert ca.pem -out "$here/../example/files/sipcfg-example-ca.crl"
+
+# The CA is also the example deployment's Phone-Edge-Trust certificate.
+rm -f "$here"/../example/phone-edge-trust/*.pem
+cp ca.pem "$here/../example/phone-edge-trust/$(openssl x509 -in ca.pem -outform DER | sha256sum | cut -c1-16).pem"
 
 # Token signing key (ES256): the private key signs (sipcfg token, the token endpoint), the public key verifies.
 openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out token-signing-key.pem

@@ -75,6 +75,7 @@ pub fn content_type(name: &str) -> &'static str {
         "png" => "image/png",
         "jpg" | "jpeg" => "image/jpeg",
         "wav" => "audio/wav",
+        "crl" => "application/pkix-crl",
         _ => "application/octet-stream",
     }
 }
