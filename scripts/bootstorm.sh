@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# Boot storm: sipcfg and nginx side by side on the same machine (issue 6). Runs from a fresh clone:
+#
+#   scripts/bootstorm.sh                 # 100,000 devices, 12 s per run
+#   N=20000 DUR=8 C=64 scripts/bootstorm.sh
+#
+# What it does: installs nginx-light, util-linux (taskset) and python3 from Debian if missing; builds sipcfg
+# and sipcfg-load (release); generates an inventory of N Cisco 8851 phones (SEP + 12 hex) and a config copy
+# in a temporary directory (legacy listener off, state off, audit log off, SIPCFG_LOG=warn: nginx runs with
+# access_log off); mints N device tokens (sipcfg-load --mint); renders ONE device file with `sipcfg render`
+# and copies it under every device name for nginx (which serves static files without authentication);
+# starts sipcfg and nginx (one worker) on the same ECDSA P-256 certificate, TLS 1.3 only, no session tickets
+# or cache, each pinned to core 0 (SERVER_CORES), and drives each with the same client pinned to core 1
+# (CLIENT_CORES): (a) boot storm: one new TLS connection per phone, no resumption, X25519;
+# (b) keep-alive revalidation: C kept connections re-checking with If-None-Match (304 on both servers).
+# Server CPU = utime+stime of every server process over the run (/proc/<pid>/stat, read by sipcfg-load
+# before and after). Then: p99 at 80% of sipcfg's peak storm rate, 1 → 2 server cores, inventory load time,
+# cold render of all N configurations on one core, sipcfg's VmRSS after the storm.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+N=${N:-100000}                 # devices (and phones, and tokens)
+DUR=${DUR:-12}                 # seconds per measured run
+C=${C:-64}                     # phones in flight (storm)
+KC=${KC:-64}                   # kept connections (keep-alive)
+SERVER_CORES=${SERVER_CORES:-0}
+CLIENT_CORES=${CLIENT_CORES:-1}
+SPORT=${SPORT:-16971}          # sipcfg
+NPORT=${NPORT:-16972}          # nginx
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/release
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+# --- 1. What we need from Debian ---------------------------------------------------------------------------
+need=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v pgrep >/dev/null 2>&1 || need+=(procps)
+if [ ${#need[@]} -gt 0 ]; then
+    say "installing ${need[*]} from Debian"
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need[@]}"
+    # Debian starts the packaged nginx on port 80; it is not part of the benchmark.
+    $SUDO nginx -s stop 2>/dev/null || true
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ "$(nproc)" -lt 2 ]; then echo "bootstorm.sh needs 2 cores (server on one, client on the other)" >&2; exit 1; fi
+
+# --- 2. Build ---------------------------------------------------------------------------------------------
+say "building sipcfg and sipcfg-load (release, $TARGET)"
+(cd "$ROOT" && cargo build --release --bins -q)
+
+WORK=$(mktemp -d /tmp/sipcfg-bootstorm.XXXXXX)
+chmod 755 "$WORK"
+SIPCFG_PID=""; NGINX_PID=""
+cleanup() {
+    # Only the servers this script started, by their pid.
+    for p in $SIPCFG_PID $NGINX_PID; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ -n "${KEEP:-}" ] || rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# --- 3. Inventory, configuration, tokens ------------------------------------------------------------------
+say "generating an inventory of $N devices in $WORK"
+python3 "$ROOT/scripts/gen-inventory.py" "$N" "$WORK/inventory.toml"
+cat >"$WORK/sipcfg.toml" <<EOF
+[server]
+listen = "127.0.0.1:$SPORT"
+tls_handshake_timeout_secs = 10
+header_read_timeout_secs = 10
+max_connections = 10000
+shutdown_grace_secs = 1
+reload_poll_ms = 1000
+
+[tls]
+certificate = "$ROOT/certs-example/server.pem"
+private_key = "$ROOT/certs-example/server-key.pem"
+
+[auth]
+issuer = "https://sipcfg.example.test"
+audience = "sipcfg"
+algorithms = ["ES256"]
+leeway_secs = 30
+max_token_bytes = 8192
+
+[[auth.keys]]
+kid = "example-es256-1"
+algorithm = "ES256"
+public_key = "$ROOT/certs-example/token-signing-pub.pem"
+
+[auth.signing]
+kid = "example-es256-1"
+algorithm = "ES256"
+private_key = "$ROOT/certs-example/token-signing-key.pem"
+default_ttl_secs = 86400
+
+[inventory]
+file = "$WORK/inventory.toml"
+templates = "$ROOT/templates"
+
+[files]
+root = "$ROOT/example/files"
+
+[trust]
+phone_edge_trust = "$ROOT/example/phone-edge-trust"
+
+[log]
+format = "text"
+
+[cache]
+max_bytes = 268435456
+EOF
+
+say "minting $N device tokens"
+"$BIN/sipcfg-load" --mint "$N" --config "$WORK/sipcfg.toml" --out "$WORK/tokens.txt" 2>"$WORK/mint.log"
+cat "$WORK/mint.log" >&2
+LOAD_S=$(sed -n 's/.*loaded in \([0-9.]*\) s.*/\1/p' "$WORK/mint.log")
+FIRST=$(head -1 "$WORK/tokens.txt" | cut -d' ' -f1)
+
+say "inventory load + cold render of all $N configurations on one core (sipcfg check)"
+t0=$(date +%s.%N)
+SIPCFG_LOG=warn taskset -c "$SERVER_CORES" "$BIN/sipcfg" check -c "$WORK/sipcfg.toml" >&2
+t1=$(date +%s.%N)
+CHECK_S=$(python3 -c "print(f'{$t1-$t0:.2f}')")
+
+say "pre-rendering $N files for nginx (one render, copied per device name)"
+mkdir -p "$WORK/www"
+"$BIN/sipcfg" render -c "$WORK/sipcfg.toml" "$FIRST.cnf.xml" >"$WORK/one.cnf.xml" 2>/dev/null
+python3 - "$WORK/one.cnf.xml" "$WORK/tokens.txt" "$WORK/www" <<'EOF'
+import sys, os
+body = open(sys.argv[1], "rb").read()
+for line in open(sys.argv[2]):
+    name = line.split(" ", 1)[0]
+    with open(os.path.join(sys.argv[3], name + ".cnf.xml"), "wb") as f:
+        f.write(body)
+EOF
+chmod -R a+rX "$WORK/www"
+FILE_BYTES=$(stat -c %s "$WORK/one.cnf.xml")
+
+mkdir -p "$WORK/nginx"
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    sendfile on;
+    etag on;
+    keepalive_requests 10000000;
+    keepalive_timeout 60s;
+    server {
+        listen 127.0.0.1:$NPORT ssl;
+        ssl_certificate $ROOT/certs-example/server.pem;
+        ssl_certificate_key $ROOT/certs-example/server-key.pem;
+        ssl_protocols TLSv1.3;
+        ssl_session_tickets off;
+        ssl_session_cache off;
+        root $WORK/www;
+        default_type application/xml;
+    }
+}
+EOF
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "nothing listens on $1" >&2; return 1
+}
+
+start_sipcfg() { # cores
+    SIPCFG_LOG=warn taskset -c "$1" "$BIN/sipcfg" serve -c "$WORK/sipcfg.toml" 2>>"$WORK/sipcfg.log" &
+    SIPCFG_PID=$!
+    wait_port "$SPORT"
+}
+stop_sipcfg() { kill "$SIPCFG_PID" 2>/dev/null || true; wait "$SIPCFG_PID" 2>/dev/null || true; SIPCFG_PID=""; }
+
+load() { # label port pids mode [extra args...]
+    local label=$1 port=$2 pids=$3 mode=$4; shift 4
+    taskset -c "$CLIENT_CORES" "$BIN/sipcfg-load" --addr "127.0.0.1:$port" --insecure --tokens "$WORK/tokens.txt" \
+        --phones "$N" --mode "$mode" --duration "$DUR" --server-pids "$pids" --label "$label" --json "$@" \
+        | tee -a "$WORK/results.jsonl"
+}
+
+# --- 4. The runs --------------------------------------------------------------------------------------------
+: >"$WORK/results.jsonl"
+say "nginx $($NGINX -v 2>&1 | sed 's/.*: //') on core $SERVER_CORES, port $NPORT"
+taskset -c "$SERVER_CORES" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" -g 'daemon off;' 2>>"$WORK/nginx/stderr.log" &
+NGINX_PID=$!
+wait_port "$NPORT"
+NGINX_PIDS=$(echo "$NGINX_PID" $(pgrep -P "$NGINX_PID") | tr ' ' ',')
+
+say "sipcfg on core $SERVER_CORES, port $SPORT"
+start_sipcfg "$SERVER_CORES"
+RSS0_KB=$(awk '/VmRSS/ {print $2}' "/proc/$SIPCFG_PID/status")
+
+say "(a) boot storm, $DUR s each, concurrency $C"
+load storm-sipcfg "$SPORT" "$SIPCFG_PID" storm --concurrency "$C" >&2
+RSS_KB=$(awk '/VmRSS/ {print $2}' "/proc/$SIPCFG_PID/status")
+load storm-nginx "$NPORT" "$NGINX_PIDS" storm --concurrency "$C" >&2
+
+say "(b) keep-alive revalidation (If-None-Match → 304), $DUR s each, $KC connections"
+load keepalive-sipcfg "$SPORT" "$SIPCFG_PID" keepalive --concurrency "$KC" >&2
+load keepalive-nginx "$NPORT" "$NGINX_PIDS" keepalive --concurrency "$KC" >&2
+
+PEAK=$(python3 -c "import json; r=[json.loads(l) for l in open('$WORK/results.jsonl')]; print([x for x in r if x['label']=='storm-sipcfg'][0]['answered_per_s'])")
+RATE80=$(python3 -c "print(round(0.8*$PEAK))")
+say "(c) boot storm paced at 80% of sipcfg's peak: $RATE80 phones/s"
+load paced80-sipcfg "$SPORT" "$SIPCFG_PID" storm --concurrency "$C" --rate "$RATE80" >&2
+load paced80-nginx "$NPORT" "$NGINX_PIDS" storm --concurrency "$C" --rate "$RATE80" >&2
+
+stop_sipcfg
+say "(d) sipcfg on 2 cores (0,1: shared with the client on core $CLIENT_CORES)"
+start_sipcfg "0,1"
+load storm-sipcfg-2cores "$SPORT" "$SIPCFG_PID" storm --concurrency "$C" >&2
+stop_sipcfg
+
+FULL_KB=0; FULL_RATE=0
+if [ "${FULLCACHE:-1}" = 1 ]; then
+    say "(e) memory with a full cache: every one of the $N phones boots once (sipcfg on core $SERVER_CORES)"
+    start_sipcfg "$SERVER_CORES"
+    taskset -c "$CLIENT_CORES" "$BIN/sipcfg-load" --addr "127.0.0.1:$SPORT" --insecure --tokens "$WORK/tokens.txt" \
+        --phones "$N" --mode storm --requests "$N" --concurrency "$C" --server-pids "$SIPCFG_PID" \
+        --label full-cache --json | tee -a "$WORK/results.jsonl" >&2
+    FULL_KB=$(awk '/VmRSS/ {print $2}' "/proc/$SIPCFG_PID/status")
+    stop_sipcfg
+fi
+
+# --- 5. Side by side ----------------------------------------------------------------------------------------
+python3 - "$WORK/results.jsonl" "$N" "$LOAD_S" "$CHECK_S" "$RSS_KB" "$FILE_BYTES" "$RSS0_KB" "$FULL_KB" <<'EOF'
+import json, sys
+rows = {r["label"]: r for r in map(json.loads, open(sys.argv[1]))}
+n, load_s, check_s, rss_kb, file_bytes, rss0_kb, full_kb = sys.argv[2:9]
+def line(name, s, g, fmt, ratio=None):
+    r = "" if ratio is None else f"{ratio:>8.2f}x"
+    print(f"| {name:<34} | {fmt.format(s):>12} | {fmt.format(g):>12} | {r:>9} |")
+print(f"\nsipcfg vs nginx, {n} devices, file {file_bytes} bytes, server on one core, client on the other\n")
+print(f"| {'':<34} | {'sipcfg':>12} | {'nginx':>12} | {'ratio':>9} |")
+print(f"|{'-'*36}|{'-'*14}|{'-'*14}|{'-'*11}|")
+for mode, title in (("storm", "(a) boot storm"), ("keepalive", "(b) keep-alive 304"), ("paced80", "(c) storm at 80% of sipcfg peak")):
+    s, g = rows[f"{mode}-sipcfg"], rows[f"{mode}-nginx"]
+    print(f"| **{title}** | | | |")
+    line("answered/s", s["answered_per_s"], g["answered_per_s"], "{:.0f}", s["answered_per_s"] / max(g["answered_per_s"], 1e-9))
+    for k in ("p50_ms", "p99_ms", "max_ms"):
+        line(k.replace("_ms", " latency (ms)"), s[k], g[k], "{:.2f}")
+    sc, gc = s["server_cpu_us_per_answer"], g["server_cpu_us_per_answer"]
+    line("server CPU µs per answer", sc, gc, "{:.1f}")
+    line("capacity (nginx CPU / sipcfg CPU)", "", "", "{}", gc / sc if sc else float("nan"))
+    line("server CPU, % of one core", s["server_cpu_us"] / s["wall_s"] / 1e4, g["server_cpu_us"] / g["wall_s"] / 1e4, "{:.0f}")
+    line("client CPU, % of one core", s["client_cpu_pct"], g["client_cpu_pct"], "{:.0f}")
+    line("statuses", " ".join(f"{k}:{v}" for k, v in s["status"].items()), " ".join(f"{k}:{v}" for k, v in g["status"].items()), "{}")
+    line("errors", s["errors"], g["errors"], "{}")
+two = rows["storm-sipcfg-2cores"]
+one = rows["storm-sipcfg"]
+print(f"\n(d) sipcfg boot storm on cores 0,1 (client shares core 1): {two['answered_per_s']:.0f} phones/s vs "
+      f"{one['answered_per_s']:.0f} on one core ({two['answered_per_s']/one['answered_per_s']:.2f}x), "
+      f"server CPU {two['server_cpu_us_per_answer']:.1f} µs per phone, client CPU {two['client_cpu_pct']:.0f}%")
+print(f"inventory load ({n} devices): {float(load_s):.3f} s;  sipcfg check (load + cold render of all, one core): {check_s} s")
+print(f"sipcfg VmRSS: {int(rss0_kb)/1024:.0f} MiB after start (inventory loaded, cache empty); "
+      f"{int(rss_kb)/1024:.0f} MiB after the storm ({one['status'].get('200', 0)} configurations rendered and cached)")
+if "full-cache" in rows:
+    f = rows["full-cache"]
+    print(f"full cache: {f['answered']} phones booted once ({f['status']}, {f['errors']} errors, {f['answered_per_s']:.0f}/s, "
+          f"{f['server_cpu_us_per_answer']:.1f} µs server CPU per phone): VmRSS {int(full_kb)/1024:.0f} MiB "
+          f"(target: cache bound 256 MiB + 100 MiB = 356 MiB)")
+EOF
+if [ -n "${KEEP:-}" ]; then echo "raw results: $WORK/results.jsonl" >&2; else echo "(KEEP=1 keeps $WORK and its raw results)" >&2; fi
