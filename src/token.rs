@@ -122,13 +122,23 @@ struct VerifyKey {
 pub struct Verifier {
     keys: Vec<VerifyKey>,
     max_token_bytes: usize,
+    leeway: u64,
+    /// Tokens that verified, by SHA-256 of the token, until their `exp` (plus leeway): a phone re-checking
+    /// its file does not pay a signature verification each time. A new `Verifier` (new keys, reload,
+    /// `keys regen`) starts empty; revocation is checked after this, on every request.
+    verified: moka::sync::Cache<[u8; 32], (Verified, u64)>,
 }
+
+/// Verified tokens remembered at most (about 200 bytes each).
+const VERIFIED_CACHE_ENTRIES: u64 = 200_000;
 
 #[derive(Deserialize)]
 struct VerifiedClaims {
     sub: Option<String>,
     /// Optional, but of the right type when present; revocation compares it.
     iat: Option<u64>,
+    /// Required (checked by the validation); remembered to bound the verified-token cache.
+    exp: Option<u64>,
 }
 
 /// A verified token: who it speaks for, and when it was issued (for revocation).
@@ -171,7 +181,15 @@ impl Verifier {
             let path = auth.jwks.clone().unwrap_or_default();
             return Err(KeyError::Invalid { path, message: "no usable verification key".into() });
         }
-        Ok(Verifier { keys, max_token_bytes: auth.max_token_bytes })
+        Ok(Verifier {
+            keys,
+            max_token_bytes: auth.max_token_bytes,
+            leeway: auth.leeway_secs,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CACHE_ENTRIES)
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build(),
+        })
     }
 
     /// The configured keys plus the token service's own keys (pinned to their algorithm, named by kid).
@@ -194,6 +212,19 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
+        let digest = crate::token_service::digest(token.as_bytes());
+        if let Some((verified, until)) = self.verified.get(&digest)
+            && unix_now() < until
+        {
+            return Ok(verified);
+        }
+        let (verified, exp) = self.verify_signed(token)?;
+        self.verified.insert(digest, (verified.clone(), exp.saturating_add(self.leeway)));
+        Ok(verified)
+    }
+
+    /// The full check: header, key, signature, claims. Returns the token's `exp` too.
+    fn verify_signed(&self, token: &str) -> Result<(Verified, u64), TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand makes the token invalid.
         // jsonwebtoken ignores `crit`, so look at the raw header. (`jku`, `x5u`, `jwk` are never followed:
@@ -216,7 +247,8 @@ impl Verifier {
                 Ok(data) => {
                     let sub = data.claims.sub.ok_or_else(|| TokenError::MissingClaim("sub".into()))?;
                     let subject = Subject::parse(&sub).ok_or(TokenError::BadSubject)?;
-                    return Ok(Verified { subject, issued_at: data.claims.iat });
+                    let exp = data.claims.exp.ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
+                    return Ok((Verified { subject, issued_at: data.claims.iat }, exp));
                 }
                 Err(e) => {
                     last = map_error(e.kind());

@@ -271,8 +271,8 @@ async fn each_bad_token_is_refused_for_its_own_reason() {
         (with("iss", json!("x")), E::WrongIssuer),
         (with("aud", json!("x")), E::WrongAudience),
         (with("sub", json!("SEP001122334455")), E::BadSubject),
-        // jsonwebtoken reads an `exp` of the wrong JSON type as absent.
-        (with("exp", json!("soon")), E::MissingClaim("exp".into())),
+        // A claim of the wrong JSON type is malformed claims.
+        (with("exp", json!("soon")), E::BadClaims),
         (without("exp"), E::MissingClaim("exp".into())),
         (without("sub"), E::MissingClaim("sub".into())),
         (sign(Algorithm::ES256, &other, kid, &good_claims(sub)), E::BadSignature),
@@ -284,4 +284,17 @@ async fn each_bad_token_is_refused_for_its_own_reason() {
     }
     let ok = verifier.verify(&server.token(sub)).unwrap();
     assert_eq!(ok.to_string(), sub);
+}
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_once_it_expires() {
+    let mut config = common::example_config();
+    config.auth.leeway_secs = 0;
+    let verifier = sipcfg::token::Verifier::from_config(&config.auth).unwrap();
+    let signer = sipcfg::token::Signer::from_config(&config.auth).unwrap();
+    let token = signer.mint(&common::subject_of("device:SEP001122334455"), 1).unwrap();
+    assert!(verifier.verify(&token).is_ok());
+    assert!(verifier.verify(&token).is_ok(), "verified again (from the cache)");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(verifier.verify(&token), Err(sipcfg::token::TokenError::Expired));
 }
