@@ -575,3 +575,23 @@ async fn failed_authentication_is_rate_limited_per_address() {
     let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=60).contains(&wait));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn above_max_connections_clients_wait_and_are_served_once_a_slot_frees() {
+    let mut config = common::example_config();
+    config.server.max_connections = 5;
+    config.server.tls_handshake_timeout_secs = 1;
+    let server = TestServer::with_config(config).await;
+    let token = server.token("device:SEP001122334455");
+    // Five connections that never handshake hold every slot until the handshake timeout drops them.
+    let mut holders = Vec::new();
+    for _ in 0..5 {
+        holders.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let r = server.client().get("/SEP001122334455.cnf.xml", Some(&token)).await;
+    assert_eq!(r.status, StatusCode::OK, "the sixth client waited in the backlog and was then served");
+    assert!(started.elapsed() >= Duration::from_millis(500), "it did wait for a slot: {:?}", started.elapsed());
+    drop(holders);
+}
