@@ -461,7 +461,7 @@ fn sip_oauth_mode(arg: &ConfigArg, action: ModeAction) -> Result<ExitCode, Strin
     let file = &config.inventory.file;
     let set = |on| settings::apply(file, &[ClusterChange::SipOAuthMode(on)]).map_err(|e| e.to_string());
     let cluster = match action {
-        ModeAction::Status => crate::inventory::Inventory::load(file).map_err(|e| e.to_string())?.cluster,
+        ModeAction::Status => load_inventory(file)?.cluster,
         ModeAction::Enable => set(true)?,
         ModeAction::Disable => set(false)?,
     };
@@ -480,7 +480,7 @@ fn cluster(arg: &ConfigArg, action: ClusterAction) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
     let file = &config.inventory.file;
     let cluster = match action {
-        ClusterAction::Show => crate::inventory::Inventory::load(file).map_err(|e| e.to_string())?.cluster,
+        ClusterAction::Show => load_inventory(file)?.cluster,
         ClusterAction::Set {
             refresh_login_flow,
             sip_oauth_port,
@@ -544,7 +544,7 @@ fn cert(arg: &ConfigArg, action: CertAction) -> Result<ExitCode, String> {
 fn token(arg: &ConfigArg, device: Option<String>, user: Option<String>, ttl: Option<u64>) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
     let signer = Signer::from_config(&config.auth).map_err(|e| e.to_string())?;
-    let inventory = crate::inventory::Inventory::load(&config.inventory.file).map_err(|e| e.to_string())?;
+    let inventory = load_inventory(&config.inventory.file)?;
     let subject = subject_arg(&inventory, device, user)?;
     let token = signer.mint(&subject, ttl.unwrap_or(signer.default_ttl_secs)).map_err(|e| e.to_string())?;
     println!("{token}");
@@ -587,7 +587,7 @@ fn subject_arg(
 
 fn revoke(arg: &ConfigArg, device: Option<String>, user: Option<String>) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let inventory = crate::inventory::Inventory::load(&config.inventory.file).map_err(|e| e.to_string())?;
+    let inventory = load_inventory(&config.inventory.file)?;
     let subject = subject_arg(&inventory, device, user)?;
     token_service(&config)?.revoke_subject(&subject, unix_now() as i64).map_err(|e| e.to_string())?;
     println!("revoked {subject}: its refresh tokens are dead and its access tokens are refused from now on");
@@ -600,7 +600,7 @@ fn activation_code(arg: &ConfigArg, action: CodeAction) -> Result<ExitCode, Stri
     let now = unix_now() as i64;
     match action {
         CodeAction::Create { device, valid } => {
-            let inventory = crate::inventory::Inventory::load(&config.inventory.file).map_err(|e| e.to_string())?;
+            let inventory = load_inventory(&config.inventory.file)?;
             let Subject::Device(name) = subject_arg(&inventory, Some(device), None)? else {
                 return Err("an activation code is for a device".into());
             };
@@ -660,6 +660,10 @@ fn keys(arg: &ConfigArg, action: KeysAction) -> Result<ExitCode, String> {
         println!("{}  {}  created {}  {state}", k.kid, k.algorithm, crate::trust::rfc3339_utc(k.created));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn load_inventory(path: &std::path::Path) -> Result<crate::inventory::Inventory, String> {
+    crate::inventory::Inventory::load(path).map_err(|e| e.to_string())
 }
 
 fn join(errors: Vec<provision::LoadError>) -> String {

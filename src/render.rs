@@ -59,6 +59,8 @@ pub struct Templates {
     dir: PathBuf,
     /// Where each template was read from (shipped folder or override), for error messages.
     origins: BTreeMap<String, PathBuf>,
+    /// The template each phone type renders with (by type id), resolved once when the set loads.
+    resolved: BTreeMap<&'static str, String>,
 }
 
 impl Templates {
@@ -99,7 +101,16 @@ impl Templates {
             }
         }
         if errors.is_empty() {
-            Ok(Templates { env, dir: dir.to_owned(), origins })
+            let resolve = |t: &PhoneType| {
+                let model = format!("models/{}{TEMPLATE_SUFFIX}", t.id);
+                let family = format!("families/{}{TEMPLATE_SUFFIX}", t.family);
+                [model, family]
+                    .into_iter()
+                    .find(|n| origins.contains_key(n))
+                    .unwrap_or_else(|| BASE_TEMPLATE.to_owned())
+            };
+            let resolved = crate::model::PHONE_TYPES.iter().map(|t| (t.id, resolve(t))).collect();
+            Ok(Templates { env, dir: dir.to_owned(), origins, resolved })
         } else {
             Err(TemplateErrors(errors))
         }
@@ -115,13 +126,8 @@ impl Templates {
     }
 
     /// The template a phone type renders with: model, then family, then base.
-    pub fn template_for(&self, phone_type: &PhoneType) -> String {
-        let model = format!("models/{}{TEMPLATE_SUFFIX}", phone_type.id);
-        let family = format!("families/{}{TEMPLATE_SUFFIX}", phone_type.family);
-        [model, family]
-            .into_iter()
-            .find(|n| self.env.get_template(n).is_ok())
-            .unwrap_or_else(|| BASE_TEMPLATE.to_owned())
+    pub fn template_for(&self, phone_type: &PhoneType) -> &str {
+        self.resolved.get(phone_type.id).map_or(BASE_TEMPLATE, String::as_str)
     }
 
     /// Renders a device's configuration file and checks that it is well-formed XML.
@@ -143,21 +149,21 @@ impl Templates {
             oauth: inventory.cluster.sip_oauth_mode,
             phone_edge_trust: trust.iter().map(TrustView::from).collect(),
         };
-        self.render_checked("XMLDefault", DEFAULT_TEMPLATE.to_owned(), minijinja::value::Serde(&ctx))
+        self.render_checked("XMLDefault", DEFAULT_TEMPLATE, minijinja::value::Serde(&ctx))
     }
 
     fn render_checked(
         &self,
         what: &str,
-        template: String,
+        template: &str,
         ctx: impl Into<minijinja::Value>,
     ) -> Result<String, RenderError> {
-        let fail = |message| RenderError::Template { device: what.to_owned(), template: template.clone(), message };
-        let tmpl = self.env.get_template(&template).map_err(|e| fail(describe(&e)))?;
+        let fail = |message| RenderError::Template { device: what.to_owned(), template: template.to_owned(), message };
+        let tmpl = self.env.get_template(template).map_err(|e| fail(describe(&e)))?;
         let out = tmpl.render(ctx).map_err(|e| fail(describe(&e)))?;
         check_well_formed(&out).map_err(|message| RenderError::InvalidXml {
             device: what.to_owned(),
-            template,
+            template: template.to_owned(),
             message,
         })?;
         Ok(out)

@@ -81,7 +81,7 @@ pub struct Lifetimes {
 struct View {
     change: u64,
     signer: Option<Arc<Signer>>,
-    jwks: Arc<Vec<u8>>,
+    jwks: bytes::Bytes,
     revocations: HashMap<String, Time>,
 }
 
@@ -106,7 +106,7 @@ impl TokenService {
             view: ArcSwap::from_pointee(View {
                 change: u64::MAX,
                 signer: None,
-                jwks: Arc::new(Vec::new()),
+                jwks: bytes::Bytes::new(),
                 revocations: HashMap::new(),
             }),
             sync: Mutex::new(()),
@@ -171,12 +171,12 @@ impl TokenService {
         };
         let verifier = Verifier::with_own_keys(&auth, own).map_err(|e| e.to_string())?;
         let jwks = serde_json::to_vec_pretty(&serde_json::json!({ "keys": jwks })).map_err(|e| e.to_string())?;
-        self.view.store(Arc::new(View { change, signer, jwks: Arc::new(jwks), revocations }));
+        self.view.store(Arc::new(View { change, signer, jwks: jwks.into(), revocations }));
         Ok(Some(verifier))
     }
 
     /// The JWKS document of the keys sipcfg signs with (current and retiring).
-    pub fn jwks(&self) -> Arc<Vec<u8>> {
+    pub fn jwks(&self) -> bytes::Bytes {
         self.view.load().jwks.clone()
     }
 
@@ -211,7 +211,7 @@ impl TokenService {
         if code.len() != CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(GrantError::InvalidGrant("an activation code is 16 digits"));
         }
-        let (refresh, first) = new_refresh_token(now, life, String::new(), String::new())?;
+        let (refresh, first) = new_refresh_token(now, life)?;
         let family = first.family.clone();
         // The subject is only known once the code is redeemed; the store takes it from the code.
         let device = self
@@ -228,7 +228,7 @@ impl TokenService {
         if token.is_empty() || token.len() > 256 {
             return Err(GrantError::InvalidGrant("the refresh token is invalid"));
         }
-        let (refresh, next) = new_refresh_token(now, life, String::new(), String::new())?;
+        let (refresh, next) = new_refresh_token(now, life)?;
         match self.store.rotate_refresh_token(&digest(token.as_bytes()), now, &next)? {
             Rotation::Rotated { subject, family } => {
                 let subject =
@@ -328,18 +328,14 @@ fn random_code() -> Result<String, String> {
     }
 }
 
-fn new_refresh_token(
-    now: Time,
-    life: Lifetimes,
-    family: String,
-    subject: String,
-) -> Result<(String, NewRefreshToken), GrantError> {
+/// A new refresh token and its stored form. The family is new; the store keeps the presented token's family
+/// and subject on rotation, and takes the subject from the code on redemption.
+fn new_refresh_token(now: Time, life: Lifetimes) -> Result<(String, NewRefreshToken), GrantError> {
     let token = base64url(&random_bytes::<32>().map_err(GrantError::Server)?);
-    let family = if family.is_empty() { hex(&random_bytes::<12>().map_err(GrantError::Server)?) } else { family };
     let new = NewRefreshToken {
         digest: digest(token.as_bytes()),
-        family,
-        subject,
+        family: hex(&random_bytes::<12>().map_err(GrantError::Server)?),
+        subject: String::new(),
         issued: now,
         expires: now + life.refresh_secs as i64,
     };

@@ -42,8 +42,7 @@ where
     if path == JWKS_PATH {
         return match *req.method() {
             Method::GET | Method::HEAD => {
-                let body = service.jwks();
-                let mut r = json(StatusCode::OK, Bytes::from((*body).clone()));
+                let mut r = json(StatusCode::OK, service.jwks());
                 r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
                 if req.method() == Method::HEAD {
                     let (parts, _) = r.into_parts();
