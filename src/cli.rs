@@ -1,11 +1,13 @@
-//! The `sipcfg` command line: `serve`, `check`, `render`, `token`.
+//! The `sipcfg` command line: `serve`, `check`, `render`, `token`, `import`, and the rest.
 
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::app::App;
 use crate::config::{self, Config};
@@ -48,11 +50,51 @@ pub enum Command {
         config: ConfigArg,
     },
     /// Print the file a device would receive, e.g. `sipcfg render SEP001122334455.cnf.xml`.
+    ///
+    /// With `--all --out DIR`, write every device's configuration file into DIR instead, named as the phone
+    /// asks for it (SEP001122334455.cnf.xml); exit 1 if any device fails, after reporting every failure.
     Render {
         #[command(flatten)]
         config: ConfigArg,
         /// File name as a phone asks for it.
-        file: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        file: Option<String>,
+        /// Render every device's configuration file (named as the phone asks for it) into --out.
+        #[arg(long, requires = "out")]
+        all: bool,
+        /// Folder for --all, created if missing; files of the same name are replaced, no other file is touched.
+        #[arg(long, value_name = "DIR", requires = "all")]
+        out: Option<PathBuf>,
+    },
+    /// Add phones from a CUCM Bulk Administration (BAT) phone export (CSV) to the inventory.
+    ///
+    /// Every row is checked first and every problem reported with its line; nothing is written unless all
+    /// rows are valid (exit 1 otherwise). Columns: DEVICE NAME, DEVICE TYPE, DEVICE SECURITY PROFILE,
+    /// DESCRIPTION, OWNER USER ID, DIRECTORY NUMBER n, DISPLAY n, LINE TEXT LABEL n; others are ignored
+    /// (docs/inventory.md). Profiles and owners must already be in the inventory. A running server applies
+    /// the new inventory by itself.
+    Import {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The CSV file.
+        file: PathBuf,
+        /// Replace the imported fields of devices already in the inventory (without it, such rows are refused).
+        #[arg(long)]
+        update: bool,
+        /// Check every row and the resulting inventory; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the manual pages into DIR: sipcfg.1 and one page per subcommand (sipcfg-serve.1, …).
+    Manpage {
+        /// Output folder, created if missing.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print the shell completion script for SHELL on standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Mint an access token with the configured signing key and print it (only it) on stdout;
     /// `token revoke` revokes a user's or device's tokens.
@@ -280,7 +322,14 @@ fn run_command(command: Command) -> Result<ExitCode, String> {
     match command {
         Command::Serve { config, listen } => serve(&config, listen),
         Command::Check { config } => check(&config),
-        Command::Render { config, file } => render(&config, &file),
+        Command::Render { config, file: Some(file), .. } => render(&config, &file),
+        Command::Render { config, file: None, out, .. } => match out {
+            Some(out) => render_all(&config, &out),
+            None => Err("give a FILE, or --all --out DIR".into()),
+        },
+        Command::Import { config, file, update, dry_run } => import(&config, &file, update, dry_run),
+        Command::Manpage { out } => manpage(&out),
+        Command::Completions { shell } => completions(shell),
         Command::Token { config, action: Some(TokenAction::Revoke { device, user }), .. } => {
             revoke(&config, device, user)
         }
@@ -454,6 +503,167 @@ fn render(arg: &ConfigArg, file: &str) -> Result<ExitCode, String> {
     };
     print!("{xml}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar on standard error for `len` steps; hidden when standard error is not a terminal (pipes,
+/// tests, logs see clean output) or when the work is too small to need one.
+fn progress_bar(len: u64, message: &'static str) -> ProgressBar {
+    const MIN_STEPS: u64 = 100;
+    if len < MIN_STEPS || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message);
+    bar
+}
+
+/// The import's row checks, drawn as a progress bar.
+struct ImportProgress(Option<ProgressBar>);
+
+impl crate::import::Progress for ImportProgress {
+    fn start(&mut self, rows: u64) {
+        self.0 = Some(progress_bar(rows, "checking rows"));
+    }
+    fn row_checked(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.inc(1);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `render --all --out DIR`: every device's file through the same rendering as `render FILE` and the server.
+fn render_all(arg: &ConfigArg, out: &Path) -> Result<ExitCode, String> {
+    let config = load_config(arg)?;
+    let loaded = provision::load(&Sources::from_config(&config)).map_err(join)?;
+    let (inventory, templates, trust) = (&loaded.inventory, &loaded.templates, &loaded.phone_edge_trust);
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create the folder: {e}", out.display()))?;
+    let names = inventory.device_names_sorted();
+    let bar = progress_bar(names.len() as u64, "rendering");
+    let mut failures = Vec::new();
+    for name in &names {
+        let device = &inventory.devices[*name];
+        let file_name = format!("{name}.cnf.xml");
+        debug_assert_eq!(filename::parse_name(&file_name), Ok(FileRequest::DeviceConfig((*name).clone())));
+        let path = out.join(&file_name);
+        match templates.render(inventory, device, trust) {
+            Ok(xml) => {
+                if let Err(e) = crate::fsutil::atomic_write(&path, xml.as_bytes()) {
+                    failures.push(format!("{}: cannot write: {e}", path.display()));
+                }
+            }
+            Err(e) => failures.push(e.to_string()),
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    for f in &failures {
+        eprintln!("error: {f}");
+    }
+    let written = names.len() - failures.len();
+    if failures.is_empty() {
+        println!("{}: {written} device configuration files written", out.display());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "{}: {} of {} device configurations failed ({written} written)",
+            out.display(),
+            failures.len(),
+            names.len()
+        );
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+fn import(arg: &ConfigArg, file: &Path, update: bool, dry_run: bool) -> Result<ExitCode, String> {
+    use crate::import::{self, ImportError, Options};
+    let config = load_config(arg)?;
+    let inventory = &config.inventory.file;
+    let mut progress = ImportProgress(None);
+    let report = match import::import(inventory, file, Options { update, dry_run }, &mut progress) {
+        Ok(report) => report,
+        Err(ImportError::Rows(rows)) => {
+            for e in &rows.errors {
+                eprintln!("error: {}: {e}", file.display());
+            }
+            let what = if rows.header {
+                "the header is not usable".to_owned()
+            } else {
+                format!("{} invalid row(s) of {}", rows.invalid_rows(), rows.rows)
+            };
+            eprintln!("{}: {what}; nothing written to {}", file.display(), inventory.display());
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    if !report.ignored_columns.is_empty() {
+        eprintln!("note: columns not imported: {}", report.ignored_columns.join(", "));
+    }
+    let counts =
+        format!("{} added, {} updated, {} unchanged", report.added.len(), report.updated.len(), report.unchanged.len());
+    if dry_run {
+        println!("{}: {} rows valid: {counts} (dry run: nothing written)", file.display(), report.rows);
+    } else if report.written {
+        println!(
+            "{}: {counts}; {} written (a running server applies it within seconds)",
+            file.display(),
+            inventory.display()
+        );
+    } else {
+        println!("{}: {counts}; {} is already up to date", file.display(), inventory.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The command line as clap describes it, as man pages and completions need it.
+fn clap_command() -> clap::Command {
+    Cli::command().disable_help_subcommand(true)
+}
+
+/// `manpage --out DIR`: sipcfg.1 and one page per subcommand, nested ones too (sipcfg-cluster-set.1).
+fn manpage(out: &Path) -> Result<ExitCode, String> {
+    fn pages(cmd: &clap::Command, out: &mut Vec<(String, Vec<u8>)>) -> Result<(), String> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            pages(sub, out)?;
+        }
+        let source = format!("sipcfg {}", env!("CARGO_PKG_VERSION"));
+        let man = clap_mangen::Man::new(cmd.clone()).source(source);
+        let mut page = Vec::new();
+        man.render(&mut page).map_err(|e| format!("cannot render the man page of {}: {e}", cmd.get_name()))?;
+        out.push((man.get_filename(), page));
+        Ok(())
+    }
+    let mut cmd = clap_command();
+    cmd.build();
+    let mut rendered = Vec::new();
+    pages(&cmd, &mut rendered)?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: cannot create the folder: {e}", out.display()))?;
+    rendered.sort();
+    for (name, page) in &rendered {
+        let path = out.join(name);
+        crate::fsutil::atomic_write(&path, page).map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
+    }
+    println!("{}: {} manual pages written", out.display(), rendered.len());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `completions SHELL`: the script on standard output.
+fn completions(shell: clap_complete::Shell) -> Result<ExitCode, String> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut clap_command(), "sipcfg", &mut script);
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(&script).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(format!("cannot write the completion script: {e}")),
+    }
 }
 
 fn sip_oauth_mode(arg: &ConfigArg, action: ModeAction) -> Result<ExitCode, String> {

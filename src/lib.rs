@@ -14,6 +14,7 @@ pub mod encoding;
 pub mod filename;
 pub mod files;
 pub mod fsutil;
+pub mod import;
 pub mod inventory;
 pub mod model;
 pub mod provision;
