@@ -23,6 +23,7 @@ pub mod render;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod systemd;
 pub mod token;
 pub mod token_service;
 pub mod trust;
