@@ -23,6 +23,7 @@ N=${N:-100000}                 # devices (and phones, and tokens)
 DUR=${DUR:-12}                 # seconds per measured run
 C=${C:-64}                     # phones in flight (storm)
 KC=${KC:-64}                   # kept connections (keep-alive)
+TOKEN_ALG=${TOKEN_ALG:-RS256}  # how the phones' tokens are signed (RS256 as CUCM's, or ES256)
 SERVER_CORES=${SERVER_CORES:-0}
 CLIENT_CORES=${CLIENT_CORES:-1}
 SPORT=${SPORT:-16971}          # sipcfg
@@ -38,6 +39,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
     say "installing ${need[*]} from Debian"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
@@ -67,6 +69,16 @@ trap cleanup EXIT
 # --- 3. Inventory, configuration, tokens ------------------------------------------------------------------
 say "generating an inventory of $N devices in $WORK"
 python3 "$ROOT/scripts/gen-inventory.py" "$N" "$WORK/inventory.toml"
+# Token signatures: RS256 by default, as CUCM signs its access tokens (TOKEN_ALG=ES256 uses the example's
+# P-256 key instead; its verification costs about 2.5x RS256's).
+case "$TOKEN_ALG" in
+    RS256)
+        openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/token-key.pem" 2>/dev/null
+        openssl pkey -in "$WORK/token-key.pem" -pubout -out "$WORK/token-pub.pem"
+        TOKEN_KEY=$WORK/token-key.pem; TOKEN_PUB=$WORK/token-pub.pem ;;
+    ES256) TOKEN_KEY=$ROOT/certs-example/token-signing-key.pem; TOKEN_PUB=$ROOT/certs-example/token-signing-pub.pem ;;
+    *) echo "TOKEN_ALG must be RS256 or ES256" >&2; exit 2 ;;
+esac
 cat >"$WORK/sipcfg.toml" <<EOF
 [server]
 listen = "127.0.0.1:$SPORT"
@@ -79,23 +91,24 @@ reload_poll_ms = 1000
 [tls]
 certificate = "$ROOT/certs-example/server.pem"
 private_key = "$ROOT/certs-example/server-key.pem"
+resumption = false              # as nginx below: every phone pays a full handshake
 
 [auth]
 issuer = "https://sipcfg.example.test"
 audience = "sipcfg"
-algorithms = ["ES256"]
+algorithms = ["$TOKEN_ALG"]
 leeway_secs = 30
 max_token_bytes = 8192
 
 [[auth.keys]]
-kid = "example-es256-1"
-algorithm = "ES256"
-public_key = "$ROOT/certs-example/token-signing-pub.pem"
+kid = "bench-$TOKEN_ALG"
+algorithm = "$TOKEN_ALG"
+public_key = "$TOKEN_PUB"
 
 [auth.signing]
-kid = "example-es256-1"
-algorithm = "ES256"
-private_key = "$ROOT/certs-example/token-signing-key.pem"
+kid = "bench-$TOKEN_ALG"
+algorithm = "$TOKEN_ALG"
+private_key = "$TOKEN_KEY"
 default_ttl_secs = 86400
 
 [inventory]
@@ -165,6 +178,9 @@ http {
         ssl_protocols TLSv1.3;
         ssl_session_tickets off;
         ssl_session_cache off;
+        # The same suite order as sipcfg: the server's, AES-128-GCM-SHA256 first.
+        ssl_prefer_server_ciphers on;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
         root $WORK/www;
         default_type application/xml;
     }

@@ -219,6 +219,20 @@ impl ServerConfig {
 pub struct TlsConfig {
     pub certificate: PathBuf,
     pub private_key: PathBuf,
+    /// Session resumption (a stateful session cache, one TLS 1.3 ticket per full handshake). A phone fetches
+    /// several files at boot, each on a new connection; resumption saves it (and us) the full handshake.
+    #[serde(default = "default_true")]
+    pub resumption: bool,
+    /// Sessions kept for resumption (about 1 KiB each).
+    #[serde(default = "default_session_cache_entries")]
+    pub session_cache_entries: usize,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_session_cache_entries() -> usize {
+    16384
 }
 
 #[derive(Debug, Deserialize)]
@@ -491,6 +505,9 @@ impl Config {
         if raw.cache.max_bytes < 1024 * 1024 {
             return Err(invalid("cache.max_bytes", "must be at least 1 MiB".into()));
         }
+        if !(1..=10_000_000).contains(&raw.tls.session_cache_entries) {
+            return Err(invalid("tls.session_cache_entries", "must be between 1 and 10000000".into()));
+        }
         if let Some(s) = &raw.state {
             if !(1..=100_000).contains(&s.max_failed_grants) {
                 return Err(invalid("state.max_failed_grants", "must be between 1 and 100000".into()));
@@ -519,7 +536,7 @@ impl Config {
         Ok(Config {
             path: path.to_owned(),
             server,
-            tls: TlsConfig { certificate: at(raw.tls.certificate), private_key: at(raw.tls.private_key) },
+            tls: TlsConfig { certificate: at(raw.tls.certificate), private_key: at(raw.tls.private_key), ..raw.tls },
             auth,
             inventory: InventoryConfig {
                 file: at(raw.inventory.file),

@@ -17,7 +17,7 @@ use crate::config::{EdgeConfig, EdgeProxy, TlsConfig};
 use crate::server::tls::{TlsError, load_certificates, load_private_key};
 
 pub fn server_config(tls: &TlsConfig, edge: &EdgeConfig) -> Result<ServerConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = crate::server::tls::provider();
     let mut roots = RootCertStore::empty();
     for cert in load_certificates(&edge.client_ca)? {
         roots.add(cert).map_err(|e| TlsError::File {
@@ -33,9 +33,7 @@ pub fn server_config(tls: &TlsConfig, edge: &EdgeConfig) -> Result<ServerConfig,
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certificates(&tls.certificate)?, load_private_key(&tls.private_key)?)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    // The server's cipher-suite order (all AEAD with ECDHE) wins over the client's.
-    config.ignore_client_order = true;
+    crate::server::tls::apply_common(&mut config, tls);
     Ok(config)
 }
 
