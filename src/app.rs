@@ -7,6 +7,8 @@ use std::sync::atomic::AtomicU64;
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::config::Config;
+use crate::health::{Certificates, Health};
+use crate::metrics::Metrics;
 use crate::provision::{self, LoadError, Provisioner, Sources};
 use crate::server::edge;
 use crate::server::tls::{self, TlsError};
@@ -47,10 +49,23 @@ pub struct App {
     pub grant_limiter: FailureLimiter,
     /// Failed authentications on the file server per client address.
     pub auth_limiter: FailureLimiter,
+    /// What `/metrics` reports.
+    pub metrics: Arc<Metrics>,
+    /// What `/readyz` reports besides the deployment: draining, certificates in force.
+    pub health: Health,
 }
 
 impl App {
     pub fn from_config(config: Config) -> Result<App, StartupError> {
+        let app = App::build(config)?;
+        app.provisioner.cache().set_observer(app.metrics.clone());
+        let deployment = app.provisioner.current();
+        app.health.set_certificates(Certificates::of(&app.config, &deployment.phone_edge_trust));
+        drop(deployment);
+        Ok(app)
+    }
+
+    fn build(config: Config) -> Result<App, StartupError> {
         let sources = Sources::from_config(&config);
         let fingerprint = crate::reload::fingerprint(&crate::reload::watched(&config));
         let loaded = provision::load(&sources).map_err(StartupError::Load)?;
@@ -88,6 +103,8 @@ impl App {
             sources: ArcSwap::from_pointee(sources),
             live: ArcSwap::from_pointee(config.clone()),
             config,
+            metrics: Arc::new(Metrics::new()),
+            health: Health::default(),
         })
     }
 }

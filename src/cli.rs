@@ -43,6 +43,10 @@ pub enum Command {
         /// Listen address, overriding server.listen (default [::]:6971).
         #[arg(long, value_name = "ADDR:PORT")]
         listen: Option<SocketAddr>,
+        /// Address of the admin listener (/metrics, /healthz, /readyz), overriding admin.listen (default
+        /// 127.0.0.1:9971); it turns the admin listener on.
+        #[arg(long, value_name = "ADDR:PORT")]
+        admin_listen: Option<SocketAddr>,
     },
     /// Validate the configuration, inventory, templates and keys, rendering every device; exit 1 on any error.
     Check {
@@ -271,8 +275,12 @@ pub fn init_logging_with(
     use tracing_subscriber::filter::{EnvFilter, Targets};
     use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_env("SIPCFG_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal (and never with NO_COLOR): the journal and files get plain text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let console = match log.format {
-        crate::config::LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        crate::config::LogFormat::Text => {
+            tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr).boxed()
+        }
         crate::config::LogFormat::Json => tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed(),
     }
     .with_filter(filter);
@@ -303,7 +311,7 @@ pub fn init_logging_with(
 
 pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
-        Command::Serve { config, listen } => serve(&config, listen),
+        Command::Serve { config, listen, admin_listen } => serve(&config, listen, admin_listen),
         other => {
             init_logging();
             run_command(other)
@@ -320,7 +328,7 @@ pub fn main(cli: Cli) -> ExitCode {
 
 fn run_command(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Serve { config, listen } => serve(&config, listen),
+        Command::Serve { config, listen, admin_listen } => serve(&config, listen, admin_listen),
         Command::Check { config } => check(&config),
         Command::Render { config, file: Some(file), .. } => render(&config, &file),
         Command::Render { config, file: None, out, .. } => match out {
@@ -359,11 +367,16 @@ fn load_config(arg: &ConfigArg) -> Result<Config, String> {
     Config::load(&path).map_err(|e| e.to_string())
 }
 
-fn serve(arg: &ConfigArg, listen: Option<SocketAddr>) -> Result<ExitCode, String> {
+fn serve(arg: &ConfigArg, listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> Result<ExitCode, String> {
     let mut config = load_config(arg)?;
     if let Some(l) = listen {
         config.server.listen = l;
     }
+    if let Some(l) = admin_listen {
+        config.admin.enabled = true;
+        config.admin.listen = l;
+    }
+    config.check_listeners().map_err(|e| e.to_string())?;
     let _audit_guard = init_logging_with(&config.log)?;
     let examples = config.example_key_files();
     if !examples.is_empty() {
@@ -464,6 +477,24 @@ fn check(arg: &ConfigArg) -> Result<ExitCode, String> {
             }
             for c in trust.iter().filter(|c| c.is_expired(unix_now() as i64)) {
                 errors.push(format!("Phone-Edge-Trust certificate {} ({}) has expired", c.sha256, c.subject));
+            }
+            // The server chain and the edge client CA: expired is an error, expiring soon a warning.
+            let certificates = crate::health::Certificates::of(&config, &[]);
+            for (expired, line) in certificates.warnings(unix_now() as i64, config.admin.cert_warn_days) {
+                if expired {
+                    errors.push(format!("certificate expired: {line}"));
+                } else {
+                    eprintln!("warning: certificate expires soon: {line}");
+                }
+            }
+            for c in trust.iter().filter(|c| !c.is_expired(unix_now() as i64)) {
+                let days = (c.not_after - unix_now() as i64) / 86_400;
+                if days < i64::from(config.admin.cert_warn_days) {
+                    eprintln!(
+                        "warning: Phone-Edge-Trust certificate {} ({}) expires in {days} days",
+                        c.sha256, c.subject
+                    );
+                }
             }
         }
         Err(load_errors) => {

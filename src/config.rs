@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 /// The default HTTPS port of CUCM's TFTP service for secure downloads.
 pub const DEFAULT_LISTEN: &str = "[::]:6971";
+/// The admin listener's default address: loopback only, since it has no authentication.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9971";
 /// The example deployment, used when `--config` is not given (paths relative to the working directory).
 pub const EXAMPLE_CONFIG: &str = "example/sipcfg.toml";
 /// A file of this name next to a key marks it as an example key that must not be used in production.
@@ -92,6 +94,50 @@ struct RawConfig {
     state: Option<StateConfig>,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    admin: AdminConfig,
+}
+
+/// The admin listener (plain HTTP, no authentication): `/metrics`, `/healthz`, `/readyz`; and when
+/// certificates are reported as expiring.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `false` turns the admin listener off (certificate expiry warnings are still logged).
+    pub enabled: bool,
+    /// Loopback by default: anyone who reaches it can read the metrics.
+    pub listen: SocketAddr,
+    /// Expiry warnings are logged from this many days before a certificate's end (server certificate
+    /// chain, edge client CA, Phone-Edge-Trust).
+    pub cert_warn_days: u32,
+    /// `/readyz` answers 503 from this many days before the server certificate's end (0: once it expired).
+    pub cert_unready_days: u32,
+    /// How often certificates are checked for the warnings (besides at start and at each reload).
+    pub cert_check_hours: u32,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: DEFAULT_ADMIN_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9971))),
+            cert_warn_days: 30,
+            cert_unready_days: 1,
+            cert_check_hours: 6,
+        }
+    }
+}
+
+impl AdminConfig {
+    pub fn cert_check_interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.cert_check_hours) * 3600)
+    }
+}
+
+/// Whether two listener addresses would take the same port: equal, or the same port with either on a
+/// wildcard address. Port 0 (any free port) never clashes.
+pub fn listeners_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// Logs: human-readable on a terminal or JSON lines; and the audit log.
@@ -405,6 +451,7 @@ pub struct Config {
     pub edge: Option<EdgeConfig>,
     pub state: Option<StateConfig>,
     pub log: LogConfig,
+    pub admin: AdminConfig,
 }
 
 impl Config {
@@ -532,8 +579,21 @@ impl Config {
         {
             return Err(invalid("legacy.listen", "must differ from the other listeners".into()));
         }
+        let admin = &raw.admin;
+        if !(1..=365).contains(&admin.cert_warn_days) {
+            return Err(invalid("admin.cert_warn_days", "must be between 1 and 365".into()));
+        }
+        if admin.cert_unready_days > admin.cert_warn_days {
+            return Err(invalid(
+                "admin.cert_unready_days",
+                format!("must be between 0 and admin.cert_warn_days ({})", admin.cert_warn_days),
+            ));
+        }
+        if !(1..=168).contains(&admin.cert_check_hours) {
+            return Err(invalid("admin.cert_check_hours", "must be between 1 and 168".into()));
+        }
 
-        Ok(Config {
+        Config {
             path: path.to_owned(),
             server,
             tls: TlsConfig { certificate: at(raw.tls.certificate), private_key: at(raw.tls.private_key), ..raw.tls },
@@ -550,7 +610,43 @@ impl Config {
             edge: raw.edge.map(|e| EdgeConfig { client_ca: at(e.client_ca), ..e }),
             state: raw.state.map(|s| StateConfig { database: at(s.database), ..s }),
             log: LogConfig { audit_file: raw.log.audit_file.map(at), ..raw.log },
-        })
+            admin: raw.admin,
+        }
+        .checked_listeners()
+    }
+
+    /// The admin listener never shares a port with a listener phones use (`server`, `legacy`, `edge`).
+    /// Checked at load, and again by `serve` after `--listen` or `--admin-listen` changed an address.
+    pub fn check_listeners(&self) -> Result<(), ConfigError> {
+        if !self.admin.enabled {
+            return Ok(());
+        }
+        let admin = self.admin.listen;
+        let phone_facing = [
+            ("server.listen", Some(self.server.listen)),
+            ("legacy.listen", self.legacy.as_ref().map(|l| l.listen)),
+            ("edge.listen", self.edge.as_ref().map(|e| e.listen)),
+        ];
+        for (key, addr) in phone_facing {
+            if let Some(addr) = addr
+                && listeners_clash(admin, addr)
+            {
+                return Err(ConfigError::Invalid {
+                    path: self.path.clone(),
+                    key: "admin.listen",
+                    message: format!(
+                        "{admin} takes the port of {key} ({addr}): the admin listener has no authentication and \
+                         must never be reachable on a port phones use"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn checked_listeners(self) -> Result<Config, ConfigError> {
+        self.check_listeners()?;
+        Ok(self)
     }
 
     /// Key files of this configuration that carry the example-keys marker (public keys in the repository).

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::config::Config;
+use crate::health::Certificates;
 use crate::provision::{self, LoadError, Sources};
 use crate::token::Verifier;
 
@@ -29,8 +30,14 @@ pub fn watched(config: &Config) -> Vec<PathBuf> {
 }
 
 /// Reads the configuration and everything it names again and puts it all in force at once if all of it
-/// loads; returns the new deployment generation.
+/// loads; returns the new deployment generation. Counted in the metrics either way.
 pub fn reload(app: &App) -> Result<u64, Vec<LoadError>> {
+    let outcome = reload_all(app);
+    app.metrics.reload(outcome.is_ok());
+    outcome
+}
+
+fn reload_all(app: &App) -> Result<u64, Vec<LoadError>> {
     let fingerprint = fingerprint(&watched(&app.live.load()));
     let result = load_all(app);
     // Even a refused set was seen: it is not retried until the files change again.
@@ -40,6 +47,7 @@ pub fn reload(app: &App) -> Result<u64, Vec<LoadError>> {
     if old.server.listen != config.server.listen
         || old.legacy.as_ref().map(|l| l.listen) != config.legacy.as_ref().map(|l| l.listen)
         || old.edge.as_ref().map(|e| e.listen) != config.edge.as_ref().map(|e| e.listen)
+        || (old.admin.enabled, old.admin.listen) != (config.admin.enabled, config.admin.listen)
     {
         tracing::warn!("listener addresses changed in the configuration: they take effect at the next restart");
     }
@@ -47,8 +55,11 @@ pub fn reload(app: &App) -> Result<u64, Vec<LoadError>> {
     app.edge_tls.store(edge_tls.map(Arc::new));
     app.verifier.store(Arc::new(verifier));
     app.sources.store(Arc::new(sources));
+    let certificates = Certificates::of(&config, &loaded.phone_edge_trust);
     app.live.store(Arc::new(config));
-    Ok(app.provisioner.replace(loaded))
+    let generation = app.provisioner.replace(loaded);
+    app.health.set_certificates(certificates);
+    Ok(generation)
 }
 
 type Reloaded = (Config, Verifier, rustls::ServerConfig, Option<rustls::ServerConfig>, Sources, provision::Loaded);
@@ -72,7 +83,7 @@ fn load_all(app: &App) -> Result<Reloaded, Vec<LoadError>> {
 
 /// Logs the outcome of a reload.
 pub fn reload_logged(app: &App, why: &str) -> bool {
-    match reload(app) {
+    let ok = match reload(app) {
         Ok(generation) => {
             let devices = app.provisioner.current().inventory.devices.len();
             tracing::info!(why, generation, devices, "reloaded");
@@ -86,7 +97,9 @@ pub fn reload_logged(app: &App, why: &str) -> bool {
             }
             false
         }
-    }
+    };
+    crate::health::log_certificate_warnings(app);
+    ok
 }
 
 /// A digest of the metadata of every file under `paths`: changes when any file is written, added,
@@ -212,7 +225,8 @@ pub fn spawn_background(app: &Arc<App>) -> (watch::Sender<bool>, Vec<tokio::task
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(watch(app.clone(), app.config.server.reload_poll(), stopped.clone())),
-        tokio::spawn(watch_state(app.clone(), Duration::from_secs(1), stopped)),
+        tokio::spawn(watch_state(app.clone(), Duration::from_secs(1), stopped.clone())),
+        tokio::spawn(crate::health::watch_certificates(app.clone(), stopped)),
     ];
     (stop, tasks)
 }

@@ -149,7 +149,7 @@ fn serve_without_config_outside_the_repository_says_what_to_do() {
 fn serve_warns_about_example_keys_and_listens_on_the_given_address() {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipcfg"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--admin-listen", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
         .current_dir(repo())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -177,7 +177,7 @@ async fn the_audit_log_records_downloads_and_refusals_but_never_a_token() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipcfg"))
-        .args(["serve", "--listen", &addr.to_string(), "--config"])
+        .args(["serve", "--admin-listen", "127.0.0.1:0", "--listen", &addr.to_string(), "--config"])
         .arg(d.path("example/sipcfg.toml"))
         .stderr(std::process::Stdio::null())
         .spawn()

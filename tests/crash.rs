@@ -20,7 +20,7 @@ fn free_port() -> u16 {
 
 fn serve(d: &TempDeployment, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sipcfg"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--config"])
+        .args(["serve", "--admin-listen", "127.0.0.1:0", "--listen", &format!("127.0.0.1:{port}"), "--config"])
         .arg(d.path("example/sipcfg.toml"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -136,7 +136,7 @@ async fn sigterm_lets_in_flight_downloads_finish_and_exits_0() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sipcfg"))
-        .args(["serve", "--listen", &addr.to_string(), "--config"])
+        .args(["serve", "--admin-listen", "127.0.0.1:0", "--listen", &addr.to_string(), "--config"])
         .arg(d.path("example/sipcfg.toml"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

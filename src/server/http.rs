@@ -13,6 +13,7 @@ use http_body_util::Full;
 use crate::app::App;
 use crate::cache::RenderedFile;
 use crate::files::FileError;
+use crate::metrics::FileKind;
 use crate::provision::{FetchError, NotFound};
 use crate::server::{Channel, oauth};
 use crate::token::{Subject, TokenError};
@@ -46,18 +47,60 @@ where
         (Ok(()), Channel::Https | Channel::Edge) => answer(app, peer, &req).await,
         (Ok(()), Channel::Legacy) => answer_legacy(app, &req).await,
     };
+    let status = response.status().as_u16();
+    app.metrics.request(channel, FileKind::of_path(&path), status, reason);
     tracing::info!(
         target: "sipcfg::access",
         %peer,
         channel = channel.as_str(),
         method = %method,
         path = %loggable(&path),
-        status = response.status().as_u16(),
+        status,
         subject = subject.as_ref().map(ToString::to_string).unwrap_or_default(),
         reason,
         micros = started.elapsed().as_micros() as u64,
     );
     response
+}
+
+/// A request that hyper answered itself, before [`handle`] saw it: HTTP/1.1 heads over
+/// `server.max_header_bytes` (431), URIs over hyper's limit (414) and unparsable heads (400). It gets its
+/// access line and is counted like any other; a connection that timed out sending its head (no answer is
+/// sent) is only counted as a refusal.
+pub fn refused_by_hyper(
+    app: &App,
+    peer: SocketAddr,
+    channel: Channel,
+    error: &(dyn std::error::Error + Send + Sync + 'static),
+) {
+    let Some(e) = error.downcast_ref::<hyper::Error>() else { return };
+    if e.is_timeout() {
+        app.metrics.refusal("header-timeout");
+        return;
+    }
+    if !e.is_parse() || e.is_parse_version_h2() {
+        return;
+    }
+    let (status, reason) = if e.is_parse_too_large() && e.to_string().contains("URI") {
+        (StatusCode::URI_TOO_LONG, "uri-too-long")
+    } else if e.is_parse_too_large() {
+        (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "header-too-large")
+    } else {
+        (StatusCode::BAD_REQUEST, "malformed-request")
+    };
+    let status = status.as_u16();
+    app.metrics.request(channel, FileKind::Other, status, reason);
+    tracing::info!(
+        target: "sipcfg::access",
+        %peer,
+        channel = channel.as_str(),
+        method = "",
+        path = "",
+        status,
+        subject = "",
+        reason,
+        micros = 0u64,
+    );
 }
 
 /// `Some(is_head)` for GET and HEAD, `None` for every other method.

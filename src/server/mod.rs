@@ -5,10 +5,12 @@
 //! | `server.listen` (6971) | HTTPS | everything, to bearer tokens |
 //! | `legacy.listen` (6970), optional | plain HTTP | common files and non-OAuth devices' files, never a token |
 //! | `edge.listen`, optional | mutual TLS | as HTTPS, for admitted edge proxies, the phone's token still required |
+//! | `admin.listen` (9971, loopback), on by default | plain HTTP | `/metrics`, `/healthz`, `/readyz` ([`admin`]) |
 //!
 //! [`run`] takes already bound listeners and a shutdown future, so tests bind `127.0.0.1:0` and run the
 //! real server.
 
+pub mod admin;
 pub mod edge;
 pub mod http;
 pub mod limits;
@@ -29,6 +31,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
+use crate::metrics::HandshakeFailure;
 
 /// How a request arrived; decides what may be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +59,8 @@ pub struct Listeners {
     pub https: TcpListener,
     pub legacy: Option<TcpListener>,
     pub edge: Option<TcpListener>,
+    /// The admin listener (metrics, health); it keeps answering while the others drain.
+    pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -74,18 +79,35 @@ impl Listeners {
                 Some(e) => Some(bind(e.listen).await?),
                 None => None,
             },
+            admin: match config.admin.enabled {
+                true => {
+                    let addr = config.admin.listen;
+                    if !addr.ip().is_loopback() {
+                        tracing::warn!(
+                            address = %addr,
+                            "the admin listener is not on a loopback address and has no authentication: anyone \
+                             who reaches it reads the metrics; restrict it with a firewall or use 127.0.0.1"
+                        );
+                    }
+                    Some(bind(addr).await?)
+                }
+                false => None,
+            },
         })
     }
 
     /// Only the HTTPS listener.
     pub fn https(listener: TcpListener) -> Listeners {
-        Listeners { https: listener, legacy: None, edge: None }
+        Listeners { https: listener, legacy: None, edge: None, admin: None }
     }
 }
 
 /// Serves every listener until `shutdown` completes, then lets open requests finish for the configured
-/// grace period.
+/// grace period. From the moment `shutdown` completes, `/readyz` answers 503; the admin listener keeps
+/// answering until the open requests are done.
 pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let (admin_stop, admin_stopped) = watch::channel(false);
+    let admin = listeners.admin.map(|l| tokio::spawn(admin::run(l, app.clone(), admin_stopped)));
     let settings = app.config.server.clone();
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
@@ -119,6 +141,7 @@ pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Outp
     };
     let trigger = async {
         shutdown.await;
+        app.health.start_draining();
         let _ = stop.send(true);
     };
     tokio::join!(https, legacy, edge, trigger);
@@ -126,6 +149,10 @@ pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Outp
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(settings.shutdown_grace()) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+    }
+    let _ = admin_stop.send(true);
+    if let Some(admin) = admin {
+        let _ = admin.await;
     }
 }
 
@@ -165,8 +192,10 @@ impl AcceptContext<'_> {
             let app = self.app.clone();
             let builder = self.builder.clone();
             let watcher = self.graceful.watcher();
+            let open = app.metrics.connection(channel);
             tokio::spawn(async move {
                 serve_connection(tcp, peer, channel, app, &builder, watcher).await;
+                drop(open);
                 drop(permit);
             });
         }
@@ -192,9 +221,18 @@ async fn serve_connection(
     };
     let handshake = tokio::time::timeout(app.config.server.tls_handshake_timeout(), TlsAcceptor::from(tls).accept(tcp));
     match handshake.await {
-        Ok(Ok(stream)) => serve_http(stream, peer, channel, app, builder, watcher).await,
-        Ok(Err(e)) => tracing::debug!(%peer, channel = channel.as_str(), error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!(%peer, channel = channel.as_str(), "TLS handshake timed out"),
+        Ok(Ok(stream)) => {
+            app.metrics.handshake(channel, Ok(()));
+            serve_http(stream, peer, channel, app, builder, watcher).await
+        }
+        Ok(Err(e)) => {
+            app.metrics.handshake(channel, Err(HandshakeFailure::Error));
+            tracing::debug!(%peer, channel = channel.as_str(), error = %e, "TLS handshake failed")
+        }
+        Err(_) => {
+            app.metrics.handshake(channel, Err(HandshakeFailure::Timeout));
+            tracing::debug!(%peer, channel = channel.as_str(), "TLS handshake timed out")
+        }
     }
 }
 
@@ -209,12 +247,15 @@ async fn serve_http<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = limits::IdleTimeout::new(io, app.config.server.idle_timeout());
+    let service_app = app.clone();
     let service = service_fn(move |req| {
-        let app = app.clone();
+        let app = service_app.clone();
         async move { Ok::<_, std::convert::Infallible>(http::handle(&app, peer, channel, req).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {
+        // A request hyper refused before it reached the handler (431, 400) still gets its access line.
+        http::refused_by_hyper(&app, peer, channel, e.as_ref());
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

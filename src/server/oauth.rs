@@ -11,6 +11,7 @@ use http_body::Body as HttpBody;
 use http_body_util::{BodyExt, Limited};
 
 use crate::app::App;
+use crate::metrics::GrantType;
 use crate::server::http::Body;
 use crate::token::{Subject, unix_now};
 use crate::token_service::{ACTIVATION_CODE_GRANT, GrantError};
@@ -85,6 +86,9 @@ where
         let verifier = app.verifier.load();
         return match service.revoke_token(token, &verifier, now) {
             Ok(subject) => {
+                if subject.is_some() {
+                    app.metrics.revocation();
+                }
                 refresh_view(app, now);
                 (json(StatusCode::OK, Bytes::from_static(b"{}")), subject, "")
             }
@@ -94,8 +98,14 @@ where
 
     // The token endpoint: first catch up with revocations and keys changed by other processes.
     refresh_view(app, now);
+    let grant = match form.get("grant_type").map(String::as_str) {
+        Some(ACTIVATION_CODE_GRANT) => GrantType::ActivationCode,
+        Some("refresh_token") => GrantType::RefreshToken,
+        _ => GrantType::Other,
+    };
     let ip = peer.ip();
     if let Some(wait) = app.grant_limiter.check(ip, now) {
+        app.metrics.grant(grant, false);
         let mut r =
             json(StatusCode::TOO_MANY_REQUESTS, error_body("slow_down", "too many failed grants from this address"));
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
@@ -120,6 +130,7 @@ where
             Some(_) => Err(GrantError::UnsupportedGrantType("supported: refresh_token and the activation-code grant")),
         }
     };
+    app.metrics.grant(grant, result.is_ok());
     match result {
         Ok(tokens) => {
             let body = serde_json::to_vec(&tokens).unwrap_or_default();

@@ -31,6 +31,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub legacy_addr: Option<SocketAddr>,
     pub edge_addr: Option<SocketAddr>,
+    /// The admin listener (plain HTTP: /metrics, /healthz, /readyz), unless the configuration turns it off.
+    pub admin_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -63,16 +65,19 @@ impl TestServer {
         if let Some(e) = &mut config.edge {
             e.listen = local;
         }
+        config.admin.listen = local;
         let app = Arc::new(App::from_config(config).expect("server starts"));
         let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
         let https = bind().await;
         let legacy = if app.config.legacy.is_some() { Some(bind().await) } else { None };
         let edge = if app.config.edge.is_some() { Some(bind().await) } else { None };
+        let admin = if app.config.admin.enabled { Some(bind().await) } else { None };
+        let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
         let addr = https.local_addr().unwrap();
         let legacy_addr = legacy.as_ref().map(|l| l.local_addr().unwrap());
         let edge_addr = edge.as_ref().map(|l| l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let listeners = sipcfg::server::Listeners { https, legacy, edge };
+        let listeners = sipcfg::server::Listeners { https, legacy, edge, admin };
         let task = tokio::spawn(sipcfg::server::run(listeners, app.clone(), async {
             let _ = stopped.await;
         }));
@@ -80,6 +85,7 @@ impl TestServer {
             addr,
             legacy_addr,
             edge_addr,
+            admin_addr,
             app,
             stop: Some(stop),
             task: Some(task),
@@ -97,6 +103,31 @@ impl TestServer {
             tokio::spawn(sipcfg::reload::watch_state(self.app.clone(), every, stopped)),
         ];
         self.watcher = Some((stop, tasks));
+    }
+
+    /// Begins a graceful shutdown (as SIGTERM does) without waiting for it: the listeners stop accepting,
+    /// open requests go on, `/readyz` turns 503.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    /// Whether the server has finished (every listener closed, open requests done).
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Plain HTTP to the admin listener.
+    pub fn admin_client(&self) -> Client {
+        Client { addr: self.admin_addr.expect("admin listener on"), http2: false, tls: None }
+    }
+
+    /// `/metrics` now.
+    pub async fn metrics(&self) -> Metrics {
+        let r = self.admin_client().get("/metrics", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        Metrics(r.text())
     }
 
     /// Stops accepting and waits for the server to finish.
@@ -131,6 +162,27 @@ impl TestServer {
     pub fn token(&self, subject: &str) -> String {
         let signer = Signer::from_config(&self.app.config.auth).unwrap();
         signer.mint(&subject_of(subject), 600).unwrap()
+    }
+}
+
+/// A scrape of `/metrics` (Prometheus text format).
+#[derive(Debug, Clone)]
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of one series, written as in the exposition (`name{label="v",...}`); 0 when absent (a
+    /// counter that has counted nothing yet is not listed).
+    pub fn get(&self, series: &str) -> f64 {
+        self.0
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |v| v.trim().parse().unwrap_or_else(|_| panic!("{series}: bad value {v}")))
+    }
+
+    /// Whether a series or a `# TYPE` line of this name is there.
+    pub fn has(&self, name: &str) -> bool {
+        self.0.lines().any(|l| l.starts_with(name) || l.starts_with(&format!("# TYPE {name} ")))
     }
 }
 
@@ -234,6 +286,11 @@ pub fn tls_client_config(alpn: &[u8]) -> rustls::ClientConfig {
 }
 
 impl Client {
+    /// Plain HTTP/1.1 to any address (an admin listener of a server started as a process).
+    pub fn plain_to(addr: SocketAddr) -> Client {
+        Client { addr, http2: false, tls: None }
+    }
+
     /// HTTP/1.1 over TLS to any address (a server started as a process).
     pub fn tls_to(addr: SocketAddr) -> Client {
         Client { addr, http2: false, tls: Some(Arc::new(tls_client_config(b"http/1.1"))) }
