@@ -409,8 +409,19 @@ fn serve(arg: &ConfigArg, listen: Option<SocketAddr>, admin_listen: Option<Socke
             tracing::info!(address = addr(l), "serving edge proxies over mutual TLS");
         }
         drop(deployment);
-        let (stop, tasks) = crate::reload::spawn_background(&app);
-        server::run(listeners, app, shutdown_signal()).await;
+        let (stop, mut tasks) = crate::reload::spawn_background(&app);
+        tasks.push(tokio::spawn(crate::systemd::watchdog(stop.subscribe())));
+        // Every listener is bound and the first deployment loaded: phones can be served.
+        if let Err(e) = crate::systemd::notify_ready_status(&crate::reload::status_line(&app, true)) {
+            tracing::warn!(error = %e, "systemd notification (READY=1) failed");
+        }
+        let shutdown = async {
+            shutdown_signal().await;
+            if let Err(e) = crate::systemd::notify_stopping() {
+                tracing::warn!(error = %e, "systemd notification (STOPPING=1) failed");
+            }
+        };
+        server::run(listeners, app, shutdown).await;
         let _ = stop.send(true);
         for t in tasks {
             let _ = t.await;

@@ -102,6 +102,17 @@ pub fn reload_logged(app: &App, why: &str) -> bool {
     ok
 }
 
+/// The one-line status systemd shows (`systemctl status`): what is served, and whether the last reload was
+/// refused.
+pub fn status_line(app: &App, last_reload_ok: bool) -> String {
+    let devices = app.provisioner.current().inventory.devices.len();
+    let mut line = format!("serving {devices} devices on {}", app.config.server.listen);
+    if !last_reload_ok {
+        line.push_str("; the last reload was refused (see the log), the previous deployment serves");
+    }
+    line
+}
+
 /// A digest of the metadata of every file under `paths`: changes when any file is written, added,
 /// removed or replaced.
 pub fn fingerprint(paths: &[PathBuf]) -> u64 {
@@ -175,8 +186,16 @@ pub async fn watch(app: Arc<App>, every: Duration, mut stop: watch::Receiver<boo
                 "files changed"
             }
         };
-        let app = app.clone();
-        let _ = tokio::task::spawn_blocking(move || reload_logged(&app, why)).await;
+        // systemd: RELOADING=1 ... READY=1 around every reload, taken or refused (the previous deployment
+        // keeps serving, so the service is ready either way).
+        if let Err(e) = crate::systemd::notify_reloading() {
+            tracing::warn!(error = %e, "systemd notification (RELOADING=1) failed");
+        }
+        let reloading = app.clone();
+        let ok = tokio::task::spawn_blocking(move || reload_logged(&reloading, why)).await.unwrap_or(false);
+        if let Err(e) = crate::systemd::notify_ready_status(&status_line(&app, ok)) {
+            tracing::warn!(error = %e, "systemd notification (READY=1) failed");
+        }
     }
 }
 
