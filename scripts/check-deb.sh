@@ -195,7 +195,7 @@ if command -v openssl >/dev/null && command -v runuser >/dev/null && command -v 
   ok "as user sipcfg, with a certificate: $out"
   serve_log=$(mktemp)
   # setpriv execs the server itself (runuser would stay in between and turn SIGTERM into its own failure).
-  setpriv --reuid=sipcfg --regid=sipcfg --init-groups -- /usr/bin/sipcfg serve --config /etc/sipcfg/sipcfg.toml --listen 127.0.0.1:0 >"$serve_log" 2>&1 &
+  setpriv --reuid=sipcfg --regid=sipcfg --init-groups -- /usr/bin/sipcfg serve --config /etc/sipcfg/sipcfg.toml --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$serve_log" 2>&1 &
   pid=$!
   for _ in $(seq 50); do
     grep -q 'serving configuration files' "$serve_log" && break

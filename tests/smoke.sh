@@ -3,6 +3,7 @@
 #
 #   cargo run --release -- serve &        # the example deployment
 #   tests/smoke.sh                        # or: SIPCFG_URL=https://localhost:16971 tests/smoke.sh
+#                                         # (SIPCFG_ADMIN_URL: the admin listener, default http://127.0.0.1:9971)
 #
 # Tokens are minted with the example deployment's signing key (SIPCFG_BIN, default target/release/sipcfg,
 # else `cargo run --release`). Run from the repository root or anywhere: it finds its way.
@@ -88,6 +89,17 @@ if curl -sS -o /dev/null --cacert "$ca" --tls-max 1.1 "$url/" 2>/dev/null; then
   echo "FAIL  TLS 1.1 was accepted"; failures=$((failures + 1))
 else
   passes=$((passes + 1)); echo "ok    ---  TLS 1.1 refused"
+fi
+
+# The admin listener (loopback, plain HTTP): readiness and the metrics of the requests above.
+admin=${SIPCFG_ADMIN_URL:-http://127.0.0.1:9971}
+expect 200 "admin: /healthz" "$admin/healthz"
+expect 200 "admin: /readyz" "$admin/readyz"
+expect 200 "admin: /metrics" "$admin/metrics"
+if grep -q '^sipcfg_http_requests_total{listener="https",kind="device-config",code="200"} [1-9]' "$tmp/body"; then
+  passes=$((passes + 1)); echo "ok    ---  /metrics counted the downloads"
+else
+  echo "FAIL  /metrics did not count the downloads"; failures=$((failures + 1))
 fi
 
 echo "smoke: $passes passed, $failures failed"
