@@ -261,7 +261,18 @@ fn challenge(error: Option<&TokenError>) -> Response<Body> {
 
 fn serve(file: &RenderedFile, request: &HeaderMap, head: bool) -> Response<Body> {
     let not_modified = if_none_match(request, &file.etag);
-    let mut r = Response::new(if not_modified || head { Body::default() } else { Body::new(file.body.clone()) });
+    let body = if not_modified || head {
+        Body::default()
+    } else {
+        match file.body() {
+            Ok(b) => Body::new(b),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve a cached file");
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+            }
+        }
+    };
+    let mut r = Response::new(body);
     let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&file.etag) {
         h.insert(header::ETAG, v);
@@ -272,7 +283,7 @@ fn serve(file: &RenderedFile, request: &HeaderMap, head: bool) -> Response<Body>
         *r.status_mut() = StatusCode::NOT_MODIFIED;
     } else {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(file.content_type));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(file.body.len()));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(file.len()));
     }
     r
 }
