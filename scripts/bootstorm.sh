@@ -16,6 +16,8 @@
 # Server CPU = utime+stime of every server process over the run (/proc/<pid>/stat, read by sipcfg-load
 # before and after). Then: p99 at 80% of sipcfg's peak storm rate, 1 → 2 server cores, inventory load time,
 # cold render of all N configurations on one core, sipcfg's VmRSS after the storm.
+# sipcfg pre-renders every configuration at start (cache.prerender): the runs begin once it has finished, and
+# run (a0) repeats the storm with the pre-render off, so that every phone is a true cold render.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -195,10 +197,18 @@ wait_port() {
     echo "nothing listens on $1" >&2; return 1
 }
 
-start_sipcfg() { # cores
-    SIPCFG_LOG=warn taskset -c "$1" "$BIN/sipcfg" serve -c "$WORK/sipcfg.toml" 2>>"$WORK/sipcfg.log" &
+start_sipcfg() { # cores [config]: returns once the pre-render (if on) has finished, so that the runs measure serving
+    : >"$WORK/sipcfg-run.log"
+    SIPCFG_LOG=warn,sipcfg::app=info taskset -c "$1" "$BIN/sipcfg" serve -c "${2:-$WORK/sipcfg.toml}" \
+        2>"$WORK/sipcfg-run.log" &
     SIPCFG_PID=$!
     wait_port "$SPORT"
+    if [ -z "${2:-}" ]; then
+        for _ in $(seq 1 1200); do grep -q "pre-render" "$WORK/sipcfg-run.log" && break; sleep 0.1; done
+        PRERENDER=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/sipcfg-run.log" | grep -o 'pre-render.*' | head -1)
+        echo "$PRERENDER" >&2
+    fi
+    cat "$WORK/sipcfg-run.log" >>"$WORK/sipcfg.log"
 }
 stop_sipcfg() { kill "$SIPCFG_PID" 2>/dev/null || true; wait "$SIPCFG_PID" 2>/dev/null || true; SIPCFG_PID=""; }
 
@@ -217,9 +227,18 @@ NGINX_PID=$!
 wait_port "$NPORT"
 NGINX_PIDS=$(echo "$NGINX_PID" $(pgrep -P "$NGINX_PID") | tr ' ' ',')
 
-say "sipcfg on core $SERVER_CORES, port $SPORT"
+say "(a0) sipcfg without pre-render (cache.prerender = false): every phone is a cold render"
+sed 's/^max_bytes = .*/&\nprerender = false/' "$WORK/sipcfg.toml" >"$WORK/sipcfg-cold.toml"
+start_sipcfg "$SERVER_CORES" "$WORK/sipcfg-cold.toml"
+RSS_COLD_KB=$(awk '/VmRSS/ {print $2}' "/proc/$SIPCFG_PID/status")
+load storm-sipcfg-cold "$SPORT" "$SIPCFG_PID" storm --concurrency "$C" >&2
+stop_sipcfg
+
+say "sipcfg on core $SERVER_CORES, port $SPORT: waiting for the pre-render of all $N configurations"
 start_sipcfg "$SERVER_CORES"
 RSS0_KB=$(awk '/VmRSS/ {print $2}' "/proc/$SIPCFG_PID/status")
+PRERENDER_S=$(echo "$PRERENDER" | sed -n 's/.*secs=\([0-9.]*\).*/\1/p')
+PRERENDER_HELD=$(echo "$PRERENDER" | sed -n 's/.*held=\([0-9]*\).*/\1/p')
 
 say "(a) boot storm, $DUR s each, concurrency $C"
 load storm-sipcfg "$SPORT" "$SIPCFG_PID" storm --concurrency "$C" >&2
@@ -244,7 +263,7 @@ stop_sipcfg
 
 FULL_KB=0; FULL_RATE=0
 if [ "${FULLCACHE:-1}" = 1 ]; then
-    say "(e) memory with a full cache: every one of the $N phones boots once (sipcfg on core $SERVER_CORES)"
+    say "(e) every one of the $N phones boots once (sipcfg on core $SERVER_CORES), then VmRSS"
     start_sipcfg "$SERVER_CORES"
     taskset -c "$CLIENT_CORES" "$BIN/sipcfg-load" --addr "127.0.0.1:$SPORT" --insecure --tokens "$WORK/tokens.txt" \
         --phones "$N" --mode storm --requests "$N" --concurrency "$C" --server-pids "$SIPCFG_PID" \
@@ -254,10 +273,11 @@ if [ "${FULLCACHE:-1}" = 1 ]; then
 fi
 
 # --- 5. Side by side ----------------------------------------------------------------------------------------
-python3 - "$WORK/results.jsonl" "$N" "$LOAD_S" "$CHECK_S" "$RSS_KB" "$FILE_BYTES" "$RSS0_KB" "$FULL_KB" <<'EOF'
+python3 - "$WORK/results.jsonl" "$N" "$LOAD_S" "$CHECK_S" "$RSS_KB" "$FILE_BYTES" "$RSS0_KB" "$FULL_KB" \
+    "$RSS_COLD_KB" "${PRERENDER_S:-?}" "${PRERENDER_HELD:-0}" <<'EOF'
 import json, sys
 rows = {r["label"]: r for r in map(json.loads, open(sys.argv[1]))}
-n, load_s, check_s, rss_kb, file_bytes, rss0_kb, full_kb = sys.argv[2:9]
+n, load_s, check_s, rss_kb, file_bytes, rss0_kb, full_kb, rss_cold_kb, pre_s, pre_held = sys.argv[2:12]
 def line(name, s, g, fmt, ratio=None):
     r = "" if ratio is None else f"{ratio:>8.2f}x"
     print(f"| {name:<34} | {fmt.format(s):>12} | {fmt.format(g):>12} | {r:>9} |")
@@ -277,14 +297,20 @@ for mode, title in (("storm", "(a) boot storm"), ("keepalive", "(b) keep-alive 3
     line("client CPU, % of one core", s["client_cpu_pct"], g["client_cpu_pct"], "{:.0f}")
     line("statuses", " ".join(f"{k}:{v}" for k, v in s["status"].items()), " ".join(f"{k}:{v}" for k, v in g["status"].items()), "{}")
     line("errors", s["errors"], g["errors"], "{}")
+cold, g = rows["storm-sipcfg-cold"], rows["storm-nginx"]
+print(f"\n(a0) boot storm without pre-render (every phone a cold render): {cold['answered_per_s']:.0f} phones/s, "
+      f"p99 {cold['p99_ms']:.1f} ms, {cold['server_cpu_us_per_answer']:.1f} µs server CPU per phone: capacity "
+      f"{g['server_cpu_us_per_answer'] / cold['server_cpu_us_per_answer']:.2f}x nginx's; statuses {cold['status']}")
+print(f"pre-render of all {n} configurations at start (one core): {pre_s} s, {int(pre_held)/1048576:.1f} MiB held in the cache")
 two = rows["storm-sipcfg-2cores"]
 one = rows["storm-sipcfg"]
 print(f"\n(d) sipcfg boot storm on cores 0,1 (client shares core 1): {two['answered_per_s']:.0f} phones/s vs "
       f"{one['answered_per_s']:.0f} on one core ({two['answered_per_s']/one['answered_per_s']:.2f}x), "
       f"server CPU {two['server_cpu_us_per_answer']:.1f} µs per phone, client CPU {two['client_cpu_pct']:.0f}%")
 print(f"inventory load ({n} devices): {float(load_s):.3f} s;  sipcfg check (load + cold render of all, one core): {check_s} s")
-print(f"sipcfg VmRSS: {int(rss0_kb)/1024:.0f} MiB after start (inventory loaded, cache empty); "
-      f"{int(rss_kb)/1024:.0f} MiB after the storm ({one['status'].get('200', 0)} configurations rendered and cached)")
+print(f"sipcfg VmRSS: {int(rss_cold_kb)/1024:.0f} MiB after start without pre-render (cache empty); "
+      f"{int(rss0_kb)/1024:.0f} MiB after the pre-render (every configuration cached); "
+      f"{int(rss_kb)/1024:.0f} MiB after the storm")
 if "full-cache" in rows:
     f = rows["full-cache"]
     print(f"full cache: {f['answered']} phones booted once ({f['status']}, {f['errors']} errors, {f['answered_per_s']:.0f}/s, "

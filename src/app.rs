@@ -34,7 +34,7 @@ pub struct App {
     /// The configuration in force: reloaded with everything else (keys, certificates, deployment).
     pub live: ArcSwap<Config>,
     pub sources: ArcSwap<Sources>,
-    pub provisioner: Provisioner,
+    pub provisioner: Arc<Provisioner>,
     pub verifier: ArcSwap<Verifier>,
     /// The phone port's TLS configuration; swapped on reload, taken per connection.
     pub tls: ArcSwap<rustls::ServerConfig>,
@@ -91,8 +91,14 @@ impl App {
             Some(e) => Some(Arc::new(edge::server_config(&config.tls, e)?)),
             None => None,
         };
+        let provisioner = Arc::new(Provisioner::new(loaded, config.cache.max_bytes));
+        if config.cache.prerender
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(prerender_each_generation(provisioner.clone()));
+        }
         Ok(App {
-            provisioner: Provisioner::new(loaded, config.cache.max_bytes),
+            provisioner,
             verifier: ArcSwap::from_pointee(verifier),
             tls: ArcSwap::from_pointee(tls),
             edge_tls: ArcSwapOption::new(edge_tls),
@@ -106,5 +112,46 @@ impl App {
             metrics: Arc::new(Metrics::new()),
             health: Health::default(),
         })
+    }
+}
+
+/// Pre-renders the deployment in force, and again after every reload, for as long as the provisioner lives.
+async fn prerender_each_generation(provisioner: Arc<Provisioner>) {
+    use crate::provision::PrerenderOutcome;
+    let mut in_force = provisioner.subscribe();
+    loop {
+        in_force.borrow_and_update();
+        let done = provisioner.prerender().await;
+        let (entries, held) = provisioner.cache().usage().await;
+        let secs = done.elapsed.as_secs_f64();
+        match done.outcome {
+            PrerenderOutcome::Complete => tracing::info!(
+                generation = done.generation,
+                rendered = done.rendered,
+                failed = done.failed,
+                secs,
+                entries,
+                held,
+                "pre-rendered every enabled device's configuration"
+            ),
+            PrerenderOutcome::Superseded => tracing::info!(
+                generation = done.generation,
+                rendered = done.rendered,
+                "pre-render stopped: a newer deployment is in force"
+            ),
+            PrerenderOutcome::CacheFull => tracing::warn!(
+                generation = done.generation,
+                rendered = done.rendered,
+                held,
+                max = provisioner.cache().max_bytes(),
+                "pre-render stopped: the cache is nine-tenths full; raise cache.max_bytes to hold every configuration"
+            ),
+        }
+        if done.failed > 0 {
+            tracing::warn!(failed = done.failed, "some configurations do not render: `sipcfg check` names them");
+        }
+        if in_force.changed().await.is_err() {
+            return;
+        }
     }
 }

@@ -425,13 +425,16 @@ impl EdgeProxy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// Upper bound of the rendered-config cache, in bytes of file content.
+    /// Upper bound of the rendered-config cache, in bytes held (packed files plus per-entry overhead).
     pub max_bytes: u64,
+    /// Render every enabled device's configuration into the cache at start and after each reload, in the
+    /// background, so that a boot storm finds them there.
+    pub prerender: bool,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig { max_bytes: 256 * 1024 * 1024 }
+        CacheConfig { max_bytes: 256 * 1024 * 1024, prerender: true }
     }
 }
 

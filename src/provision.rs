@@ -1,9 +1,10 @@
 //! The provisioning pipeline, without any HTTP: name → authorize → cache or render. The server layer calls
 //! [`Provisioner::fetch`] (HTTPS, authenticated subject) or [`Provisioner::fetch_legacy`] (plain HTTP).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 
@@ -68,6 +69,9 @@ pub struct Deployment {
     /// `caconfig.json`, made once per deployment.
     pub caconfig: Arc<RenderedFile>,
     pub files: Option<FileRoot>,
+    /// Per phone type, the first configuration rendered for it in this deployment: cached configurations
+    /// of that type are packed against it (see [`RenderedFile::packed`]).
+    dictionaries: HashMap<&'static str, OnceLock<Arc<[u8]>>>,
 }
 
 /// Why a deployment could not be loaded.
@@ -109,6 +113,28 @@ pub fn load(sources: &Sources) -> Result<Loaded, Vec<LoadError>> {
         }
         _ => Err(errors),
     }
+}
+
+/// What [`Provisioner::prerender`] did.
+#[derive(Debug, Default, Clone)]
+pub struct Prerendered {
+    pub generation: u64,
+    pub rendered: usize,
+    /// Devices whose configuration did not render (each is reported when a phone asks for it).
+    pub failed: usize,
+    pub elapsed: std::time::Duration,
+    pub outcome: PrerenderOutcome,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum PrerenderOutcome {
+    /// Every enabled device is in the cache.
+    #[default]
+    Complete,
+    /// A newer deployment came into force first; its own pre-render takes over.
+    Superseded,
+    /// The cache reached nine-tenths of `cache.max_bytes`.
+    CacheFull,
 }
 
 /// Why a file was not served.
@@ -158,6 +184,8 @@ pub struct Provisioner {
     deployment: ArcSwap<Deployment>,
     generations: AtomicU64,
     cache: FileCache,
+    /// The generation in force, for whoever waits for the next one.
+    in_force: tokio::sync::watch::Sender<u64>,
 }
 
 impl Provisioner {
@@ -166,6 +194,7 @@ impl Provisioner {
             deployment: ArcSwap::from_pointee(deployment(1, loaded)),
             generations: AtomicU64::new(1),
             cache: FileCache::new(cache_bytes),
+            in_force: tokio::sync::watch::Sender::new(1),
         }
     }
 
@@ -180,11 +209,47 @@ impl Provisioner {
         let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
         self.deployment.store(Arc::new(deployment(generation, loaded)));
         self.cache.clear();
+        self.in_force.send_replace(generation);
         generation
+    }
+
+    /// Follows the generation in force: `changed()` wakes when a new deployment replaces the current one.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.in_force.subscribe()
     }
 
     pub fn cache(&self) -> &FileCache {
         &self.cache
+    }
+
+    /// Renders every enabled device's configuration of the deployment in force into the cache, so that a
+    /// boot storm finds them there. Stops early when a newer deployment comes into force or when the cache
+    /// is nine-tenths full (rendering more would only evict what was just rendered).
+    pub async fn prerender(&self) -> Prerendered {
+        let deployment = self.current();
+        let started = std::time::Instant::now();
+        let mut done = Prerendered { generation: deployment.generation, ..Prerendered::default() };
+        let limit = self.cache.max_bytes() / 10 * 9;
+        for (i, device) in deployment.inventory.devices.values().filter(|d| d.enabled).enumerate() {
+            if i % 64 == 0 {
+                // Requests first: this is background work.
+                tokio::task::yield_now().await;
+                if self.generations.load(Ordering::SeqCst) != deployment.generation {
+                    done.outcome = PrerenderOutcome::Superseded;
+                    break;
+                }
+                if self.cache.weighted_size() >= limit {
+                    done.outcome = PrerenderOutcome::CacheFull;
+                    break;
+                }
+            }
+            match self.device_config(&deployment, device).await {
+                Ok(_) => done.rendered += 1,
+                Err(_) => done.failed += 1,
+            }
+        }
+        done.elapsed = started.elapsed();
+        done
     }
 
     /// The file named `path` (the request path without its leading `/`), if `subject` may have it. This
@@ -225,7 +290,14 @@ impl Provisioner {
     ) -> Result<Arc<RenderedFile>, FetchError> {
         let render = async {
             let xml = deployment.templates.render(&deployment.inventory, device, &deployment.phone_edge_trust)?;
-            Ok::<_, RenderError>(Arc::new(RenderedFile::new(xml, XML_CONTENT_TYPE)))
+            let file = match deployment.dictionaries.get(device.phone_type.id) {
+                Some(slot) => {
+                    let dictionary = slot.get_or_init(|| Arc::from(xml.as_bytes()));
+                    RenderedFile::packed(xml.as_bytes(), XML_CONTENT_TYPE, dictionary)
+                }
+                None => RenderedFile::new(xml, XML_CONTENT_TYPE),
+            };
+            Ok::<_, RenderError>(Arc::new(file))
         };
         self.cache.get_or_render(deployment.generation, device.name.as_str(), render).await.map_err(FetchError::Render)
     }
@@ -268,5 +340,6 @@ fn deployment(generation: u64, loaded: Loaded) -> Deployment {
         phone_edge_trust: loaded.phone_edge_trust,
         caconfig,
         files: loaded.files,
+        dictionaries: crate::model::PHONE_TYPES.iter().map(|t| (t.id, OnceLock::new())).collect(),
     }
 }

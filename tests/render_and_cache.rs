@@ -150,3 +150,82 @@ async fn the_cache_is_bounded_by_bytes() {
     assert!(bytes <= bound, "{bytes} bytes cached, bound {bound}");
     assert!(entries > 0 && entries < 100, "{entries} entries");
 }
+
+/// Waits until the cache holds at least `entries` files (the pre-render runs in the background).
+async fn wait_for_cache(server: &TestServer, entries: u64) -> u64 {
+    for _ in 0..200 {
+        let (n, _) = server.app.provisioner.cache().usage().await;
+        if n >= entries {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("the cache never reached {entries} entries");
+}
+
+#[tokio::test]
+async fn every_enabled_device_is_prerendered_at_start_and_again_after_a_reload() {
+    let d = TempDeployment::new();
+    let server = TestServer::with_config(d.config()).await;
+    let current = server.app.provisioner.current();
+    let enabled = current.inventory.devices.values().filter(|dev| dev.enabled).count() as u64;
+    assert!(enabled >= 20, "the example has {enabled} enabled devices");
+    drop(current);
+    assert_eq!(wait_for_cache(&server, enabled).await, enabled, "only enabled devices are pre-rendered");
+
+    // What a phone gets from the pre-rendered (packed) cache is exactly what the renderer makes.
+    let token = server.token("device:SEP001122334455");
+    let served = server.client().get("/SEP001122334455.cnf.xml", Some(&token)).await;
+    assert_eq!(served.status, StatusCode::OK);
+    let deployment = server.app.provisioner.current();
+    let name = DeviceName::parse_canonical("SEP001122334455").unwrap();
+    let device = &deployment.inventory.devices[&name];
+    let rendered = deployment.templates.render(&deployment.inventory, device, &deployment.phone_edge_trust).unwrap();
+    assert_eq!(served.text(), rendered);
+    drop(deployment);
+
+    // A new deployment empties the cache; the pre-render fills it again, with the new content.
+    d.edit("example/inventory.toml", "display_name = \"John Smith\"", "display_name = \"John Q. Smith\"");
+    let loaded = sipcfg::provision::load(&sipcfg::provision::Sources::from_config(&d.config())).unwrap();
+    server.app.provisioner.replace(loaded);
+    wait_for_cache(&server, enabled).await;
+    let after = server.client().get("/SEP001122334455.cnf.xml", Some(&token)).await;
+    assert!(after.text().contains("<displayName>John Q. Smith</displayName>"));
+}
+
+#[tokio::test]
+async fn prerender_can_be_turned_off() {
+    let d = TempDeployment::new();
+    let mut config = d.config();
+    config.cache.prerender = false;
+    let server = TestServer::with_config(config).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(server.app.provisioner.cache().usage().await.0, 0);
+}
+
+#[test]
+fn a_file_packed_against_a_similar_one_is_small_and_unpacks_to_itself() {
+    let a =
+        "<device><name>SEP001122334455</name><line>1000</line>".to_owned() + &"<x>same</x>".repeat(300) + "</device>";
+    let b = a.replace("SEP001122334455", "SEP00AABBCCDDEE").replace("1000", "2000");
+    let dictionary: Arc<[u8]> = Arc::from(a.as_bytes());
+    let packed = RenderedFile::packed(b.as_bytes(), "application/xml", &dictionary);
+    assert_eq!(packed.len(), b.len());
+    assert!(packed.stored_bytes() < b.len() / 20, "{} bytes stored for {}", packed.stored_bytes(), b.len());
+    assert_eq!(packed.body().unwrap(), b.as_bytes());
+    assert_eq!(packed.etag, RenderedFile::new(b.clone(), "application/xml").etag, "the ETag is the content's");
+
+    // Content that packing cannot shrink is kept as it is.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let noise: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    let kept = RenderedFile::packed(&noise, "application/octet-stream", &dictionary);
+    assert_eq!(kept.stored_bytes(), noise.len());
+    assert_eq!(kept.body().unwrap(), noise);
+}

@@ -270,7 +270,7 @@ fn authenticate(app: &App, headers: &HeaderMap) -> Result<Subject, AuthFailure> 
         return Err(AuthFailure::Missing);
     }
     let token = token.trim_start_matches(' ');
-    if token.is_empty() || !token.bytes().all(is_token68) {
+    if token.is_empty() || !all_token68(token.as_bytes()) {
         return Err(AuthFailure::Invalid(TokenError::Malformed));
     }
     let verified = app.verifier.load().verify_full(token).map_err(AuthFailure::Invalid)?;
@@ -281,8 +281,21 @@ fn authenticate(app: &App, headers: &HeaderMap) -> Result<Subject, AuthFailure> 
 }
 
 /// RFC 6750 `b64token` characters.
-fn is_token68(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+const TOKEN68: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
+        b += 1;
+    }
+    table
+};
+
+/// Whether every byte is a `b64token` character. Branch-free (a short-circuiting scan of a 700-byte RS256
+/// token was 10% of a keep-alive revalidation's CPU).
+fn all_token68(token: &[u8]) -> bool {
+    token.iter().fold(true, |ok, &b| ok & TOKEN68[usize::from(b)])
 }
 
 /// 401 with the RFC 6750 challenge.
@@ -304,7 +317,18 @@ fn challenge(error: Option<&TokenError>) -> Response<Body> {
 
 fn serve(file: &RenderedFile, request: &HeaderMap, head: bool) -> Response<Body> {
     let not_modified = if_none_match(request, &file.etag);
-    let mut r = Response::new(if not_modified || head { Body::default() } else { Body::new(file.body.clone()) });
+    let body = if not_modified || head {
+        Body::default()
+    } else {
+        match file.body() {
+            Ok(b) => Body::new(b),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serve a cached file");
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n");
+            }
+        }
+    };
+    let mut r = Response::new(body);
     let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&file.etag) {
         h.insert(header::ETAG, v);
@@ -315,14 +339,17 @@ fn serve(file: &RenderedFile, request: &HeaderMap, head: bool) -> Response<Body>
         *r.status_mut() = StatusCode::NOT_MODIFIED;
     } else {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(file.content_type));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from(file.body.len()));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(file.len()));
     }
     r
 }
 
 /// RFC 9110 §13.1.2: weak comparison; `*` matches any current representation.
 fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
-    let strip = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    fn strip(t: &str) -> &str {
+        let t = t.trim();
+        t.strip_prefix("W/").unwrap_or(t)
+    }
     let ours = strip(etag);
     headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).any(|v| {
         v.split(',').any(|t| {
