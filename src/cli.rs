@@ -597,7 +597,7 @@ fn render_all(arg: &ConfigArg, out: &Path) -> Result<ExitCode, String> {
         let path = out.join(&file_name);
         match templates.render(inventory, device, trust) {
             Ok(xml) => {
-                if let Err(e) = crate::fsutil::atomic_write(&path, xml.as_bytes()) {
+                if let Err(e) = crate::fsutil::replace_unsynced(&path, xml.as_bytes()) {
                     failures.push(format!("{}: cannot write: {e}", path.display()));
                 }
             }
@@ -606,10 +606,14 @@ fn render_all(arg: &ConfigArg, out: &Path) -> Result<ExitCode, String> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    // One flush for the whole folder instead of one per file (see fsutil::replace_unsynced).
+    if let Err(e) = crate::fsutil::sync_dir(out) {
+        failures.push(format!("{}: cannot flush the folder to disk: {e}", out.display()));
+    }
     for f in &failures {
         eprintln!("error: {f}");
     }
-    let written = names.len() - failures.len();
+    let written = names.len() - failures.len().min(names.len());
     if failures.is_empty() {
         println!("{}: {written} device configuration files written", out.display());
         Ok(ExitCode::SUCCESS)

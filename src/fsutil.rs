@@ -24,6 +24,23 @@ const TEMP_ATTEMPTS: u32 = 8;
 ///
 /// A symbolic link at `path` is replaced by a regular file, not followed.
 pub fn atomic_write(path: &Path, contents: &[u8]) -> io::Result<()> {
+    replace(path, contents, Durability::Synced)
+}
+
+/// Like [`atomic_write`] (readers see the old file or the new one, never a part), without flushing the file
+/// or its folder to disk: for bulk output that can be made again, such as `render --all`, where an fsync
+/// per file would cost more than the rendering. Call [`sync_dir`] once at the end.
+pub fn replace_unsynced(path: &Path, contents: &[u8]) -> io::Result<()> {
+    replace(path, contents, Durability::Unsynced)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Synced,
+    Unsynced,
+}
+
+fn replace(path: &Path, contents: &[u8], durability: Durability) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a file name", path.display())))?;
@@ -35,14 +52,17 @@ pub fn atomic_write(path: &Path, contents: &[u8]) -> io::Result<()> {
     };
 
     let (mut file, tmp) = create_temp(dir, &name.to_string_lossy(), new_file_mode(path, existing.as_ref()))?;
-    let written = write_and_sync(&mut file, contents, existing.as_ref());
+    let written = write_and_sync(&mut file, contents, existing.as_ref(), durability);
     drop(file);
     if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
         // The temporary file is ours and useless now; failing to remove it must not hide the real error.
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    sync_dir(dir)
+    match durability {
+        Durability::Synced => sync_dir(dir),
+        Durability::Unsynced => Ok(()),
+    }
 }
 
 /// Flushes a directory's entries (creations, renames, removals) to disk. A no-op where directories cannot
@@ -104,7 +124,12 @@ fn create_temp(dir: &Path, name: &str, mode: u32) -> io::Result<(File, PathBuf)>
 
 /// Writes, restores an existing file's exact permissions (the creation mode went through the umask) and
 /// owner, and flushes the data to disk.
-fn write_and_sync(file: &mut File, contents: &[u8], existing: Option<&fs::Metadata>) -> io::Result<()> {
+fn write_and_sync(
+    file: &mut File,
+    contents: &[u8],
+    existing: Option<&fs::Metadata>,
+    durability: Durability,
+) -> io::Result<()> {
     file.write_all(contents)?;
     if let Some(meta) = existing {
         file.set_permissions(meta.permissions())?;
@@ -118,7 +143,10 @@ fn write_and_sync(file: &mut File, contents: &[u8], existing: Option<&fs::Metada
             }
         }
     }
-    file.sync_all()
+    match durability {
+        Durability::Synced => file.sync_all(),
+        Durability::Unsynced => Ok(()),
+    }
 }
 
 /// 64 random bits as hex; if the system RNG fails, the clock, which `create_new` makes safe anyway.
