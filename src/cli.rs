@@ -409,6 +409,9 @@ fn serve(arg: &ConfigArg, listen: Option<SocketAddr>, admin_listen: Option<Socke
             tracing::info!(address = addr(l), "serving edge proxies over mutual TLS");
         }
         drop(deployment);
+        // Signal handlers first: a SIGTERM or SIGHUP sent right after READY=1 must not meet the default
+        // action (the background tasks register SIGHUP before they return).
+        let shutdown = shutdown_signal();
         let (stop, mut tasks) = crate::reload::spawn_background(&app);
         tasks.push(tokio::spawn(crate::systemd::watchdog(stop.subscribe())));
         // Every listener is bound and the first deployment loaded: phones can be served.
@@ -416,7 +419,7 @@ fn serve(arg: &ConfigArg, listen: Option<SocketAddr>, admin_listen: Option<Socke
             tracing::warn!(error = %e, "systemd notification (READY=1) failed");
         }
         let shutdown = async {
-            shutdown_signal().await;
+            shutdown.await;
             if let Err(e) = crate::systemd::notify_stopping() {
                 tracing::warn!(error = %e, "systemd notification (STOPPING=1) failed");
             }
@@ -431,25 +434,22 @@ fn serve(arg: &ConfigArg, listen: Option<SocketAddr>, admin_listen: Option<Socke
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
+/// Registers the SIGTERM handler at once (not on first poll) and returns the future that waits for
+/// SIGTERM or an interrupt.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
-                }
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            return;
         }
-    }
-    #[cfg(not(unix))]
-    {
         let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("interrupt: shutting down");
     }
 }
 

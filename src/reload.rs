@@ -148,8 +148,27 @@ fn hash_tree(path: &Path, hasher: &mut DefaultHasher) {
     }
 }
 
+/// SIGHUP, registered by the caller before it reports readiness: a SIGHUP that arrives between
+/// `READY=1` and the first poll of [`watch`] must reload, not kill the process (the default action).
+#[cfg(unix)]
+pub type Hangup = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+pub type Hangup = Option<()>;
+
+/// Registers the SIGHUP handler now (see [`Hangup`]); `None` if the OS refused.
+pub fn hangup() -> Hangup {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
 /// Watches the deployment's files every `every`, and SIGHUP, until `stop` turns true.
-pub async fn watch(app: Arc<App>, every: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn watch(app: Arc<App>, every: Duration, mut hup: Hangup, mut stop: watch::Receiver<bool>) {
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
@@ -157,8 +176,6 @@ pub async fn watch(app: Arc<App>, every: Duration, mut stop: watch::Receiver<boo
     let fp = |paths: Vec<PathBuf>| async move {
         tokio::task::spawn_blocking(move || fingerprint(&paths)).await.unwrap_or(0)
     };
-    #[cfg(unix)]
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         #[cfg(unix)]
         let hangup = async {
@@ -168,7 +185,10 @@ pub async fn watch(app: Arc<App>, every: Duration, mut stop: watch::Receiver<boo
             }
         };
         #[cfg(not(unix))]
-        let hangup = std::future::pending::<Option<()>>();
+        let hangup = {
+            let _ = &mut hup;
+            std::future::pending::<Option<()>>()
+        };
         let why = tokio::select! {
             () = &mut stopped => return,
             _ = hangup => "SIGHUP",
@@ -243,7 +263,7 @@ pub async fn watch_state(app: Arc<App>, every: Duration, mut stop: watch::Receiv
 pub fn spawn_background(app: &Arc<App>) -> (watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>) {
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
-        tokio::spawn(watch(app.clone(), app.config.server.reload_poll(), stopped.clone())),
+        tokio::spawn(watch(app.clone(), app.config.server.reload_poll(), hangup(), stopped.clone())),
         tokio::spawn(watch_state(app.clone(), Duration::from_secs(1), stopped.clone())),
         tokio::spawn(crate::health::watch_certificates(app.clone(), stopped)),
     ];

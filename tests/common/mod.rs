@@ -99,7 +99,7 @@ impl TestServer {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let every = std::time::Duration::from_millis(100);
         let tasks = vec![
-            tokio::spawn(sipcfg::reload::watch(self.app.clone(), every, stopped.clone())),
+            tokio::spawn(sipcfg::reload::watch(self.app.clone(), every, sipcfg::reload::hangup(), stopped.clone())),
             tokio::spawn(sipcfg::reload::watch_state(self.app.clone(), every, stopped)),
         ];
         self.watcher = Some((stop, tasks));
