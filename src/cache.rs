@@ -149,6 +149,14 @@ impl FileCache {
         result
     }
 
+    /// Counts a hit answered outside the cache, from a file a connection remembered
+    /// ([`FetchMemo`](crate::provision::FetchMemo)), so that the metrics still show every answer.
+    pub fn count_hit(&self) {
+        if let Some(o) = self.observer.get() {
+            o.hit();
+        }
+    }
+
     /// Drops every entry (after a new generation is in force, so old entries are dead weight).
     pub fn clear(&self) {
         self.cache.invalidate_all();

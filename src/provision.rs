@@ -180,6 +180,20 @@ impl FetchError {
     }
 }
 
+/// The last device configuration one connection fetched ([`Provisioner::fetch_remembering`]). It holds
+/// one rendered file for as long as the connection lives, outside the cache's byte bound.
+#[derive(Default)]
+pub struct FetchMemo {
+    last: Option<LastFetch>,
+}
+
+struct LastFetch {
+    subject: Subject,
+    path: Box<str>,
+    generation: u64,
+    file: Arc<RenderedFile>,
+}
+
 pub struct Provisioner {
     deployment: ArcSwap<Deployment>,
     generations: AtomicU64,
@@ -255,13 +269,43 @@ impl Provisioner {
     /// The file named `path` (the request path without its leading `/`), if `subject` may have it. This
     /// is the HTTPS (6971) path: every caller here holds a verified token.
     pub async fn fetch(&self, subject: &Subject, path: &str) -> Result<Arc<RenderedFile>, FetchError> {
+        self.fetch_remembering(subject, path, &mut FetchMemo::default()).await
+    }
+
+    /// [`fetch`](Self::fetch) for one connection: a repeat of the device configuration it fetched last,
+    /// for the same subject and in the same deployment, is answered from `memo` without the name parse,
+    /// the authorization and the cache lookup (all three depend only on the subject, the path and the
+    /// deployment). Every other request goes the full way; a successful device configuration is
+    /// remembered. Shared files are never remembered: common files can change on disk without a reload.
+    pub async fn fetch_remembering(
+        &self,
+        subject: &Subject,
+        path: &str,
+        memo: &mut FetchMemo,
+    ) -> Result<Arc<RenderedFile>, FetchError> {
+        if let Some(last) = &memo.last
+            && last.generation == self.deployment.load().generation
+            && *last.path == *path
+            && last.subject == *subject
+        {
+            self.cache.count_hit();
+            return Ok(last.file.clone());
+        }
+        memo.last = None;
         let request = filename::parse_request_path(path).map_err(|e| FetchError::NotFound(NotFound::Name(e)))?;
         let deployment = self.current();
         match request {
             FileRequest::DeviceConfig(name) => {
                 let device =
                     authorize::device_config(&deployment.inventory, subject, &name).map_err(FetchError::Forbidden)?;
-                self.device_config(&deployment, device).await
+                let file = self.device_config(&deployment, device).await?;
+                memo.last = Some(LastFetch {
+                    subject: subject.clone(),
+                    path: path.into(),
+                    generation: deployment.generation,
+                    file: file.clone(),
+                });
+                Ok(file)
             }
             other => self.shared_file(&deployment, other).await,
         }

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -148,6 +149,51 @@ pub struct Verified {
     pub issued_at: Option<u64>,
 }
 
+/// The last token one connection presented, and what its verification gave. A phone re-checking its
+/// configuration over a kept connection sends the same token each time: comparing the bytes costs a
+/// `memcmp`, where the verified-token cache costs a SHA-256 of the token and a concurrent map lookup.
+///
+/// It answers only while the [`Verifier`] it was filled from is the one in force (a reload, new keys and
+/// `keys regen` each put a new verifier in force) and the token is within its `exp` plus leeway; the
+/// caller still checks revocation on every request. One memo serves one connection only, and holds the
+/// token's bytes as long as the connection lives (as the connection's buffers do).
+#[derive(Default)]
+pub struct TokenMemo {
+    last: Option<Remembered>,
+}
+
+struct Remembered {
+    token: Box<str>,
+    verifier: Arc<Verifier>,
+    verified: Verified,
+    until: u64,
+}
+
+impl TokenMemo {
+    /// The remembered verification of `token`, if it still holds for `verifier` at `now`.
+    pub fn get(&self, verifier: &Arc<Verifier>, token: &str, now: u64) -> Option<&Verified> {
+        let last = self.last.as_ref()?;
+        (now < last.until && Arc::ptr_eq(&last.verifier, verifier) && *last.token == *token).then_some(&last.verified)
+    }
+
+    /// Verifies `token` with `verifier` (through [`get`](Self::get) when it is the last one) and remembers
+    /// a success.
+    pub fn verify(&mut self, verifier: &Arc<Verifier>, token: &str, now: u64) -> Result<Verified, TokenError> {
+        if let Some(v) = self.get(verifier, token, now) {
+            return Ok(v.clone());
+        }
+        let (verified, until) = verifier.verify_until(token, now)?;
+        self.last =
+            Some(Remembered { token: token.into(), verifier: verifier.clone(), verified: verified.clone(), until });
+        Ok(verified)
+    }
+
+    /// Forgets the remembered token.
+    pub fn clear(&mut self) {
+        self.last = None;
+    }
+}
+
 /// A public key sipcfg itself signs with (from the token service's key store).
 pub struct OwnKey {
     pub kid: String,
@@ -209,18 +255,25 @@ impl Verifier {
 
     /// Verifies a token and returns its subject and issue time.
     pub fn verify_full(&self, token: &str) -> Result<Verified, TokenError> {
+        self.verify_until(token, unix_now()).map(|(verified, _)| verified)
+    }
+
+    /// Verifies a token at `now` (Unix seconds) and returns it with the time until which it is accepted
+    /// (`exp` plus the leeway), for callers that remember it ([`TokenMemo`]).
+    pub fn verify_until(&self, token: &str, now: u64) -> Result<(Verified, u64), TokenError> {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
         let digest = crate::token_service::digest(token.as_bytes());
         if let Some((verified, until)) = self.verified.get(&digest)
-            && unix_now() < until
+            && now < until
         {
-            return Ok(verified);
+            return Ok((verified, until));
         }
         let (verified, exp) = self.verify_signed(token)?;
-        self.verified.insert(digest, (verified.clone(), exp.saturating_add(self.leeway)));
-        Ok(verified)
+        let until = exp.saturating_add(self.leeway);
+        self.verified.insert(digest, (verified.clone(), until));
+        Ok((verified, until))
     }
 
     /// The full check: header, key, signature, claims. Returns the token's `exp` too.

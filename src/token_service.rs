@@ -82,7 +82,8 @@ struct View {
     change: u64,
     signer: Option<Arc<Signer>>,
     jwks: bytes::Bytes,
-    revocations: HashMap<String, Time>,
+    /// Keyed by subject, so that the check on every request allocates nothing.
+    revocations: HashMap<Subject, Time>,
 }
 
 pub struct TokenService {
@@ -138,7 +139,13 @@ impl TokenService {
         }
         let auth = self.auth.load_full();
         let keys = self.store.signing_keys().map_err(|e| e.to_string())?;
-        let revocations = self.store.revocations(now).map_err(|e| e.to_string())?.into_iter().collect();
+        let mut revocations: HashMap<Subject, Time> = HashMap::new();
+        for (subject, at) in self.store.revocations(now).map_err(|e| e.to_string())? {
+            // Two spellings of one subject: the later revocation wins.
+            if let Some(subject) = Subject::parse(&subject) {
+                revocations.entry(subject).and_modify(|t| *t = (*t).max(at)).or_insert(at);
+            }
+        }
         let mut own = Vec::new();
         let mut jwks = Vec::new();
         let mut signer = None;
@@ -183,7 +190,7 @@ impl TokenService {
     /// Whether a verified access token was revoked (issued at or before its subject's revocation).
     pub fn is_revoked(&self, verified: &Verified) -> bool {
         let view = self.view.load();
-        match view.revocations.get(&verified.subject.to_string()) {
+        match view.revocations.get(&verified.subject) {
             None => false,
             // A token without `iat` cannot prove it is newer than the revocation.
             Some(&at) => verified.issued_at.is_none_or(|iat| iat as i64 <= at),
@@ -291,7 +298,7 @@ impl TokenService {
         let signer = view.signer.clone().ok_or_else(|| GrantError::Server("no signing key".into()))?;
         // Revocation refuses tokens issued at or before it (seconds): a token granted after a revocation
         // within the same second is dated one second later, so it is not taken for a revoked one.
-        let issued = match view.revocations.get(&subject.to_string()) {
+        let issued = match view.revocations.get(subject) {
             Some(&at) if at >= now => at + 1,
             _ => now,
         };

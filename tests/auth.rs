@@ -298,3 +298,89 @@ async fn a_remembered_token_is_refused_once_it_expires() {
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(verifier.verify(&token), Err(sipcfg::token::TokenError::Expired));
 }
+
+async fn send(conn: &mut common::Conn, path: &str, token: String, etag: Option<String>) -> common::Resp {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("authorization", auth.as_str())];
+    if let Some(e) = &etag {
+        headers.push(("if-none-match", e.as_str()));
+    }
+    conn.send("GET", path, &headers).await
+}
+
+/// A kept connection remembers the last token it verified and the file it fetched (issue 6): a phone
+/// re-checking costs a byte comparison. Each of these must still be seen on that same connection: another
+/// token, a forged one, the file of another device, an expired token, a reload that changes the file, and
+/// a reload that takes the device from its owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_remembers_nothing_it_should_not() {
+    let d = common::TempDeployment::new();
+    d.edit("example/sipcfg.toml", "leeway_secs = 30", "leeway_secs = 0"); // reloads read the file again
+    let mut server = TestServer::with_config(d.config()).await;
+    server.watch_files();
+    let phone = "/SEP001122334455.cnf.xml";
+    let mut conn = server.client().connect().await.unwrap();
+
+    // The same token and file again and again: 200, then 304s.
+    let user = server.token("user:jsmith");
+    let first = send(&mut conn, phone, user.clone(), None).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let etag = first.header("etag").unwrap().to_owned();
+    for _ in 0..3 {
+        let r = send(&mut conn, phone, user.clone(), Some(etag.clone())).await;
+        assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    }
+    // The same subject, another file it may open; then a file it may not.
+    assert_eq!(send(&mut conn, "/CSFJSMITH.cnf.xml", user.clone(), None).await.status, StatusCode::OK);
+    assert_eq!(send(&mut conn, "/SEPAABBCCDDEEFF.cnf.xml", user.clone(), None).await.status, StatusCode::FORBIDDEN);
+    // Another token on the same connection is verified for itself: a device token for another device, a
+    // forged token (the remembered one with its signature changed), then the remembered one again.
+    let other = server.token("device:SEP0011223344FF");
+    assert_eq!(send(&mut conn, phone, other, None).await.status, StatusCode::FORBIDDEN);
+    let mut forged = user.clone().into_bytes();
+    let i = forged.len() - 10; // inside the signature, a whole 6 bits of it
+    forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_eq!(send(&mut conn, phone, forged, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(&mut conn, phone, user.clone(), Some(etag.clone())).await.status, StatusCode::NOT_MODIFIED);
+
+    // A reload that changes the file: the same connection gets the new file, with a new ETag.
+    d.edit("example/inventory.toml", "label = \"1001 John\"", "label = \"1001 Johnny\"");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let changed = loop {
+        let r = send(&mut conn, phone, user.clone(), Some(etag.clone())).await;
+        if r.status != StatusCode::NOT_MODIFIED || std::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(changed.status, StatusCode::OK);
+    assert!(changed.text().contains("1001 Johnny"));
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+
+    // A reload that gives the phone to another owner: the user's token no longer opens it.
+    d.edit(
+        "example/inventory.toml",
+        "owner = \"jsmith\"\ndescription = \"John Smith - desk\"",
+        "owner = \"adoe\"\ndescription = \"John Smith - desk\"",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = send(&mut conn, phone, user.clone(), None).await;
+        if r.status == StatusCode::FORBIDDEN {
+            break;
+        }
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(std::time::Instant::now() < deadline, "the owner change never reached the kept connection");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // A token that expires while the connection is kept (leeway 0): refused once `exp` has passed.
+    let signer = sipcfg::token::Signer::from_config(&server.app.config.auth).unwrap();
+    let short = signer.mint(&common::subject_of("device:SEP001122334455"), 1).unwrap();
+    assert_eq!(send(&mut conn, phone, short.clone(), None).await.status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = send(&mut conn, phone, short, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.header("www-authenticate").unwrap().contains("expired"), "{:?}", r.header("www-authenticate"));
+}

@@ -316,3 +316,50 @@ fn activation_codes_are_listed_without_the_code_and_can_be_revoked() {
     let db = std::fs::read(d.path("example/state/sipcfg.db")).unwrap();
     assert!(!db.windows(code.len()).any(|w| w == code.as_bytes()));
 }
+
+/// Polls over one kept connection until a download with `token` gets `status`.
+async fn until_status_on(conn: &mut common::Conn, token: &str, status: StatusCode) -> StatusCode {
+    let auth = format!("Bearer {token}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = conn.send("GET", PHONE, &[("authorization", &auth)]).await.status;
+        if got == status || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A kept connection remembers the token it verified last (issue 6); revocation and `keys regen` must
+/// still reach it, on that same connection.
+#[tokio::test]
+async fn a_kept_connection_sees_revocation_and_regen() {
+    let d = TempDeployment::new();
+    let server = started(&d).await;
+    let client = server.client();
+    let token = |code: String| {
+        let client = client.clone();
+        async move {
+            let r = client.post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
+            json(&r)["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+
+    let access = token(code_for(&d, "SEP001122334455")).await;
+    let mut conn = client.connect().await.unwrap();
+    let auth = format!("Bearer {access}");
+    for _ in 0..3 {
+        assert_eq!(conn.send("GET", PHONE, &[("authorization", &auth)]).await.status, StatusCode::OK);
+    }
+    assert!(sipcfg(&d, &["token", "revoke", "--device", "SEP001122334455"]).status.success());
+    assert_eq!(until_status_on(&mut conn, &access, StatusCode::UNAUTHORIZED).await, StatusCode::UNAUTHORIZED);
+
+    let access = token(code_for(&d, "SEP001122334455")).await;
+    let mut conn = client.connect().await.unwrap();
+    let auth = format!("Bearer {access}");
+    for _ in 0..3 {
+        assert_eq!(conn.send("GET", PHONE, &[("authorization", &auth)]).await.status, StatusCode::OK);
+    }
+    assert!(sipcfg(&d, &["keys", "regen", "--yes"]).status.success());
+    assert_eq!(until_status_on(&mut conn, &access, StatusCode::UNAUTHORIZED).await, StatusCode::UNAUTHORIZED);
+}

@@ -14,9 +14,9 @@ use crate::app::App;
 use crate::cache::RenderedFile;
 use crate::files::FileError;
 use crate::metrics::FileKind;
-use crate::provision::{FetchError, NotFound};
+use crate::provision::{FetchError, FetchMemo, NotFound};
 use crate::server::{Channel, oauth};
-use crate::token::{Subject, TokenError};
+use crate::token::{Subject, TokenError, TokenMemo};
 
 pub type Body = Full<Bytes>;
 
@@ -33,18 +33,45 @@ enum AuthFailure {
     Invalid(TokenError),
 }
 
-pub async fn handle<B>(app: &App, peer: SocketAddr, channel: Channel, req: Request<B>) -> Response<Body>
+/// What one connection remembers between its requests: the last token it verified and the last device
+/// configuration it fetched, so that a phone re-checking its file over a kept connection costs a byte
+/// comparison instead of a token hash, two map lookups and an authorization. A request takes the memo out
+/// of the slot and puts it back when it is done; concurrent HTTP/2 streams find the slot empty and go the
+/// full way.
+#[derive(Default)]
+pub struct ConnectionMemo {
+    token: TokenMemo,
+    fetch: FetchMemo,
+}
+
+pub type MemoSlot = std::sync::Mutex<ConnectionMemo>;
+
+pub async fn handle<B>(
+    app: &App,
+    peer: SocketAddr,
+    channel: Channel,
+    req: Request<B>,
+    slot: &MemoSlot,
+) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let started = Instant::now();
+    // The clock is read only for an access line that will be written.
+    let started = tracing::enabled!(target: "sipcfg::access", tracing::Level::INFO).then(Instant::now);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let (response, subject, reason) = match (check_target(&req), channel) {
         (Err((status, why)), _) => (plain(status, why), None, "bad-request-target"),
         (Ok(()), Channel::Https | Channel::Edge) if oauth::is_oauth_path(&path) => oauth::handle(app, peer, req).await,
-        (Ok(()), Channel::Https | Channel::Edge) => answer(app, peer, &req).await,
+        (Ok(()), Channel::Https | Channel::Edge) => {
+            let mut memo = slot.lock().map(|mut m| std::mem::take(&mut *m)).unwrap_or_default();
+            let answered = answer(app, peer, &req, &mut memo).await;
+            if let Ok(mut m) = slot.lock() {
+                *m = memo;
+            }
+            answered
+        }
         (Ok(()), Channel::Legacy) => answer_legacy(app, &req).await,
     };
     let status = response.status().as_u16();
@@ -58,7 +85,7 @@ where
         status,
         subject = subject.as_ref().map(ToString::to_string).unwrap_or_default(),
         reason,
-        micros = started.elapsed().as_micros() as u64,
+        micros = started.map_or(0, |t| t.elapsed().as_micros() as u64),
     );
     response
 }
@@ -167,7 +194,12 @@ fn valid_host(h: &[u8]) -> bool {
     host_ok && port_ok
 }
 
-async fn answer<B>(app: &App, peer: SocketAddr, req: &Request<B>) -> (Response<Body>, Option<Subject>, &'static str) {
+async fn answer<B>(
+    app: &App,
+    peer: SocketAddr,
+    req: &Request<B>,
+    memo: &mut ConnectionMemo,
+) -> (Response<Body>, Option<Subject>, &'static str) {
     let Some(head) = method(req) else { return method_not_allowed() };
     let now = crate::token::unix_now() as i64;
     if let Some(wait) = app.auth_limiter.check(peer.ip(), now) {
@@ -175,7 +207,7 @@ async fn answer<B>(app: &App, peer: SocketAddr, req: &Request<B>) -> (Response<B
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
         return (r, None, "rate-limited");
     }
-    let subject = match authenticate(app, req.headers()) {
+    let subject = match authenticate(app, req.headers(), now as u64, &mut memo.token) {
         Ok(s) => s,
         Err(AuthFailure::Missing) => return (challenge(None), None, "no-token"),
         Err(AuthFailure::Duplicate) => {
@@ -190,7 +222,7 @@ async fn answer<B>(app: &App, peer: SocketAddr, req: &Request<B>) -> (Response<B
         }
     };
     let name = req.uri().path().strip_prefix('/').unwrap_or("");
-    let result = app.provisioner.fetch(&subject, name).await;
+    let result = app.provisioner.fetch_remembering(&subject, name, &mut memo.fetch).await;
     let response = match &result {
         Ok(file) => serve(file, req.headers(), head),
         Err(FetchError::Forbidden(_)) => {
@@ -257,8 +289,10 @@ fn failure(e: &FetchError) -> Response<Body> {
     }
 }
 
-/// Reads the bearer token from the one `Authorization` header (never from the URL) and verifies it.
-fn authenticate(app: &App, headers: &HeaderMap) -> Result<Subject, AuthFailure> {
+/// Reads the bearer token from the one `Authorization` header (never from the URL) and verifies it, or finds
+/// it in the connection's memo (the same bytes, verified by the verifier still in force, not expired).
+/// Revocation is checked either way.
+fn authenticate(app: &App, headers: &HeaderMap, now: u64, memo: &mut TokenMemo) -> Result<Subject, AuthFailure> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthFailure::Missing)?;
     if values.next().is_some() {
@@ -270,10 +304,14 @@ fn authenticate(app: &App, headers: &HeaderMap) -> Result<Subject, AuthFailure> 
         return Err(AuthFailure::Missing);
     }
     let token = token.trim_start_matches(' ');
-    if token.is_empty() || !all_token68(token.as_bytes()) {
-        return Err(AuthFailure::Invalid(TokenError::Malformed));
-    }
-    let verified = app.verifier.load().verify_full(token).map_err(AuthFailure::Invalid)?;
+    let verifier = app.verifier.load();
+    let verified = match memo.get(&verifier, token, now) {
+        Some(v) => v.clone(),
+        None if token.is_empty() || !all_token68(token.as_bytes()) => {
+            return Err(AuthFailure::Invalid(TokenError::Malformed));
+        }
+        None => memo.verify(&verifier, token, now).map_err(AuthFailure::Invalid)?,
+    };
     if app.token_service.as_ref().is_some_and(|s| s.is_revoked(&verified)) {
         return Err(AuthFailure::Invalid(TokenError::Revoked));
     }

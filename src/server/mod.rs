@@ -248,9 +248,10 @@ async fn serve_http<I>(
 {
     let io = limits::IdleTimeout::new(io, app.config.server.idle_timeout());
     let service_app = app.clone();
+    let memo = Arc::new(http::MemoSlot::default());
     let service = service_fn(move |req| {
-        let app = service_app.clone();
-        async move { Ok::<_, std::convert::Infallible>(http::handle(&app, peer, channel, req).await) }
+        let (app, memo) = (service_app.clone(), memo.clone());
+        async move { Ok::<_, std::convert::Infallible>(http::handle(&app, peer, channel, req, &memo).await) }
     });
     let conn = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {
