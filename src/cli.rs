@@ -369,13 +369,7 @@ fn load_config(arg: &ConfigArg) -> Result<Config, String> {
 
 fn serve(arg: &ConfigArg, listen: Option<SocketAddr>, admin_listen: Option<SocketAddr>) -> Result<ExitCode, String> {
     let mut config = load_config(arg)?;
-    if let Some(l) = listen {
-        config.server.listen = l;
-    }
-    if let Some(l) = admin_listen {
-        config.admin.enabled = true;
-        config.admin.listen = l;
-    }
+    config.apply_overrides(crate::config::Overrides { listen, admin_listen });
     config.check_listeners().map_err(|e| e.to_string())?;
     let _audit_guard = init_logging_with(&config.log)?;
     let examples = config.example_key_files();

@@ -100,7 +100,7 @@ struct RawConfig {
 
 /// The admin listener (plain HTTP, no authentication): `/metrics`, `/healthz`, `/readyz`; and when
 /// certificates are reported as expiring.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `false` turns the admin listener off (certificate expiry warnings are still logged).
@@ -141,7 +141,7 @@ pub fn listeners_clash(a: SocketAddr, b: SocketAddr) -> bool {
 }
 
 /// Logs: human-readable on a terminal or JSON lines; and the audit log.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` (default) or `json`, for the log on standard error.
@@ -162,7 +162,7 @@ pub enum LogFormat {
 }
 
 /// The token service's durable state. Without it, sipcfg only verifies tokens (no token endpoint).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     /// The SQLite database (WAL mode). It holds signing keys: readable by sipcfg only.
@@ -188,7 +188,7 @@ fn default_purge_interval() -> u64 {
 }
 
 /// Listener and connection limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address of the HTTPS listener (CUCM's 6971).
@@ -384,7 +384,7 @@ pub struct TrustConfig {
 }
 
 /// The optional plain-HTTP listener (CUCM's 6970).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LegacyConfig {
     pub listen: SocketAddr,
@@ -422,7 +422,7 @@ impl EdgeProxy {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     /// Upper bound of the rendered-config cache, in bytes held (packed files plus per-entry overhead).
@@ -455,9 +455,51 @@ pub struct Config {
     pub state: Option<StateConfig>,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    /// `serve --listen` and `--admin-listen`, kept so that a reload applies them to the file it reads again.
+    pub overrides: Overrides,
+}
+
+/// Command-line settings that take precedence over the configuration file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Config {
+    /// Puts `overrides` in force (and keeps them for reloads): `--listen` replaces `server.listen`,
+    /// `--admin-listen` replaces `admin.listen` and turns the admin listener on.
+    pub fn apply_overrides(&mut self, overrides: Overrides) {
+        if let Some(l) = overrides.listen {
+            self.server.listen = l;
+        }
+        if let Some(l) = overrides.admin_listen {
+            self.admin.enabled = true;
+            self.admin.listen = l;
+        }
+        self.overrides = overrides;
+    }
+
+    /// The settings a reload does not apply (see docs/configuration.md, "Reload or restart") that differ
+    /// between `self` (in force) and `new`, by their configuration key.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let admin = |c: &Config| (c.admin.enabled, c.admin.listen);
+        let edge_listen = |c: &Config| c.edge.as_ref().map(|e| e.listen);
+        [
+            ("[server]", self.server != new.server),
+            ("[cache]", self.cache != new.cache),
+            ("[legacy]", self.legacy != new.legacy),
+            // Removing [edge] is applied (edge connections are refused); adding or moving it is not.
+            ("[edge] listen", new.edge.is_some() && edge_listen(self) != edge_listen(new)),
+            ("[state]", self.state != new.state),
+            ("[log]", self.log != new.log),
+            ("[admin] enabled, listen", admin(self) != admin(new)),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
+
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
@@ -614,6 +656,7 @@ impl Config {
             state: raw.state.map(|s| StateConfig { database: at(s.database), ..s }),
             log: LogConfig { audit_file: raw.log.audit_file.map(at), ..raw.log },
             admin: raw.admin,
+            overrides: Overrides::default(),
         }
         .checked_listeners()
     }

@@ -2,7 +2,8 @@
 //! verification keys, the inventory, templates and Phone-Edge-Trust store are watched (a cheap poll of
 //! sizes, modification times and inodes) and reloaded together when any changes, or on SIGHUP. A new set
 //! that does not load completely is refused with its errors logged, and the last good one keeps serving.
-//! Listener addresses and connection limits are bound at start: changing them needs a restart (logged).
+//! Listener addresses, limits and the other restart-only settings are bound at start: a reload that
+//! changes them logs which, and they take effect at the next restart.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -43,13 +44,12 @@ fn reload_all(app: &App) -> Result<u64, Vec<LoadError>> {
     // Even a refused set was seen: it is not retried until the files change again.
     app.loaded_fingerprint.store(fingerprint, Ordering::SeqCst);
     let (config, verifier, tls, edge_tls, sources, loaded) = result?;
-    let old = app.live.load();
-    if old.server.listen != config.server.listen
-        || old.legacy.as_ref().map(|l| l.listen) != config.legacy.as_ref().map(|l| l.listen)
-        || old.edge.as_ref().map(|e| e.listen) != config.edge.as_ref().map(|e| e.listen)
-        || (old.admin.enabled, old.admin.listen) != (config.admin.enabled, config.admin.listen)
-    {
-        tracing::warn!("listener addresses changed in the configuration: they take effect at the next restart");
+    let changed = app.live.load().restart_only_changes(&config);
+    if !changed.is_empty() {
+        tracing::warn!(
+            settings = changed.join("; "),
+            "settings changed in the configuration that only a restart applies: they take effect at the next restart"
+        );
     }
     app.tls.store(Arc::new(tls));
     app.edge_tls.store(edge_tls.map(Arc::new));
@@ -66,7 +66,8 @@ type Reloaded = (Config, Verifier, rustls::ServerConfig, Option<rustls::ServerCo
 
 fn load_all(app: &App) -> Result<Reloaded, Vec<LoadError>> {
     let one = |message: String| vec![LoadError::Config(message)];
-    let config = Config::load(&app.config.path).map_err(|e| one(e.to_string()))?;
+    let mut config = Config::load(&app.config.path).map_err(|e| one(e.to_string()))?;
+    config.apply_overrides(app.config.overrides);
     let tls = crate::server::tls::server_config(&config.tls).map_err(|e| one(e.to_string()))?;
     let edge_tls = match &config.edge {
         Some(e) => Some(crate::server::edge::server_config(&config.tls, e).map_err(|e| one(e.to_string()))?),

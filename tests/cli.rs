@@ -209,3 +209,80 @@ async fn the_audit_log_records_downloads_and_refusals_but_never_a_token() {
     assert_eq!(find(403)["fields"]["reason"], "not-own");
     assert_eq!(find(401)["fields"]["reason"], "token-malformed");
 }
+
+/// A reload keeps `--listen` and `--admin-listen` (no false "changed" warning), and names every
+/// restart-only setting the file changed, while the rest of the reload is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_command_line_listeners_and_names_restart_only_changes() {
+    use std::io::{BufRead, BufReader};
+    let d = TempDeployment::new();
+    d.edit("example/sipcfg.toml", "listen = \"[::]:6970\"", "listen = \"127.0.0.1:0\"");
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .args(["serve", "--admin-listen", "127.0.0.1:0", "--listen", &addr.to_string(), "--config"])
+        .arg(d.path("example/sipcfg.toml"))
+        .env("SIPCFG_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A failed assertion must not leave the server running (and the test waiting for it).
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        }
+    }
+    let _guard = KillOnDrop(child.id());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Lines up to one containing `want`; panics after 20 s.
+    let until = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(want) => return seen,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no {want:?} in {seen:#?}"),
+            }
+        }
+    };
+    until("serving configuration files");
+    let hup = || assert!(Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap().success());
+
+    // Nothing changed in the file: the listeners given on the command line are not "changed".
+    hup();
+    let seen = until("reloaded");
+    assert!(!seen.iter().any(|l| l.contains("only a restart applies")), "{seen:#?}");
+
+    // A restart-only setting and an applied one change together: the warning names the first, the
+    // reload goes through, and the server still answers on the command line's address.
+    d.edit("example/sipcfg.toml", "[cache]", "[cache]\nprerender = false");
+    d.edit("example/inventory.toml", "label = \"1001 John\"", "label = \"1001 Johnny\"");
+    hup();
+    let seen = until("reloaded");
+    let warning = seen.iter().find(|l| l.contains("only a restart applies")).unwrap_or_else(|| panic!("{seen:#?}"));
+    assert!(warning.contains("[cache]") && !warning.contains("[server]") && !warning.contains("[admin]"), "{warning}");
+    // (The file watch may have reloaded once between the two edits: wait for the second change too.)
+    let token = TestServer::start().await.token("device:SEP001122334455");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = common::Client::tls_to(addr).get("/SEP001122334455.cnf.xml", Some(&token)).await;
+        if r.text().contains("1001 Johnny") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the inventory change was not applied");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
