@@ -1,6 +1,9 @@
 //! Benchmarks of the server's hot path, one stage at a time, on the example deployment:
 //!
-//! - `token_verify/<ALG>`: [`Verifier::verify`] of a valid token (ES256, RS256, PS256, EdDSA).
+//! - `token_verify/<ALG>/signature`: [`Verifier::verify`] of a valid token never seen before (ES256, RS256,
+//!   PS256, EdDSA): decode, signature, claims.
+//! - `token_verify/<ALG>/cached`: the same token again, from the verified-token cache (SHA-256 and a lookup).
+//! - `token_verify/connection_memo`: the same token again on the same connection ([`TokenMemo`]).
 //! - `filename/parse`: [`parse_request_path`] on a phone name, a Jabber name and a refused traversal.
 //! - `render/<device>`: [`Templates::render`] of one device, well-formedness check included.
 //! - `xml/check_well_formed`: [`check_well_formed`] alone, on a rendered configuration.
@@ -14,16 +17,17 @@
 use std::cell::Cell;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{EncodingKey, Header};
 use sipcfg::config::{Algorithm, AuthConfig, Config, VerifyKeyConfig};
 use sipcfg::filename::{DeviceName, parse_request_path};
 use sipcfg::inventory::{Device, Inventory};
 use sipcfg::provision::{self, Loaded, Provisioner, Sources};
 use sipcfg::render::check_well_formed;
-use sipcfg::token::{Subject, Verifier, unix_now};
+use sipcfg::token::{Subject, TokenMemo, Verifier, unix_now};
 
 /// Cache bound of the benchmarked provisioner.
 const CACHE_BYTES: u64 = 64 << 20;
@@ -93,8 +97,25 @@ fn token_verify(c: &mut Criterion) {
         let verifier = Verifier::from_config(&auth).expect("verifier builds");
         let token = mint(alg, &kid, &repo().join(private));
         assert_eq!(verifier.verify(&token), Ok(Subject::Device(device_name("SEP001122334455"))), "{alg:?}");
-        group.bench_function(format!("{alg:?}"), |b| b.iter(|| verifier.verify(black_box(&token))));
+        // The full check (decode, signature, claims, then into the verified-token cache): a fresh verifier
+        // for every iteration, built outside the timing, so that nothing is remembered.
+        group.bench_function(format!("{alg:?}/signature"), |b| {
+            b.iter_batched(
+                || Verifier::from_config(&auth).expect("verifier builds"),
+                |fresh| fresh.verify(black_box(&token)),
+                BatchSize::PerIteration,
+            )
+        });
+        // A token seen before, from any connection: SHA-256 of the token and the verified-token cache.
+        group.bench_function(format!("{alg:?}/cached"), |b| b.iter(|| verifier.verify(black_box(&token))));
     }
+    // The same token again on the same connection (TokenMemo): a byte comparison.
+    let verifier = Arc::new(Verifier::from_config(&base).expect("verifier builds"));
+    let token = mint(Algorithm::ES256, "example-es256-1", &repo().join("certs-example/token-signing-key.pem"));
+    let mut memo = TokenMemo::default();
+    let now = unix_now();
+    memo.verify(&verifier, &token, now).expect("the example token verifies");
+    group.bench_function("connection_memo", |b| b.iter(|| memo.verify(&verifier, black_box(&token), now)));
     group.finish();
 }
 
