@@ -386,6 +386,10 @@ fn serve(arg: &ConfigArg, listen: Option<SocketAddr>, admin_listen: Option<Socke
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
+        // Signal handlers before anything is announced: a SIGHUP or SIGTERM sent as soon as the server says
+        // it serves (log line, READY=1) must reload or stop it, not meet the default action.
+        let hangup = crate::reload::hangup();
+        let shutdown = shutdown_signal();
         let app = Arc::new(App::from_config(config).map_err(|e| e.to_string())?);
         let listeners = Listeners::bind(&app.config).await?;
         let deployment = app.provisioner.current();
@@ -403,10 +407,7 @@ fn serve(arg: &ConfigArg, listen: Option<SocketAddr>, admin_listen: Option<Socke
             tracing::info!(address = addr(l), "serving edge proxies over mutual TLS");
         }
         drop(deployment);
-        // Signal handlers first: a SIGTERM or SIGHUP sent right after READY=1 must not meet the default
-        // action (the background tasks register SIGHUP before they return).
-        let shutdown = shutdown_signal();
-        let (stop, mut tasks) = crate::reload::spawn_background(&app);
+        let (stop, mut tasks) = crate::reload::spawn_background(&app, hangup);
         tasks.push(tokio::spawn(crate::systemd::watchdog(stop.subscribe())));
         // Every listener is bound and the first deployment loaded: phones can be served.
         if let Err(e) = crate::systemd::notify_ready_status(&crate::reload::status_line(&app, true)) {

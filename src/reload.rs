@@ -149,8 +149,9 @@ fn hash_tree(path: &Path, hasher: &mut DefaultHasher) {
     }
 }
 
-/// SIGHUP, registered by the caller before it reports readiness: a SIGHUP that arrives between
-/// `READY=1` and the first poll of [`watch`] must reload, not kill the process (the default action).
+/// SIGHUP, registered by the caller before it announces that it serves: a SIGHUP that arrives between
+/// the announcement (log line, `READY=1`) and the first poll of [`watch`] must reload, not kill the
+/// process (the default action).
 #[cfg(unix)]
 pub type Hangup = Option<tokio::signal::unix::Signal>;
 #[cfg(not(unix))]
@@ -261,10 +262,10 @@ pub async fn watch_state(app: Arc<App>, every: Duration, mut stop: watch::Receiv
 }
 
 /// Starts the background tasks of a running server (file watch, token state); stop them with the sender.
-pub fn spawn_background(app: &Arc<App>) -> (watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>) {
+pub fn spawn_background(app: &Arc<App>, hangup: Hangup) -> (watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>) {
     let (stop, stopped) = watch::channel(false);
     let tasks = vec![
-        tokio::spawn(watch(app.clone(), app.config.server.reload_poll(), hangup(), stopped.clone())),
+        tokio::spawn(watch(app.clone(), app.config.server.reload_poll(), hangup, stopped.clone())),
         tokio::spawn(watch_state(app.clone(), Duration::from_secs(1), stopped.clone())),
         tokio::spawn(crate::health::watch_certificates(app.clone(), stopped)),
     ];
