@@ -269,7 +269,7 @@ impl Provisioner {
     /// The file named `path` (the request path without its leading `/`), if `subject` may have it. This
     /// is the HTTPS (6971) path: every caller here holds a verified token.
     pub async fn fetch(&self, subject: &Subject, path: &str) -> Result<Arc<RenderedFile>, FetchError> {
-        self.fetch_remembering(subject, path, &mut FetchMemo::default()).await
+        self.fetch_in(subject, path, None).await
     }
 
     /// [`fetch`](Self::fetch) for one connection: a repeat of the device configuration it fetched last,
@@ -292,6 +292,16 @@ impl Provisioner {
             return Ok(last.file.clone());
         }
         memo.last = None;
+        self.fetch_in(subject, path, Some(memo)).await
+    }
+
+    /// The full way: name, authorization, cache; a device configuration is remembered in `memo` if given.
+    async fn fetch_in(
+        &self,
+        subject: &Subject,
+        path: &str,
+        memo: Option<&mut FetchMemo>,
+    ) -> Result<Arc<RenderedFile>, FetchError> {
         let request = filename::parse_request_path(path).map_err(|e| FetchError::NotFound(NotFound::Name(e)))?;
         let deployment = self.current();
         match request {
@@ -299,12 +309,14 @@ impl Provisioner {
                 let device =
                     authorize::device_config(&deployment.inventory, subject, &name).map_err(FetchError::Forbidden)?;
                 let file = self.device_config(&deployment, device).await?;
-                memo.last = Some(LastFetch {
-                    subject: subject.clone(),
-                    path: path.into(),
-                    generation: deployment.generation,
-                    file: file.clone(),
-                });
+                if let Some(memo) = memo {
+                    memo.last = Some(LastFetch {
+                        subject: subject.clone(),
+                        path: path.into(),
+                        generation: deployment.generation,
+                        file: file.clone(),
+                    });
+                }
                 Ok(file)
             }
             other => self.shared_file(&deployment, other).await,

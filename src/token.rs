@@ -176,21 +176,12 @@ impl TokenMemo {
         (now < last.until && Arc::ptr_eq(&last.verifier, verifier) && *last.token == *token).then_some(&last.verified)
     }
 
-    /// Verifies `token` with `verifier` (through [`get`](Self::get) when it is the last one) and remembers
-    /// a success.
+    /// Verifies `token` with `verifier` (after [`get`](Self::get) found nothing) and remembers a success.
     pub fn verify(&mut self, verifier: &Arc<Verifier>, token: &str, now: u64) -> Result<Verified, TokenError> {
-        if let Some(v) = self.get(verifier, token, now) {
-            return Ok(v.clone());
-        }
         let (verified, until) = verifier.verify_until(token, now)?;
         self.last =
             Some(Remembered { token: token.into(), verifier: verifier.clone(), verified: verified.clone(), until });
         Ok(verified)
-    }
-
-    /// Forgets the remembered token.
-    pub fn clear(&mut self) {
-        self.last = None;
     }
 }
 
