@@ -171,9 +171,10 @@ struct Remembered {
 
 impl TokenMemo {
     /// The remembered verification of `token`, if it still holds for `verifier` at `now`.
-    pub fn get(&self, verifier: &Arc<Verifier>, token: &str, now: u64) -> Option<&Verified> {
+    pub fn get(&self, verifier: &Arc<Verifier>, token: &[u8], now: u64) -> Option<&Verified> {
         let last = self.last.as_ref()?;
-        (now < last.until && Arc::ptr_eq(&last.verifier, verifier) && *last.token == *token).then_some(&last.verified)
+        (now < last.until && Arc::ptr_eq(&last.verifier, verifier) && last.token.as_bytes() == token)
+            .then_some(&last.verified)
     }
 
     /// Verifies `token` with `verifier` (after [`get`](Self::get) found nothing) and remembers a success.

@@ -57,13 +57,15 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // The clock is read only for an access line that will be written.
-    let started = tracing::enabled!(target: "sipcfg::access", tracing::Level::INFO).then(Instant::now);
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // The clock is read, and the path copied, only for an access line that will be written.
+    let logged = tracing::enabled!(target: "sipcfg::access", tracing::Level::INFO)
+        .then(|| (Instant::now(), req.method().clone(), loggable(req.uri().path())));
+    let kind = FileKind::of_path(req.uri().path());
     let (response, subject, reason) = match (check_target(&req), channel) {
         (Err((status, why)), _) => (plain(status, why), None, "bad-request-target"),
-        (Ok(()), Channel::Https | Channel::Edge) if oauth::is_oauth_path(&path) => oauth::handle(app, peer, req).await,
+        (Ok(()), Channel::Https | Channel::Edge) if oauth::is_oauth_path(req.uri().path()) => {
+            oauth::handle(app, peer, req).await
+        }
         (Ok(()), Channel::Https | Channel::Edge) => {
             let mut memo = slot.lock().map(|mut m| std::mem::take(&mut *m)).unwrap_or_default();
             let answered = answer(app, peer, &req, &mut memo).await;
@@ -75,18 +77,20 @@ where
         (Ok(()), Channel::Legacy) => answer_legacy(app, &req).await,
     };
     let status = response.status().as_u16();
-    app.metrics.request(channel, FileKind::of_path(&path), status, reason);
-    tracing::info!(
-        target: "sipcfg::access",
-        %peer,
-        channel = channel.as_str(),
-        method = %method,
-        path = %loggable(&path),
-        status,
-        subject = subject.as_ref().map(ToString::to_string).unwrap_or_default(),
-        reason,
-        micros = started.map_or(0, |t| t.elapsed().as_micros() as u64),
-    );
+    app.metrics.request(channel, kind, status, reason);
+    if let Some((started, method, path)) = logged {
+        tracing::info!(
+            target: "sipcfg::access",
+            %peer,
+            channel = channel.as_str(),
+            method = %method,
+            path = %path,
+            status,
+            subject = subject.as_ref().map(ToString::to_string).unwrap_or_default(),
+            reason,
+            micros = started.elapsed().as_micros() as u64,
+        );
+    }
     response
 }
 
@@ -298,24 +302,37 @@ fn authenticate(app: &App, headers: &HeaderMap, now: u64, memo: &mut TokenMemo) 
     if values.next().is_some() {
         return Err(AuthFailure::Duplicate);
     }
-    let value = value.to_str().map_err(|_| AuthFailure::Invalid(TokenError::Malformed))?;
-    let (scheme, token) = value.split_once(' ').ok_or(AuthFailure::Missing)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthFailure::Missing);
-    }
-    let token = token.trim_start_matches(' ');
     let verifier = app.verifier.load();
-    let verified = match memo.get(&verifier, token, now) {
-        Some(v) => v.clone(),
-        None if token.is_empty() || !all_token68(token.as_bytes()) => {
-            return Err(AuthFailure::Invalid(TokenError::Malformed));
+    // The memo first, on the raw bytes: bytes equal to a token this connection verified need no other check.
+    let remembered = bearer_token(value.as_bytes()).and_then(|t| memo.get(&verifier, t, now)).cloned();
+    let verified = match remembered {
+        Some(v) => v,
+        None => {
+            let value = value.to_str().map_err(|_| AuthFailure::Invalid(TokenError::Malformed))?;
+            let token = bearer_token(value.as_bytes()).ok_or(AuthFailure::Missing)?;
+            if token.is_empty() || !all_token68(token) {
+                return Err(AuthFailure::Invalid(TokenError::Malformed));
+            }
+            let token = std::str::from_utf8(token).map_err(|_| AuthFailure::Invalid(TokenError::Malformed))?;
+            memo.verify(&verifier, token, now).map_err(AuthFailure::Invalid)?
         }
-        None => memo.verify(&verifier, token, now).map_err(AuthFailure::Invalid)?,
     };
     if app.token_service.as_ref().is_some_and(|s| s.is_revoked(&verified)) {
         return Err(AuthFailure::Invalid(TokenError::Revoked));
     }
     Ok(verified.subject)
+}
+
+/// The token of a `Bearer <token>` credential (scheme case-insensitive, spaces before the token skipped),
+/// or `None` for another scheme.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (scheme, rest) = (&value[..space], &value[space + 1..]);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+    Some(&rest[start..])
 }
 
 /// RFC 6750 `b64token` characters.
