@@ -178,11 +178,10 @@ impl TokenMemo {
     }
 
     /// Verifies `token` with `verifier` (after [`get`](Self::get) found nothing) and remembers a success.
-    pub fn verify(&mut self, verifier: &Arc<Verifier>, token: &str, now: u64) -> Result<Verified, TokenError> {
+    pub fn verify(&mut self, verifier: &Arc<Verifier>, token: &str, now: u64) -> Result<&Verified, TokenError> {
         let (verified, until) = verifier.verify_until(token, now)?;
-        self.last =
-            Some(Remembered { token: token.into(), verifier: verifier.clone(), verified: verified.clone(), until });
-        Ok(verified)
+        let last = self.last.insert(Remembered { token: token.into(), verifier: verifier.clone(), verified, until });
+        Ok(&last.verified)
     }
 }
 

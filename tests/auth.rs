@@ -331,7 +331,9 @@ async fn a_kept_connection_remembers_nothing_it_should_not() {
         assert_eq!(r.status, StatusCode::NOT_MODIFIED);
     }
     // The same subject, another file it may open; then a file it may not.
-    assert_eq!(send(&mut conn, "/CSFJSMITH.cnf.xml", user.clone(), None).await.status, StatusCode::OK);
+    let jabber = send(&mut conn, "/CSFJSMITH.cnf.xml", user.clone(), None).await;
+    assert_eq!(jabber.status, StatusCode::OK);
+    assert_ne!(jabber.header("etag"), Some(etag.as_str()), "each file its own tag on one connection");
     assert_eq!(send(&mut conn, "/SEPAABBCCDDEEFF.cnf.xml", user.clone(), None).await.status, StatusCode::FORBIDDEN);
     // Another token on the same connection is verified for itself: a device token for another device, a
     // forged token (the remembered one with its signature changed), then the remembered one again.

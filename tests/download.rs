@@ -91,12 +91,27 @@ async fn etag_round_trip_answers_304() {
     let auth = format!("Bearer {token}");
     let first = server.client().get(PHONE, Some(&token)).await;
     let etag = first.header("etag").unwrap().to_owned();
+    assert_eq!(first.header("x-content-type-options"), Some("nosniff"));
 
     let again = server.client().send("GET", PHONE, &[("authorization", &auth), ("if-none-match", &etag)]).await;
     assert_eq!(again.status, StatusCode::NOT_MODIFIED);
     assert!(again.body.is_empty());
     assert_eq!(again.header("etag"), Some(etag.as_str()));
     assert_eq!(again.header("cache-control"), Some("private, no-cache"));
+    // RFC 9110 §15.4.5: no representation metadata beyond the validators and caching fields.
+    assert_eq!(again.header("content-type"), None);
+    assert_eq!(again.header("x-content-type-options"), None);
+
+    // Over one kept connection, the 304s keep carrying the file's tag.
+    let mut conn = server.client().connect().await.unwrap();
+    for _ in 0..3 {
+        let r = conn.send("GET", PHONE, &[("authorization", &auth), ("if-none-match", &etag)]).await;
+        assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+        assert_eq!(r.header("etag"), Some(etag.as_str()));
+    }
+    let weak = format!("W/{etag}");
+    let r = conn.send("GET", PHONE, &[("authorization", &auth), ("if-none-match", &weak)]).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED, "weak comparison");
 
     let list = format!("\"nope\", {etag}");
     let r = server.client().send("GET", PHONE, &[("authorization", &auth), ("if-none-match", &list)]).await;

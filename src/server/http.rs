@@ -3,6 +3,7 @@
 //! 9110 (405 with `Allow`, 304 for a matching `If-None-Match`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -42,9 +43,12 @@ enum AuthFailure {
 pub struct ConnectionMemo {
     token: TokenMemo,
     fetch: FetchMemo,
+    /// The `ETag` header value of the last file served, and that file.
+    etag: Option<(Arc<RenderedFile>, HeaderValue)>,
 }
 
-pub type MemoSlot = std::sync::Mutex<ConnectionMemo>;
+/// Boxed, so that taking the memo out and putting it back moves a pointer.
+pub type MemoSlot = std::sync::Mutex<Option<Box<ConnectionMemo>>>;
 
 pub async fn handle<B>(
     app: &App,
@@ -67,10 +71,10 @@ where
             oauth::handle(app, peer, req).await
         }
         (Ok(()), Channel::Https | Channel::Edge) => {
-            let mut memo = slot.lock().map(|mut m| std::mem::take(&mut *m)).unwrap_or_default();
+            let mut memo = slot.lock().ok().and_then(|mut m| m.take()).unwrap_or_default();
             let answered = answer(app, peer, &req, &mut memo).await;
             if let Ok(mut m) = slot.lock() {
-                *m = memo;
+                *m = Some(memo);
             }
             answered
         }
@@ -228,7 +232,7 @@ async fn answer<B>(
     let name = req.uri().path().strip_prefix('/').unwrap_or("");
     let result = app.provisioner.fetch_remembering(&subject, name, &mut memo.fetch).await;
     let response = match &result {
-        Ok(file) => serve(file, req.headers(), head),
+        Ok(file) => serve(file, req.headers(), head, &mut memo.etag),
         Err(FetchError::Forbidden(_)) => {
             // Probing other devices' files with a valid token counts as a failure too.
             app.auth_limiter.failed(peer.ip(), now);
@@ -256,7 +260,7 @@ async fn answer_legacy<B>(app: &App, req: &Request<B>) -> (Response<Body>, Optio
     let name = req.uri().path().strip_prefix('/').unwrap_or("");
     let result = app.provisioner.fetch_legacy(name).await;
     let response = match &result {
-        Ok(file) => serve(file, req.headers(), head),
+        Ok(file) => serve(file, req.headers(), head, &mut None),
         Err(FetchError::Forbidden(_)) => plain(
             StatusCode::FORBIDDEN,
             "this file is served only over HTTPS (port 6971) to the device's OAuth token\n",
@@ -314,7 +318,7 @@ fn authenticate(app: &App, headers: &HeaderMap, now: u64, memo: &mut TokenMemo) 
                 return Err(AuthFailure::Invalid(TokenError::Malformed));
             }
             let token = std::str::from_utf8(token).map_err(|_| AuthFailure::Invalid(TokenError::Malformed))?;
-            memo.verify(&verifier, token, now).map_err(AuthFailure::Invalid)?
+            memo.verify(&verifier, token, now).map_err(AuthFailure::Invalid)?.clone()
         }
     };
     if app.token_service.as_ref().is_some_and(|s| s.is_revoked(&verified)) {
@@ -370,7 +374,14 @@ fn challenge(error: Option<&TokenError>) -> Response<Body> {
     r
 }
 
-fn serve(file: &RenderedFile, request: &HeaderMap, head: bool) -> Response<Body> {
+/// The answer for a file: 200 with the body, or 304 when `If-None-Match` names its entity tag. `etag` is the
+/// connection's last `ETag` value, reused while the file is the same.
+fn serve(
+    file: &Arc<RenderedFile>,
+    request: &HeaderMap,
+    head: bool,
+    etag: &mut Option<(Arc<RenderedFile>, HeaderValue)>,
+) -> Response<Body> {
     let not_modified = if_none_match(request, &file.etag);
     let body = if not_modified || head {
         Body::default()
@@ -385,32 +396,45 @@ fn serve(file: &RenderedFile, request: &HeaderMap, head: bool) -> Response<Body>
     };
     let mut r = Response::new(body);
     let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&file.etag) {
-        h.insert(header::ETAG, v);
+    match etag {
+        Some((last, value)) if Arc::ptr_eq(last, file) => {
+            h.insert(header::ETAG, value.clone());
+        }
+        _ => {
+            if let Ok(value) = HeaderValue::from_str(&file.etag) {
+                h.insert(header::ETAG, value.clone());
+                *etag = Some((file.clone(), value));
+            }
+        }
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     if not_modified {
+        // RFC 9110 §15.4.5: a 304 carries the validators and caching fields, not the representation's others.
         *r.status_mut() = StatusCode::NOT_MODIFIED;
     } else {
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(file.content_type));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(file.len()));
     }
     r
 }
 
-/// RFC 9110 §13.1.2: weak comparison; `*` matches any current representation.
+/// RFC 9110 §13.1.2: weak comparison; `*` matches any current representation. A phone sends back the tag it
+/// was given, so that exact value is checked first.
 fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
     fn strip(t: &str) -> &str {
         let t = t.trim();
         t.strip_prefix("W/").unwrap_or(t)
     }
     let ours = strip(etag);
-    headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).any(|v| {
-        v.split(',').any(|t| {
-            let t = t.trim();
-            t == "*" || strip(t) == ours
-        })
+    headers.get_all(header::IF_NONE_MATCH).iter().any(|v| {
+        v.as_bytes() == etag.as_bytes()
+            || v.to_str().is_ok_and(|v| {
+                v.split(',').any(|t| {
+                    let t = t.trim();
+                    t == "*" || strip(t) == ours
+                })
+            })
     })
 }
 
