@@ -115,7 +115,9 @@ fn token_verify(c: &mut Criterion) {
     let mut memo = TokenMemo::default();
     let now = unix_now();
     memo.verify(&verifier, &token, now).expect("the example token verifies");
-    group.bench_function("connection_memo", |b| b.iter(|| memo.get(&verifier, black_box(token.as_bytes()), now).cloned()));
+    group.bench_function("connection_memo", |b| {
+        b.iter(|| memo.get(&verifier, black_box(token.as_bytes()), now).cloned())
+    });
     group.finish();
 }
 
