@@ -3,7 +3,7 @@
 #
 #   scripts/bootstorm.sh                 # 100,000 devices, 12 s per run
 #   N=20000 DUR=8 C=64 scripts/bootstorm.sh
-#   KA_ROUNDS=9 KA_DUR=4 scripts/bootstorm.sh   # also keep-alive as 9 interleaved rounds (noisy machines)
+#   KA_ROUNDS=21 KA_DUR=3 scripts/bootstorm.sh  # keep-alive (b') as 21 interleaved rounds (default 15 of 3 s)
 #
 # What it does: installs nginx-light, util-linux (taskset) and python3 from Debian if missing; builds sipcfg
 # and sipcfg-load (release); generates an inventory of N Cisco 8851 phones (SEP + 12 hex) and a config copy
@@ -250,17 +250,18 @@ say "(b) keep-alive revalidation (If-None-Match → 304), $DUR s each, $KC conne
 load keepalive-sipcfg "$SPORT" "$SIPCFG_PID" keepalive --concurrency "$KC" >&2
 load keepalive-nginx "$NPORT" "$NGINX_PIDS" keepalive --concurrency "$KC" >&2
 
+KA_ROUNDS=${KA_ROUNDS:-15}; KA_DUR=${KA_DUR:-3}
 # Keep-alive runs are short and the VM is noisy: KA_ROUNDS > 1 repeats (b) as rounds of KA_DUR seconds, nginx
 # and sipcfg back to back in alternating order, and prints each round's ratio and the medians.
-if [ "${KA_ROUNDS:-1}" -gt 1 ]; then
-    say "(b') keep-alive, $KA_ROUNDS interleaved rounds of ${KA_DUR:-4} s"
+if [ "$KA_ROUNDS" -gt 1 ]; then
+    say "(b') keep-alive, $KA_ROUNDS interleaved rounds of $KA_DUR s"
     for i in $(seq 1 "$KA_ROUNDS"); do
         if [ $((i % 2)) = 1 ]; then
-            DUR=${KA_DUR:-4} load "ka$i-nginx" "$NPORT" "$NGINX_PIDS" keepalive --concurrency "$KC" >/dev/null
-            DUR=${KA_DUR:-4} load "ka$i-sipcfg" "$SPORT" "$SIPCFG_PID" keepalive --concurrency "$KC" >/dev/null
+            DUR=$KA_DUR load "ka$i-nginx" "$NPORT" "$NGINX_PIDS" keepalive --concurrency "$KC" >/dev/null
+            DUR=$KA_DUR load "ka$i-sipcfg" "$SPORT" "$SIPCFG_PID" keepalive --concurrency "$KC" >/dev/null
         else
-            DUR=${KA_DUR:-4} load "ka$i-sipcfg" "$SPORT" "$SIPCFG_PID" keepalive --concurrency "$KC" >/dev/null
-            DUR=${KA_DUR:-4} load "ka$i-nginx" "$NPORT" "$NGINX_PIDS" keepalive --concurrency "$KC" >/dev/null
+            DUR=$KA_DUR load "ka$i-sipcfg" "$SPORT" "$SIPCFG_PID" keepalive --concurrency "$KC" >/dev/null
+            DUR=$KA_DUR load "ka$i-nginx" "$NPORT" "$NGINX_PIDS" keepalive --concurrency "$KC" >/dev/null
         fi
     done
 fi
