@@ -615,14 +615,19 @@ impl Config {
             if edge.proxies.is_empty() {
                 return Err(invalid("edge.proxies", "the edge listener needs at least one proxy entry".into()));
             }
-            if edge.listen == server.listen {
-                return Err(invalid("edge.listen", "must differ from server.listen".into()));
+            if listeners_clash(edge.listen, server.listen) {
+                return Err(invalid("edge.listen", format!("takes the port of server.listen ({})", server.listen)));
             }
         }
-        if let Some(legacy) = &raw.legacy
-            && (legacy.listen == server.listen || raw.edge.as_ref().is_some_and(|e| e.listen == legacy.listen))
-        {
-            return Err(invalid("legacy.listen", "must differ from the other listeners".into()));
+        if let Some(legacy) = &raw.legacy {
+            let others = [("server.listen", Some(server.listen)), ("edge.listen", raw.edge.as_ref().map(|e| e.listen))];
+            for (key, addr) in others {
+                if let Some(addr) = addr
+                    && listeners_clash(legacy.listen, addr)
+                {
+                    return Err(invalid("legacy.listen", format!("takes the port of {key} ({addr})")));
+                }
+            }
         }
         let admin = &raw.admin;
         if !(1..=365).contains(&admin.cert_warn_days) {

@@ -212,3 +212,34 @@ async fn sessions_are_never_resumed_across_the_edge_and_phone_listeners() {
     let (edge_again, _) = handshake(edge_port).await;
     assert_eq!(edge_again, Some(rustls::HandshakeKind::Resumed), "resumption works on the edge listener too");
 }
+
+/// The example configuration with its `[edge]` section switched on, on `edge_listen`, and the legacy
+/// listener on `legacy_listen`.
+fn example_with_listeners(legacy_listen: &str, edge_listen: &str) -> String {
+    let example = std::fs::read_to_string(repo().join("example/sipcfg.toml")).unwrap();
+    let mut text = example.replace("listen = \"[::]:6970\"", &format!("listen = \"{legacy_listen}\""));
+    for line in ["[edge]", "client_ca = ", "[[edge.proxies]]", "host = ", "description = \"Expressway", "subject_names"]
+    {
+        text = text.replace(&format!("# {line}"), line);
+    }
+    text.replace("# listen = \"[::]:6972\"", &format!("listen = \"{edge_listen}\""))
+}
+
+#[test]
+fn phone_listeners_never_share_a_port_even_on_a_wildcard_address() {
+    let parse = |text: &str| sipcfg::config::Config::parse(&repo().join("example/sipcfg.toml"), text);
+    let refused = |legacy: &str, edge: &str, key: &str, clash: &str| {
+        let err = parse(&example_with_listeners(legacy, edge)).expect_err(key).to_string();
+        assert!(err.contains(key) && err.contains(clash), "legacy {legacy}, edge {edge}: {err}");
+    };
+    // The phone port listens on [::]:6971, every address: a specific address on its port clashes.
+    refused("[::]:6970", "127.0.0.1:6971", "edge.listen", "server.listen");
+    refused("0.0.0.0:6971", "[::]:6972", "legacy.listen", "server.listen");
+    refused("0.0.0.0:6972", "[::]:6972", "legacy.listen", "edge.listen");
+    refused("127.0.0.1:6972", "0.0.0.0:6972", "legacy.listen", "edge.listen");
+    let config = parse(&example_with_listeners("[::]:6970", "[::]:6972")).expect("distinct ports");
+    assert_eq!(config.edge.map(|e| e.listen.port()), Some(6972));
+    // Two specific addresses on one port do not clash, and port 0 (any free port) never does.
+    assert!(parse(&example_with_listeners("127.0.0.1:6972", "127.0.0.2:6972")).is_ok());
+    assert!(parse(&example_with_listeners("127.0.0.1:0", "127.0.0.1:0")).is_ok());
+}
