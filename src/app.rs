@@ -37,7 +37,7 @@ pub struct App {
     pub provisioner: Arc<Provisioner>,
     pub verifier: ArcSwap<Verifier>,
     /// The phone port's TLS configuration; swapped on reload, taken per connection.
-    pub tls: ArcSwap<rustls::ServerConfig>,
+    pub tls: ArcSwap<tls::PhoneTls>,
     /// The edge-proxy listener's own TLS configuration (separate session cache), if configured.
     pub edge_tls: ArcSwapOption<rustls::ServerConfig>,
     /// Fingerprint of the watched files, taken just before the deployment in force was read: a change
@@ -86,7 +86,7 @@ impl App {
             Some(s) => FailureLimiter::new(s.max_failed_grants, s.failed_grant_window_secs),
             None => FailureLimiter::new(10, 60),
         };
-        let tls = tls::server_config(&config.tls)?;
+        let tls = tls::PhoneTls::new(&config.tls, None)?;
         let edge_tls = match &config.edge {
             Some(e) => Some(Arc::new(edge::server_config(&config.tls, e)?)),
             None => None,

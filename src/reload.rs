@@ -62,13 +62,14 @@ fn reload_all(app: &App) -> Result<u64, Vec<LoadError>> {
     Ok(generation)
 }
 
-type Reloaded = (Config, Verifier, rustls::ServerConfig, Option<rustls::ServerConfig>, Sources, provision::Loaded);
+type Reloaded =
+    (Config, Verifier, crate::server::tls::PhoneTls, Option<rustls::ServerConfig>, Sources, provision::Loaded);
 
 fn load_all(app: &App) -> Result<Reloaded, Vec<LoadError>> {
     let one = |message: String| vec![LoadError::Config(message)];
     let mut config = Config::load(&app.config.path).map_err(|e| one(e.to_string()))?;
     config.apply_overrides(app.config.overrides);
-    let tls = crate::server::tls::server_config(&config.tls).map_err(|e| one(e.to_string()))?;
+    let tls = crate::server::tls::PhoneTls::new(&config.tls, Some(&app.tls.load())).map_err(|e| one(e.to_string()))?;
     let edge_tls = match &config.edge {
         Some(e) => Some(crate::server::edge::server_config(&config.tls, e).map_err(|e| one(e.to_string()))?),
         None => None,

@@ -193,3 +193,55 @@ async fn sigterm_lets_in_flight_downloads_finish_and_exits_0() {
     assert_eq!(exit.code(), Some(0), "sipcfg exits 0 after a graceful shutdown");
     eprintln!("shutdown under load: {complete}/8 in-flight downloads of {size} bytes completed after SIGTERM; exit 0");
 }
+
+/// One connection with one request (reading to the end, so that the session ticket is taken in): how the
+/// handshake went.
+async fn handshake_kind(
+    client: &Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> rustls::HandshakeKind {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(client.clone())
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let req = format!(
+        "GET /SEP001122334455.cnf.xml HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    assert!(out.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&out));
+    tls.get_ref().1.handshake_kind().expect("the handshake finished")
+}
+
+#[tokio::test]
+async fn sessions_outlive_a_reload_but_not_a_new_certificate() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let d = TempDeployment::new();
+    let server = TestServer::with_config(d.config()).await;
+    let token = server.token("device:SEP001122334455");
+    let client = Arc::new(common::tls_client_config(b"http/1.1"));
+    assert_eq!(handshake_kind(&client, server.addr, &token).await, Full);
+    assert_eq!(handshake_kind(&client, server.addr, &token).await, Resumed);
+
+    // An inventory change: a new TLS configuration, the same certificate, the same sessions.
+    d.edit("example/inventory.toml", "label = \"1001 John\"", "label = \"1001 Johnny\"");
+    let before = server.app.provisioner.current().generation;
+    assert!(sipcfg::reload::reload(&server.app).expect("the reload succeeds") > before);
+    assert_eq!(handshake_kind(&client, server.addr, &token).await, Resumed, "the session cache survived the reload");
+
+    // A new certificate: no session made under the old one is resumed.
+    let (cert, key) = new_server_cert(&d);
+    sipcfg::fsutil::atomic_write(&d.path("certs-example/server-key.pem"), key.as_bytes()).unwrap();
+    sipcfg::fsutil::atomic_write(&d.path("certs-example/server.pem"), cert.as_bytes()).unwrap();
+    sipcfg::reload::reload(&server.app).expect("the reload succeeds");
+    assert_eq!(handshake_kind(&client, server.addr, &token).await, Full, "a session outlived its certificate");
+    assert_eq!(handshake_kind(&client, server.addr, &token).await, Resumed, "and resumption goes on with the new one");
+
+    // Fewer cache entries: a new cache.
+    d.edit("example/sipcfg.toml", "[tls]\n", "[tls]\nsession_cache_entries = 64\n");
+    sipcfg::reload::reload(&server.app).expect("the reload succeeds");
+    assert_eq!(handshake_kind(&client, server.addr, &token).await, Full);
+}

@@ -213,7 +213,7 @@ async fn serve_connection(
     let _ = tcp.set_nodelay(true);
     let tls = match channel {
         Channel::Legacy => return serve_http(tcp, peer, channel, app, builder, watcher).await,
-        Channel::Https => app.tls.load_full(),
+        Channel::Https => app.tls.load().config.clone(),
         Channel::Edge => match app.edge_tls.load_full() {
             Some(t) => t,
             None => return,

@@ -36,7 +36,10 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>
 
 /// The server configuration for the HTTPS listener.
 pub fn server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
-    let certs = load_certificates(&tls.certificate)?;
+    with_chain(tls, load_certificates(&tls.certificate)?)
+}
+
+fn with_chain(tls: &TlsConfig, certs: Vec<CertificateDer<'static>>) -> Result<ServerConfig, TlsError> {
     let key = load_private_key(&tls.private_key)?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -44,6 +47,34 @@ pub fn server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
         .with_single_cert(certs, key)?;
     apply_common(&mut config, tls);
     Ok(config)
+}
+
+/// The HTTPS listener's TLS configuration in force, with what its resumable sessions rest on: the
+/// certificate chain the server proved itself with and the resumption settings.
+pub struct PhoneTls {
+    pub config: Arc<ServerConfig>,
+    chain: Vec<CertificateDer<'static>>,
+    resumption: (bool, usize),
+}
+
+impl PhoneTls {
+    /// Builds the configuration; a reload passes the one in force (`previous`), whose session cache is kept
+    /// when the chain and the resumption settings are the same, so that an inventory or template change
+    /// does not cost every phone a full handshake. A new certificate starts an empty cache: no session
+    /// established under the old one is resumed.
+    pub fn new(tls: &TlsConfig, previous: Option<&PhoneTls>) -> Result<PhoneTls, TlsError> {
+        let chain = load_certificates(&tls.certificate)?;
+        let mut config = with_chain(tls, chain.clone())?;
+        let resumption = (tls.resumption, tls.session_cache_entries);
+        if let Some(previous) = previous
+            && tls.resumption
+            && previous.resumption == resumption
+            && previous.chain == chain
+        {
+            config.session_storage = previous.config.session_storage.clone();
+        }
+        Ok(PhoneTls { config: Arc::new(config), chain, resumption })
+    }
 }
 
 /// aws-lc-rs with the TLS 1.3 suites in the order we prefer: AES-128-GCM-SHA256 first. It is TLS 1.3's
