@@ -213,19 +213,31 @@ impl TokenService {
     }
 
     /// The activation-code grant: a 16-digit code for an access token and the first refresh token.
-    pub fn redeem(&self, code: &str, now: Time, life: Lifetimes) -> Result<TokenResponse, GrantError> {
+    ///
+    /// `admit` decides, before the code is spent, whether its device may onboard where the code was
+    /// presented (CUCM's "Allow Activation Code via MRA" for codes that arrive through an edge proxy). A
+    /// refused code stays usable.
+    pub fn redeem(
+        &self,
+        code: &str,
+        now: Time,
+        life: Lifetimes,
+        admit: impl FnOnce(&DeviceName) -> Result<(), GrantError>,
+    ) -> Result<TokenResponse, GrantError> {
         let code: String = code.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
         if code.len() != CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(GrantError::InvalidGrant("an activation code is 16 digits"));
         }
+        let unknown = GrantError::InvalidGrant("the activation code is unknown, used, revoked or expired");
+        let digest = digest(code.as_bytes());
+        let device = self.store.activation_code_device(&digest, now)?.ok_or(unknown.clone())?;
+        let name = DeviceName::parse_canonical(&device).map_err(|e| GrantError::Server(e.to_string()))?;
+        admit(&name)?;
         let (refresh, first) = new_refresh_token(now, life)?;
         let family = first.family.clone();
-        // The subject is only known once the code is redeemed; the store takes it from the code.
-        let device = self
-            .store
-            .redeem_activation_code(&digest(code.as_bytes()), now, &first)?
-            .ok_or(GrantError::InvalidGrant("the activation code is unknown, used, revoked or expired"))?;
-        let name = DeviceName::parse_canonical(&device).map_err(|e| GrantError::Server(e.to_string()))?;
+        // Spent here, in one transaction with the first refresh token (a code is bound to one device for
+        // good, so the device read above is the one this redeems, if the code is still usable).
+        self.store.redeem_activation_code(&digest, now, &first)?.ok_or(unknown)?;
         tracing::info!(target: "sipcfg::tokens", device = %name, family, "activation code redeemed");
         self.respond(&Subject::Device(name), refresh, now, life)
     }

@@ -243,3 +243,50 @@ fn phone_listeners_never_share_a_port_even_on_a_wildcard_address() {
     assert!(parse(&example_with_listeners("127.0.0.1:6972", "127.0.0.2:6972")).is_ok());
     assert!(parse(&example_with_listeners("127.0.0.1:0", "127.0.0.1:0")).is_ok());
 }
+
+fn activation_code(d: &TempDeployment, device: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .args(["activation-code", "create", "--device", device, "--config"])
+        .arg(d.path("example/sipcfg.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn through_an_edge_proxy_only_devices_allowed_mra_activation_redeem_their_code() {
+    const GRANT: &str = "urn:sipcfg:grant-type:activation-code";
+    let d = TempDeployment::new();
+    // SEP001122334466 may onboard through MRA; SEP001122334455 (the example's default) may not.
+    d.edit(
+        "example/inventory.toml",
+        "[devices.SEP001122334466]\n",
+        "[devices.SEP001122334466]\nallow_activation_code_via_mra = true\nmra_service_domain = \"mra.example.test\"\n",
+    );
+    let pki = edge_pki();
+    let server = edge_server(&d, &pki).await;
+    let proxy = server.edge_client(client_with_cert(Some(&pki.proxy)));
+
+    let code = activation_code(&d, "SEP001122334455");
+    let r = proxy.post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(
+        r.text().contains("invalid_grant") && r.text().contains("unknown, used, revoked or expired"),
+        "{}",
+        r.text()
+    );
+    // Refused through the edge, the code is not spent: on the phone port it onboards the phone.
+    let r = server.client().post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    let code = activation_code(&d, "SEP001122334466");
+    let r = proxy.post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let token: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let access = token["access_token"].as_str().unwrap();
+    assert_eq!(proxy.get("/SEP001122334466.cnf.xml", Some(access)).await.status, StatusCode::OK);
+    // Single use, wherever it is presented next.
+    let r = server.client().post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+}

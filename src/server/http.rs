@@ -68,7 +68,7 @@ where
     let (response, subject, reason) = match (check_target(&req), channel) {
         (Err((status, why)), _) => (plain(status, why), None, "bad-request-target"),
         (Ok(()), Channel::Https | Channel::Edge) if oauth::is_oauth_path(req.uri().path()) => {
-            oauth::handle(app, peer, req).await
+            oauth::handle(app, peer, channel, req).await
         }
         (Ok(()), Channel::Https | Channel::Edge) => {
             let mut memo = slot.lock().ok().and_then(|mut m| m.take()).unwrap_or_default();

@@ -11,7 +11,10 @@ use http_body::Body as HttpBody;
 use http_body_util::{BodyExt, Limited};
 
 use crate::app::App;
+use crate::filename::DeviceName;
+use crate::inventory::Inventory;
 use crate::metrics::GrantType;
+use crate::server::Channel;
 use crate::server::http::Body;
 use crate::token::{Subject, unix_now};
 use crate::token_service::{ACTIVATION_CODE_GRANT, GrantError};
@@ -26,8 +29,13 @@ pub fn is_oauth_path(path: &str) -> bool {
     matches!(path, TOKEN_PATH | REVOKE_PATH | JWKS_PATH)
 }
 
-/// Answers a request for one of the token service's paths.
-pub async fn handle<B>(app: &App, peer: SocketAddr, req: Request<B>) -> (Response<Body>, Option<Subject>, &'static str)
+/// Answers a request for one of the token service's paths, on the HTTPS or the edge listener (`channel`).
+pub async fn handle<B>(
+    app: &App,
+    peer: SocketAddr,
+    channel: Channel,
+    req: Request<B>,
+) -> (Response<Body>, Option<Subject>, &'static str)
 where
     B: HttpBody<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -120,7 +128,9 @@ where
         match form.get("grant_type").map(String::as_str) {
             None => Err(GrantError::InvalidRequest("grant_type is required")),
             Some(ACTIVATION_CODE_GRANT) => match form.get("code") {
-                Some(code) => service.redeem(code, now, life),
+                Some(code) => {
+                    service.redeem(code, now, life, |device| admit_activation(&deployment.inventory, device, channel))
+                }
                 None => Err(GrantError::InvalidRequest("code is required")),
             },
             Some("refresh_token") => match form.get("refresh_token") {
@@ -146,6 +156,21 @@ where
             (grant_error(&e), None, e.code())
         }
     }
+}
+
+/// Through an edge proxy (Mobile and Remote Access), only a device with CUCM's "Allow Activation Code via
+/// MRA" may onboard with its code; on the phone port every device may. The phone gets the answer of an
+/// unknown code (whoever holds a code learns nothing more of its device) and the log says why.
+fn admit_activation(inventory: &Inventory, device: &DeviceName, channel: Channel) -> Result<(), GrantError> {
+    if channel != Channel::Edge || inventory.devices.get(device).is_some_and(|d| d.allow_activation_code_via_mra) {
+        return Ok(());
+    }
+    tracing::warn!(
+        target: "sipcfg::tokens",
+        %device,
+        "activation code refused through an edge proxy: the device does not allow activation via MRA"
+    );
+    Err(GrantError::InvalidGrant("the activation code is unknown, used, revoked or expired"))
 }
 
 /// After a revocation here, the file server must refuse the subject's tokens at once.

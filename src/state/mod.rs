@@ -87,6 +87,9 @@ pub trait AuthStore: Send + Sync {
     fn list_activation_codes(&self) -> Result<Vec<ActivationCode>, StoreError>;
     /// Revokes a code by its id; false if there is none that is still usable.
     fn revoke_activation_code(&self, id: &str, now: Time) -> Result<bool, StoreError>;
+    /// The device a code onboards, if the code is still usable (known, unused, unrevoked, unexpired). Reads
+    /// only: a code refused for where it was presented stays usable.
+    fn activation_code_device(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError>;
     /// Redeems a code (single use) and stores the first refresh token of a new family, in one transaction.
     /// The token's subject is `device:<the code's device>` (`first.subject` is ignored).
     /// Returns the device name, or `None` if the code is unknown, used, revoked or expired.

@@ -359,6 +359,19 @@ impl AuthStore for SqliteStore {
         })
     }
 
+    fn activation_code_device(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT device FROM activation_codes
+                     WHERE digest = ?1 AND used IS NULL AND revoked = 0 AND expires > ?2",
+                    params![&digest[..], now],
+                    |row| row.get(0),
+                )
+                .optional()?)
+        })
+    }
+
     fn redeem_activation_code(
         &self,
         digest: &Digest,
