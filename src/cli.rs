@@ -56,14 +56,16 @@ pub enum Command {
     /// Print the file a device would receive, e.g. `sipcfg render SEP001122334455.cnf.xml`.
     ///
     /// With `--all --out DIR`, write every device's configuration file into DIR instead, named as the phone
-    /// asks for it (SEP001122334455.cnf.xml); exit 1 if any device fails, after reporting every failure.
+    /// asks for it (SEP001122334455.cnf.xml), with XMLDefault.cnf.xml and caconfig.json; exit 1 if any
+    /// file fails, after reporting every failure.
     Render {
         #[command(flatten)]
         config: ConfigArg,
         /// File name as a phone asks for it.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         file: Option<String>,
-        /// Render every device's configuration file (named as the phone asks for it) into --out.
+        /// Render every device's configuration file (named as the phone asks for it), XMLDefault.cnf.xml and
+        /// caconfig.json into --out.
         #[arg(long, requires = "out")]
         all: bool,
         /// Folder for --all, created if missing; files of the same name are replaced, no other file is touched.
@@ -613,6 +615,23 @@ fn render_all(arg: &ConfigArg, out: &Path) -> Result<ExitCode, String> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let device_failures = failures.len();
+    // What every phone may also ask for: the file of unknown phones and the Phone-Edge-Trust list.
+    let shared = [
+        (filename::DEFAULT_CONFIG, templates.render_default(inventory, trust).map(String::into_bytes)),
+        (filename::CA_CONFIG, Ok(crate::trust::caconfig_json(trust).to_vec())),
+    ];
+    let mut shared_written = Vec::new();
+    for (file_name, rendered) in shared {
+        let path = out.join(file_name);
+        match rendered {
+            Ok(bytes) => match crate::fsutil::replace_unsynced(&path, &bytes) {
+                Ok(()) => shared_written.push(file_name),
+                Err(e) => failures.push(format!("{}: cannot write: {e}", path.display())),
+            },
+            Err(e) => failures.push(format!("{file_name}: {e}")),
+        }
+    }
     // One flush for the whole folder instead of one per file (see fsutil::replace_unsynced).
     if let Err(e) = crate::fsutil::sync_dir(out) {
         failures.push(format!("{}: cannot flush the folder to disk: {e}", out.display()));
@@ -620,13 +639,15 @@ fn render_all(arg: &ConfigArg, out: &Path) -> Result<ExitCode, String> {
     for f in &failures {
         eprintln!("error: {f}");
     }
-    let written = names.len() - failures.len().min(names.len());
+    let written = names.len() - device_failures;
+    let also =
+        if shared_written.is_empty() { String::new() } else { format!(", and {}", shared_written.join(" and ")) };
     if failures.is_empty() {
-        println!("{}: {written} device configuration files written", out.display());
+        println!("{}: {written} device configuration files written{also}", out.display());
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!(
-            "{}: {} of {} device configurations failed ({written} written)",
+            "{}: {} failed; {written} of {} device configurations written{also}",
             out.display(),
             failures.len(),
             names.len()

@@ -205,21 +205,28 @@ fn render_all_writes_one_well_formed_file_per_device() {
     let out_dir = d.path("rendered");
     let out = sipcfg(&d, &["render", "--all", "--out", out_dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("21 device configuration files written"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("21 device configuration files written, and XMLDefault.cnf.xml and caconfig.json"),
+        "{}",
+        text(&out.stdout)
+    );
     let inventory = sipcfg::inventory::Inventory::load(&d.path("example/inventory.toml")).unwrap();
     let mut files: Vec<String> =
         std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();
     let mut expected: Vec<String> = inventory.device_names_sorted().iter().map(|n| format!("{n}.cnf.xml")).collect();
+    expected.extend(["XMLDefault.cnf.xml".to_owned(), "caconfig.json".to_owned()]);
     expected.sort();
     assert_eq!(files, expected);
-    for f in &files {
+    for f in files.iter().filter(|f| f.ends_with(".xml")) {
         let xml = std::fs::read_to_string(out_dir.join(f)).unwrap();
         sipcfg::render::check_well_formed(&xml).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
-    // The same file `render FILE` prints (and the server serves).
-    let single = sipcfg(&d, &["render", "SEP001122334455.cnf.xml"]);
-    assert_eq!(std::fs::read(out_dir.join("SEP001122334455.cnf.xml")).unwrap(), single.stdout);
+    // The same files `render FILE` prints (and the server serves).
+    for f in ["SEP001122334455.cnf.xml", "XMLDefault.cnf.xml", "caconfig.json"] {
+        let single = sipcfg(&d, &["render", f]);
+        assert_eq!(std::fs::read(out_dir.join(f)).unwrap(), single.stdout, "{f}");
+    }
 }
 
 #[test]
@@ -233,8 +240,11 @@ fn render_all_reports_every_device_that_fails_and_exits_1() {
     let err = text(&out.stderr);
     assert!(err.contains("SEPAABBCCDDEEFF") && err.contains("U+0007"), "{err}");
     assert!(err.contains("SEP00AA11228811") && err.contains("U+0001"), "{err}");
-    assert!(err.contains("2 of 21 device configurations failed (19 written)"), "{err}");
-    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 19);
+    assert!(
+        err.contains("2 failed; 19 of 21 device configurations written, and XMLDefault.cnf.xml and caconfig.json"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 19 + 2);
     assert!(!out_dir.join("SEPAABBCCDDEEFF.cnf.xml").exists());
 }
 
