@@ -418,6 +418,28 @@ async fn every_request_yields_exactly_one_access_line() {
     let huge = "x".repeat(20 * 1024);
     let r = client.connect().await.unwrap().try_send("GET", PHONE, &[("x-filler", huge.as_str())]).await;
     expect(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, r.map(|r| r.status).unwrap_or(StatusCode::OK));
+    // An HTTP/2 stream reset while the handler waits for the rest of its body: its one line says 400
+    // (the reset reached the handler as a broken body) or 499 (hyper dropped the handler first).
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(common::tls_client_config(b"h2")));
+    let stream = tls.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+    let (h2_client, h2_conn) = h2::client::handshake(stream).await.unwrap();
+    let h2_conn = tokio::spawn(h2_conn);
+    let mut h2_client = h2_client.ready().await.unwrap();
+    let post = http::Request::builder()
+        .method("POST")
+        .uri("https://localhost/oauth/token")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-length", "100")
+        .body(())
+        .unwrap();
+    let (_response, mut body) = h2_client.send_request(post, false).unwrap();
+    body.send_data(bytes::Bytes::from_static(b"grant_type="), false).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    body.send_reset(h2::Reason::CANCEL);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(h2_client);
+    h2_conn.abort();
     // The admin listener's requests are not phone requests: no access line.
     let admin_client = common::Client::plain_to(admin);
     assert_eq!(admin_client.get("/metrics", None).await.status, StatusCode::OK);
@@ -427,6 +449,11 @@ async fn every_request_yields_exactly_one_access_line() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     let audit = std::fs::read_to_string(d.path("example/state/audit.log")).unwrap();
     let lines: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (reset, lines): (Vec<_>, Vec<_>) = lines.into_iter().partition(|l| l["fields"]["path"] == "/oauth/token");
+    assert_eq!(reset.len(), 1, "{audit}");
+    assert_eq!(reset[0]["fields"]["method"], "POST");
+    let reason = reset[0]["fields"]["reason"].as_str();
+    assert!(matches!(reason, Some("bad-body" | "client-gone")), "{audit}");
     let mut statuses: Vec<u16> = lines.iter().map(|l| l["fields"]["status"].as_u64().unwrap() as u16).collect();
     statuses.sort_unstable();
     expected.sort_unstable();
@@ -435,4 +462,40 @@ async fn every_request_yields_exactly_one_access_line() {
     let too_large = lines.iter().find(|l| l["fields"]["status"] == 431).unwrap();
     assert_eq!(too_large["fields"]["reason"], "header-too-large");
     assert!(too_large["fields"]["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+}
+
+/// A request body that never arrives.
+struct Stalled;
+
+impl http_body::Body for Stalled {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn a_request_dropped_before_its_answer_is_counted_as_client_gone() {
+    use sipcfg::metrics::FileKind;
+    use sipcfg::server::Channel;
+    let server = TestServer::start().await;
+    let request = http::Request::builder()
+        .method("POST")
+        .uri("/oauth/token")
+        .header("host", "localhost")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Stalled)
+        .unwrap();
+    let slot = sipcfg::server::http::MemoSlot::default();
+    let peer = "127.0.0.1:40000".parse().unwrap();
+    // What hyper does when the client resets the stream while the handler waits: drops the handler.
+    let handler = sipcfg::server::http::handle(&server.app, peer, Channel::Https, request, &slot);
+    assert!(tokio::time::timeout(Duration::from_millis(100), handler).await.is_err(), "the body never came");
+    assert_eq!(server.app.metrics.requests(Channel::Https, FileKind::OauthToken, 499), 1);
+    let metrics = server.metrics().await;
+    assert_eq!(metrics.get("sipcfg_refusals_total{reason=\"client-gone\"}"), 1.0);
 }

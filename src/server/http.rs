@@ -65,6 +65,7 @@ where
     let logged = tracing::enabled!(target: "sipcfg::access", tracing::Level::INFO)
         .then(|| (Instant::now(), req.method().clone(), loggable(req.uri().path())));
     let kind = FileKind::of_path(req.uri().path());
+    let unanswered = Unanswered { app, peer, channel, kind, line: Some(logged) };
     let (response, subject, reason) = match (check_target(&req), channel) {
         (Err((status, why)), _) => (plain(status, why), None, "bad-request-target"),
         (Ok(()), Channel::Https | Channel::Edge) if oauth::is_oauth_path(req.uri().path()) => {
@@ -80,6 +81,7 @@ where
         }
         (Ok(()), Channel::Legacy) => answer_legacy(app, &req).await,
     };
+    let logged = unanswered.answered();
     let status = response.status().as_u16();
     app.metrics.request(channel, kind, status, reason);
     if let Some((started, method, path)) = logged {
@@ -96,6 +98,49 @@ where
         );
     }
     response
+}
+
+/// The access line's request fields: when it started, method, loggable path.
+type Line = (Instant, Method, String);
+
+/// Status logged for a request whose answer was never sent (nginx's "client closed request").
+const CLIENT_GONE: u16 = 499;
+
+/// Counts and logs a request that [`handle`] never answered: its future was dropped because the client
+/// reset the HTTP/2 stream or closed the connection while the handler waited (for a request body, say).
+struct Unanswered<'a> {
+    app: &'a App,
+    peer: SocketAddr,
+    channel: Channel,
+    kind: FileKind,
+    /// `Some` until answered; inside, the access line's fields if it is written.
+    line: Option<Option<Line>>,
+}
+
+impl Unanswered<'_> {
+    fn answered(mut self) -> Option<Line> {
+        self.line.take().flatten()
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        let Some(line) = self.line.take() else { return };
+        self.app.metrics.request(self.channel, self.kind, CLIENT_GONE, "client-gone");
+        if let Some((started, method, path)) = line {
+            tracing::info!(
+                target: "sipcfg::access",
+                peer = %self.peer,
+                channel = self.channel.as_str(),
+                method = %method,
+                path = %path,
+                status = CLIENT_GONE,
+                subject = "",
+                reason = "client-gone",
+                micros = started.elapsed().as_micros() as u64,
+            );
+        }
+    }
 }
 
 /// A request that hyper answered itself, before [`handle`] saw it: HTTP/1.1 heads over
