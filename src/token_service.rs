@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -78,6 +79,9 @@ pub struct Lifetimes {
 }
 
 /// What the file server needs from the token service on every request.
+/// The change counter of a view that was never read from the store.
+const NEVER_SYNCED: u64 = u64::MAX;
+
 struct View {
     change: u64,
     signer: Option<Arc<Signer>>,
@@ -93,6 +97,9 @@ pub struct TokenService {
     view: ArcSwap<View>,
     /// Serialises key changes and view rebuilds.
     sync: Mutex<()>,
+    /// Revocations that appeared in the store since this process opened it: its own (`/oauth/revoke`) and
+    /// other processes' (`sipcfg token revoke`), counted when the view takes them in.
+    revocations_seen: AtomicU64,
 }
 
 impl TokenService {
@@ -105,12 +112,13 @@ impl TokenService {
             store,
             auth: ArcSwap::from_pointee(auth.clone()),
             view: ArcSwap::from_pointee(View {
-                change: u64::MAX,
+                change: NEVER_SYNCED,
                 signer: None,
                 jwks: bytes::Bytes::new(),
                 revocations: HashMap::new(),
             }),
             sync: Mutex::new(()),
+            revocations_seen: AtomicU64::new(0),
         };
         Ok(service)
     }
@@ -146,6 +154,11 @@ impl TokenService {
                 revocations.entry(subject).and_modify(|t| *t = (*t).max(at)).or_insert(at);
             }
         }
+        let seen = self.view.load();
+        if seen.change != NEVER_SYNCED {
+            let new = revocations.iter().filter(|&(s, at)| seen.revocations.get(s).is_none_or(|was| was < at)).count();
+            self.revocations_seen.fetch_add(new as u64, Ordering::Relaxed);
+        }
         let mut own = Vec::new();
         let mut jwks = Vec::new();
         let mut signer = None;
@@ -180,6 +193,11 @@ impl TokenService {
         let jwks = serde_json::to_vec_pretty(&serde_json::json!({ "keys": jwks })).map_err(|e| e.to_string())?;
         self.view.store(Arc::new(View { change, signer, jwks: jwks.into(), revocations }));
         Ok(Some(verifier))
+    }
+
+    /// Revocations taken in since the service was opened (see `revocations_seen`).
+    pub fn revocations_seen(&self) -> u64 {
+        self.revocations_seen.load(Ordering::Relaxed)
     }
 
     /// The JWKS document of the keys sipcfg signs with (current and retiring).

@@ -363,3 +363,29 @@ async fn a_kept_connection_sees_revocation_and_regen() {
     assert!(sipcfg(&d, &["keys", "regen", "--yes"]).status.success());
     assert_eq!(until_status_on(&mut conn, &access, StatusCode::UNAUTHORIZED).await, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn the_server_counts_revocations_made_from_the_command_line() {
+    let d = TempDeployment::new();
+    let server = started(&d).await;
+    let revocations = || async { server.metrics().await.get("sipcfg_token_revocations_total") };
+    assert_eq!(revocations().await, 0.0);
+    let out = sipcfg(&d, &["token", "revoke", "--device", "SEP001122334455"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while revocations().await < 1.0 {
+        assert!(Instant::now() < deadline, "the command line's revocation was never counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = sipcfg(&d, &["token", "revoke", "--user", "jsmith"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    while revocations().await < 2.0 {
+        assert!(Instant::now() < deadline, "the second revocation was never counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Another server on the same state counts from its own start: the revocations already there are not new.
+    let other = started(&d).await;
+    assert_eq!(other.metrics().await.get("sipcfg_token_revocations_total"), 0.0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(revocations().await, 2.0, "counted once each");
+}

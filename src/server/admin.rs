@@ -154,6 +154,7 @@ async fn snapshot(app: &App) -> Snapshot {
         certificate_expiry: app.health.certificates().earliest_expiry(),
         ready,
         draining: app.health.is_draining(),
+        revocations: app.token_service.as_ref().map_or(0, |s| s.revocations_seen()),
     }
 }
 
