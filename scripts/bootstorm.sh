@@ -22,6 +22,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 N=${N:-100000}                 # devices (and phones, and tokens)
 DUR=${DUR:-12}                 # seconds per measured run
 C=${C:-64}                     # phones in flight (storm)
@@ -72,17 +74,9 @@ trap cleanup EXIT
 # --- 3. Inventory, configuration, tokens ------------------------------------------------------------------
 say "generating an inventory of $N devices in $WORK"
 python3 "$ROOT/scripts/gen-inventory.py" "$N" "$WORK/inventory.toml"
-# Token signatures: RS256 by default, as CUCM signs its access tokens (TOKEN_ALG=ES256 uses the example's
-# P-256 key instead; its verification costs about 2.5x RS256's).
-case "$TOKEN_ALG" in
-    RS256)
-        openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/token-key.pem" 2>/dev/null
-        openssl pkey -in "$WORK/token-key.pem" -pubout -out "$WORK/token-pub.pem"
-        TOKEN_KEY=$WORK/token-key.pem; TOKEN_PUB=$WORK/token-pub.pem ;;
-    ES256) TOKEN_KEY=$ROOT/certs-example/token-signing-key.pem; TOKEN_PUB=$ROOT/certs-example/token-signing-pub.pem ;;
-    *) echo "TOKEN_ALG must be RS256 or ES256" >&2; exit 2 ;;
-esac
-cat >"$WORK/sipcfg.toml" <<EOF
+token_keys "$TOKEN_ALG"
+{
+    cat <<EOF
 [server]
 listen = "127.0.0.1:$SPORT"
 tls_handshake_timeout_secs = 10
@@ -96,24 +90,9 @@ certificate = "$ROOT/certs-example/server.pem"
 private_key = "$ROOT/certs-example/server-key.pem"
 resumption = false              # as nginx below: every phone pays a full handshake
 
-[auth]
-issuer = "https://sipcfg.example.test"
-audience = "sipcfg"
-algorithms = ["$TOKEN_ALG"]
-leeway_secs = 30
-max_token_bytes = 8192
-
-[[auth.keys]]
-kid = "bench-$TOKEN_ALG"
-algorithm = "$TOKEN_ALG"
-public_key = "$TOKEN_PUB"
-
-[auth.signing]
-kid = "bench-$TOKEN_ALG"
-algorithm = "$TOKEN_ALG"
-private_key = "$TOKEN_KEY"
-default_ttl_secs = 86400
-
+EOF
+    auth_sections "$TOKEN_ALG"
+    cat <<EOF
 [inventory]
 file = "$WORK/inventory.toml"
 templates = "$ROOT/templates"
@@ -130,6 +109,7 @@ format = "text"
 [cache]
 max_bytes = 268435456
 EOF
+} >"$WORK/sipcfg.toml"
 
 say "minting $N device tokens"
 "$BIN/sipcfg-load" --mint "$N" --config "$WORK/sipcfg.toml" --out "$WORK/tokens.txt" 2>"$WORK/mint.log"

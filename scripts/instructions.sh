@@ -14,6 +14,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 N=${N:-1000}
 KC=${KC:-16}
 R1=${R1:-2000}; R2=${R2:-12000}; R3=${R3:-22000}
@@ -49,15 +51,9 @@ cleanup() {
 trap cleanup EXIT
 
 python3 "$ROOT/scripts/gen-inventory.py" "$N" "$WORK/inventory.toml"
-case "$TOKEN_ALG" in
-    RS256)
-        openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/token-key.pem" 2>/dev/null
-        openssl pkey -in "$WORK/token-key.pem" -pubout -out "$WORK/token-pub.pem"
-        TOKEN_KEY=$WORK/token-key.pem; TOKEN_PUB=$WORK/token-pub.pem ;;
-    ES256) TOKEN_KEY=$ROOT/certs-example/token-signing-key.pem; TOKEN_PUB=$ROOT/certs-example/token-signing-pub.pem ;;
-    *) echo "TOKEN_ALG must be RS256 or ES256" >&2; exit 2 ;;
-esac
-cat >"$WORK/sipcfg.toml" <<EOF
+token_keys "$TOKEN_ALG"
+{
+    cat <<EOF
 [server]
 listen = "127.0.0.1:$PORT"
 
@@ -66,21 +62,9 @@ certificate = "$ROOT/certs-example/server.pem"
 private_key = "$ROOT/certs-example/server-key.pem"
 resumption = false
 
-[auth]
-issuer = "https://sipcfg.example.test"
-audience = "sipcfg"
-algorithms = ["$TOKEN_ALG"]
-
-[[auth.keys]]
-kid = "bench-$TOKEN_ALG"
-algorithm = "$TOKEN_ALG"
-public_key = "$TOKEN_PUB"
-
-[auth.signing]
-kid = "bench-$TOKEN_ALG"
-algorithm = "$TOKEN_ALG"
-private_key = "$TOKEN_KEY"
-
+EOF
+    auth_sections "$TOKEN_ALG"
+    cat <<EOF
 [inventory]
 file = "$WORK/inventory.toml"
 templates = "$ROOT/templates"
@@ -94,6 +78,7 @@ phone_edge_trust = "$ROOT/example/phone-edge-trust"
 [admin]
 enabled = false
 EOF
+} >"$WORK/sipcfg.toml"
 "$LOAD" --mint "$N" --config "$WORK/sipcfg.toml" --out "$WORK/tokens.txt" 2>"$WORK/mint.log"
 
 load() {
