@@ -1,5 +1,5 @@
-# Shared by bootstorm.sh and instructions.sh (sourced, not run): the phones' token keys and the [auth]
-# sections of a benchmark configuration. Needs ROOT (the checkout) and WORK (the run's folder).
+# Shared by bootstorm.sh and instructions.sh (sourced, not run): the phones' token keys and the [auth],
+# [inventory], [files] and [trust] sections of a benchmark configuration. Needs ROOT (the checkout) and WORK (the run's folder).
 
 # token_keys ALG: RS256 (a fresh RSA-2048 key, as CUCM signs its access tokens) or ES256 (the example's P-256
 # key; its verification costs about 2.5x RS256's). Sets TOKEN_KEY and TOKEN_PUB.
@@ -34,6 +34,22 @@ kid = "bench-$1"
 algorithm = "$1"
 private_key = "$TOKEN_KEY"
 default_ttl_secs = 86400
+
+EOT
+}
+
+# deployment_sections: the generated inventory in $WORK, the repository's templates, files and trust.
+deployment_sections() {
+    cat <<EOT
+[inventory]
+file = "$WORK/inventory.toml"
+templates = "$ROOT/templates"
+
+[files]
+root = "$ROOT/example/files"
+
+[trust]
+phone_edge_trust = "$ROOT/example/phone-edge-trust"
 
 EOT
 }

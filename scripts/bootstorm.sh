@@ -92,17 +92,8 @@ resumption = false              # as nginx below: every phone pays a full handsh
 
 EOF
     auth_sections "$TOKEN_ALG"
+    deployment_sections
     cat <<EOF
-[inventory]
-file = "$WORK/inventory.toml"
-templates = "$ROOT/templates"
-
-[files]
-root = "$ROOT/example/files"
-
-[trust]
-phone_edge_trust = "$ROOT/example/phone-edge-trust"
-
 [log]
 format = "text"
 

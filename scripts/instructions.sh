@@ -64,17 +64,8 @@ resumption = false
 
 EOF
     auth_sections "$TOKEN_ALG"
+    deployment_sections
     cat <<EOF
-[inventory]
-file = "$WORK/inventory.toml"
-templates = "$ROOT/templates"
-
-[files]
-root = "$ROOT/example/files"
-
-[trust]
-phone_edge_trust = "$ROOT/example/phone-edge-trust"
-
 [admin]
 enabled = false
 EOF
