@@ -890,6 +890,12 @@ fn activation_code(arg: &ConfigArg, action: CodeAction) -> Result<ExitCode, Stri
             };
             let (id, code) = service.create_activation_code(&name, now, i64::from(valid) * 86_400)?;
             eprintln!("activation code {id} for {name}, valid {valid} days, single use:");
+            if inventory.device(&name).is_some_and(|d| !d.enabled) {
+                eprintln!("note: {name} is disabled: the code onboards it, but it gets no file until it is enabled");
+            }
+            if !inventory.cluster.refresh_login_flow {
+                eprintln!("note: the refresh login flow is off in [cluster]: no code is redeemed until it is on");
+            }
             println!("{code}");
         }
         CodeAction::List => {

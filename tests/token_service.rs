@@ -389,3 +389,14 @@ async fn the_server_counts_revocations_made_from_the_command_line() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(revocations().await, 2.0, "counted once each");
 }
+
+#[test]
+fn a_code_for_a_disabled_device_comes_with_a_note() {
+    let d = TempDeployment::new();
+    let out = sipcfg(&d, &["activation-code", "create", "--device", "SEP0011223344FF"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("SEP0011223344FF is disabled"), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim().len(), 16, "the code is still printed alone on standard output");
+    let out = sipcfg(&d, &["activation-code", "create", "--device", "SEP001122334455"]);
+    assert!(!text(&out.stderr).contains("note:"), "{}", text(&out.stderr));
+}
