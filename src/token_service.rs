@@ -78,10 +78,13 @@ pub struct Lifetimes {
     pub refresh_secs: u64,
 }
 
-/// What the file server needs from the token service on every request.
+/// The answer for a code that cannot be redeemed, whatever the reason: it tells nothing of the code's device.
+pub const UNKNOWN_CODE: &str = "the activation code is unknown, used, revoked or expired";
+
 /// The change counter of a view that was never read from the store.
 const NEVER_SYNCED: u64 = u64::MAX;
 
+/// What the file server needs from the token service on every request.
 struct View {
     change: u64,
     signer: Option<Arc<Signer>>,
@@ -246,7 +249,7 @@ impl TokenService {
         if code.len() != CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(GrantError::InvalidGrant("an activation code is 16 digits"));
         }
-        let unknown = GrantError::InvalidGrant("the activation code is unknown, used, revoked or expired");
+        let unknown = GrantError::InvalidGrant(UNKNOWN_CODE);
         let digest = digest(code.as_bytes());
         let device = self.store.activation_code_device(&digest, now)?.ok_or(unknown.clone())?;
         let name = DeviceName::parse_canonical(&device).map_err(|e| GrantError::Server(e.to_string()))?;

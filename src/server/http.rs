@@ -85,19 +85,35 @@ where
     let status = response.status().as_u16();
     app.metrics.request(channel, kind, status, reason);
     if let Some((started, method, path)) = logged {
-        tracing::info!(
-            target: "sipcfg::access",
-            %peer,
-            channel = channel.as_str(),
-            method = %method,
-            path = %path,
-            status,
-            subject = subject.as_ref().map(ToString::to_string).unwrap_or_default(),
-            reason,
-            micros = started.elapsed().as_micros() as u64,
-        );
+        let subject = subject.as_ref().map(ToString::to_string).unwrap_or_default();
+        access_line(peer, channel, method.as_str(), &path, status, &subject, reason, started.elapsed());
     }
     response
+}
+
+/// The one `sipcfg::access` event: a request's access line (and audit record).
+#[allow(clippy::too_many_arguments)]
+fn access_line(
+    peer: SocketAddr,
+    channel: Channel,
+    method: &str,
+    path: &str,
+    status: u16,
+    subject: &str,
+    reason: &str,
+    took: std::time::Duration,
+) {
+    tracing::info!(
+        target: "sipcfg::access",
+        %peer,
+        channel = channel.as_str(),
+        method = %method,
+        path = %path,
+        status,
+        subject,
+        reason,
+        micros = took.as_micros() as u64,
+    );
 }
 
 /// The access line's request fields: when it started, method, loggable path.
@@ -128,17 +144,8 @@ impl Drop for Unanswered<'_> {
         let Some(line) = self.line.take() else { return };
         self.app.metrics.request(self.channel, self.kind, CLIENT_GONE, "client-gone");
         if let Some((started, method, path)) = line {
-            tracing::info!(
-                target: "sipcfg::access",
-                peer = %self.peer,
-                channel = self.channel.as_str(),
-                method = %method,
-                path = %path,
-                status = CLIENT_GONE,
-                subject = "",
-                reason = "client-gone",
-                micros = started.elapsed().as_micros() as u64,
-            );
+            let took = started.elapsed();
+            access_line(self.peer, self.channel, method.as_str(), &path, CLIENT_GONE, "", "client-gone", took);
         }
     }
 }
@@ -170,17 +177,7 @@ pub fn refused_by_hyper(
     };
     let status = status.as_u16();
     app.metrics.request(channel, FileKind::Other, status, reason);
-    tracing::info!(
-        target: "sipcfg::access",
-        %peer,
-        channel = channel.as_str(),
-        method = "",
-        path = "",
-        status,
-        subject = "",
-        reason,
-        micros = 0u64,
-    );
+    access_line(peer, channel, "", "", status, "", reason, std::time::Duration::ZERO);
 }
 
 /// `Some(is_head)` for GET and HEAD, `None` for every other method.

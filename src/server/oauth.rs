@@ -17,7 +17,7 @@ use crate::metrics::GrantType;
 use crate::server::Channel;
 use crate::server::http::Body;
 use crate::token::{Subject, unix_now};
-use crate::token_service::{ACTIVATION_CODE_GRANT, GrantError};
+use crate::token_service::{ACTIVATION_CODE_GRANT, GrantError, UNKNOWN_CODE};
 
 pub const TOKEN_PATH: &str = "/oauth/token";
 pub const REVOKE_PATH: &str = "/oauth/revoke";
@@ -168,7 +168,7 @@ fn admit_activation(inventory: &Inventory, device: &DeviceName, channel: Channel
         %device,
         "activation code refused through an edge proxy: the device does not allow activation via MRA"
     );
-    Err(GrantError::InvalidGrant("the activation code is unknown, used, revoked or expired"))
+    Err(GrantError::InvalidGrant(UNKNOWN_CODE))
 }
 
 /// After a revocation here, the file server must refuse the subject's tokens at once.
