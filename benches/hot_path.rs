@@ -22,12 +22,15 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{EncodingKey, Header};
+use sipcfg::auth::token::{TokenMemo, Verifier};
 use sipcfg::config::{Algorithm, AuthConfig, Config, VerifyKeyConfig};
-use sipcfg::filename::{DeviceName, parse_request_path};
-use sipcfg::inventory::{Device, Inventory};
-use sipcfg::provision::{self, Loaded, Provisioner, Sources};
-use sipcfg::render::check_well_formed;
-use sipcfg::token::{Subject, TokenMemo, Verifier, unix_now};
+use sipcfg::provision::filename::{DeviceName, parse_request_path};
+use sipcfg::provision::inventory::{Device, Inventory};
+use sipcfg::provision::xml::check_well_formed;
+use sipcfg::provision::Provisioner;
+use sipcfg::provision::deployment::{self, Loaded, Sources};
+use sipcfg::provision::subject::Subject;
+use sipcfg::util::time::unix_now;
 
 /// Cache bound of the benchmarked provisioner.
 const CACHE_BYTES: u64 = 64 << 20;
@@ -43,7 +46,7 @@ fn example_config() -> Config {
 }
 
 fn example_deployment(config: &Config) -> Loaded {
-    provision::load(&Sources::from_config(config)).expect("example deployment loads")
+    deployment::load(&Sources::from_config(config)).expect("example deployment loads")
 }
 
 fn device_name(name: &str) -> DeviceName {

@@ -15,6 +15,9 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9971";
 pub const EXAMPLE_CONFIG: &str = "example/sipcfg.toml";
 /// A file of this name next to a key marks it as an example key that must not be used in production.
 pub const EXAMPLE_KEYS_MARKER: &str = "EXAMPLE-KEYS";
+/// Common files larger than this are not served unless `files.max_file_bytes` says otherwise (firmware
+/// images are a few tens of MB).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 /// Upper bound of the clock-skew leeway; a larger one would make `exp` meaningless.
 pub const MAX_LEEWAY_SECS: u64 = 300;
 
@@ -371,7 +374,7 @@ pub struct FilesConfig {
 
 impl Default for FilesConfig {
     fn default() -> Self {
-        FilesConfig { root: None, max_file_bytes: crate::files::DEFAULT_MAX_FILE_BYTES }
+        FilesConfig { root: None, max_file_bytes: DEFAULT_MAX_FILE_BYTES }
     }
 }
 

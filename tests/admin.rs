@@ -147,8 +147,8 @@ async fn token_service_and_reload_metrics() {
     let d = TempDeployment::new();
     let server = TestServer::with_config(d.config()).await;
     let client = server.client();
-    let service = server.app.token_service.clone().unwrap();
-    let device = sipcfg::filename::DeviceName::parse_canonical("SEP001122334455").unwrap();
+    let service = server.app.token_service().cloned().unwrap();
+    let device = sipcfg::provision::filename::DeviceName::parse_canonical("SEP001122334455").unwrap();
     let (_, code) = service.create_activation_code(&device, common::now(), 86_400).unwrap();
     let before = server.metrics().await;
 
@@ -185,9 +185,9 @@ async fn token_service_and_reload_metrics() {
     // Reloads: a good one and a refused one.
     let generation = after.get("sipcfg_deployment_generation");
     d.edit("example/inventory.toml", "display_name = \"John Smith\"", "display_name = \"John Smith 2\"");
-    assert!(sipcfg::reload::reload_logged(&server.app, "test"));
+    assert!(server.reload_logged());
     d.append("example/inventory.toml", "\n[devices.BROKEN\n");
-    assert!(!sipcfg::reload::reload_logged(&server.app, "test"));
+    assert!(!server.reload_logged());
     let reloaded = server.metrics().await;
     assert_eq!(delta(&after, &reloaded, "sipcfg_reloads_total{outcome=\"success\"}"), 1.0);
     assert_eq!(delta(&after, &reloaded, "sipcfg_reloads_total{outcome=\"failure\"}"), 1.0);
@@ -480,8 +480,8 @@ impl http_body::Body for Stalled {
 
 #[tokio::test]
 async fn a_request_dropped_before_its_answer_is_counted_as_client_gone() {
-    use sipcfg::metrics::FileKind;
-    use sipcfg::server::Channel;
+    use sipcfg::app::channel::Channel;
+    use sipcfg::ops::metrics::FileKind;
     let server = TestServer::start().await;
     let request = http::Request::builder()
         .method("POST")
@@ -490,12 +490,12 @@ async fn a_request_dropped_before_its_answer_is_counted_as_client_gone() {
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Stalled)
         .unwrap();
-    let slot = sipcfg::server::http::MemoSlot::default();
+    let slot = sipcfg::server::phone::MemoSlot::default();
     let peer = "127.0.0.1:40000".parse().unwrap();
     // What hyper does when the client resets the stream while the handler waits: drops the handler.
-    let handler = sipcfg::server::http::handle(&server.app, peer, Channel::Https, request, &slot);
+    let handler = sipcfg::server::phone::handle(&server.app, &server.monitor, peer, Channel::Https, request, &slot);
     assert!(tokio::time::timeout(Duration::from_millis(100), handler).await.is_err(), "the body never came");
-    assert_eq!(server.app.metrics.requests(Channel::Https, FileKind::OauthToken, 499), 1);
+    assert_eq!(server.monitor.metrics.requests(Channel::Https, FileKind::OauthToken, 499), 1);
     let metrics = server.metrics().await;
     assert_eq!(metrics.get("sipcfg_refusals_total{reason=\"client-gone\"}"), 1.0);
 }

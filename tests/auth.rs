@@ -248,9 +248,9 @@ async fn keys_can_come_from_a_jwks_file() {
 
 #[tokio::test]
 async fn each_bad_token_is_refused_for_its_own_reason() {
-    use sipcfg::token::TokenError as E;
+    use sipcfg::auth::token::TokenError as E;
     let server = TestServer::start().await;
-    let verifier = server.app.verifier.load();
+    let verifier = server.app.verifier();
     let key = example_signing_key();
     let kid = Some("example-es256-1");
     let sub = "device:SEP001122334455";
@@ -290,13 +290,13 @@ async fn each_bad_token_is_refused_for_its_own_reason() {
 async fn a_remembered_token_is_refused_once_it_expires() {
     let mut config = common::example_config();
     config.auth.leeway_secs = 0;
-    let verifier = sipcfg::token::Verifier::from_config(&config.auth).unwrap();
-    let signer = sipcfg::token::Signer::from_config(&config.auth).unwrap();
+    let verifier = sipcfg::auth::token::Verifier::from_config(&config.auth).unwrap();
+    let signer = sipcfg::auth::signer::Signer::from_config(&config.auth).unwrap();
     let token = signer.mint(&common::subject_of("device:SEP001122334455"), 1).unwrap();
     assert!(verifier.verify(&token).is_ok());
     assert!(verifier.verify(&token).is_ok(), "verified again (from the cache)");
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    assert_eq!(verifier.verify(&token), Err(sipcfg::token::TokenError::Expired));
+    assert_eq!(verifier.verify(&token), Err(sipcfg::auth::token::TokenError::Expired));
 }
 
 async fn send(conn: &mut common::Conn, path: &str, token: String, etag: Option<String>) -> common::Resp {
@@ -378,7 +378,7 @@ async fn a_kept_connection_remembers_nothing_it_should_not() {
     }
 
     // A token that expires while the connection is kept (leeway 0): refused once `exp` has passed.
-    let signer = sipcfg::token::Signer::from_config(&server.app.config.auth).unwrap();
+    let signer = sipcfg::auth::signer::Signer::from_config(&server.app.config().auth).unwrap();
     let short = signer.mint(&common::subject_of("device:SEP001122334455"), 1).unwrap();
     assert_eq!(send(&mut conn, phone, short.clone(), None).await.status, StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;

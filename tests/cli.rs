@@ -93,7 +93,7 @@ fn render_prints_what_the_device_would_receive() {
     let out = sipcfg(&["render", "SEP001122334455.cnf.xml"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let xml = text(&out.stdout);
-    sipcfg::render::check_well_formed(&xml).unwrap();
+    sipcfg::provision::xml::check_well_formed(&xml).unwrap();
     assert!(xml.contains("<sipOAuthMode>1</sipOAuthMode>"));
     let out = sipcfg(&["render", "SEP999999999999.cnf.xml"]);
     assert_eq!(out.status.code(), Some(1));

@@ -44,7 +44,7 @@ async fn wait_ready(port: u16) {
 }
 
 fn digest(token: &str) -> Vec<u8> {
-    sipcfg::token_service::digest(token.as_bytes()).to_vec()
+    sipcfg::auth::digest(token.as_bytes()).to_vec()
 }
 
 /// What one phone of the storm knows when the server dies.
@@ -62,7 +62,7 @@ async fn sigkill_during_a_refresh_storm_loses_nothing_and_never_forks_a_family()
     // Only the HTTPS listener, on a port of this test.
     d.edit("example/sipcfg.toml", "listen = \"[::]:6970\"", "listen = \"127.0.0.1:0\"");
     let devices: Vec<String> = {
-        let deployment = sipcfg::inventory::Inventory::load(&d.path("example/inventory.toml")).unwrap();
+        let deployment = sipcfg::provision::inventory::Inventory::load(&d.path("example/inventory.toml")).unwrap();
         let mut names: Vec<String> =
             deployment.devices.values().filter(|x| x.enabled).map(|x| x.name.to_string()).collect();
         names.sort();

@@ -38,7 +38,7 @@ async fn a_phone_downloads_its_own_config() {
     ] {
         assert!(xml.contains(needle), "missing {needle} in\n{xml}");
     }
-    sipcfg::render::check_well_formed(&xml).unwrap();
+    sipcfg::provision::xml::check_well_formed(&xml).unwrap();
     // Under OAuth the file carries no digest credentials.
     assert!(!xml.contains("<authPassword>"));
     server.shutdown().await;

@@ -63,7 +63,7 @@ async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> Option<u16> {
 }
 
 fn b64(json: &serde_json::Value) -> String {
-    sipcfg::encoding::base64url(json.to_string().as_bytes())
+    sipcfg::util::encoding::base64url(json.to_string().as_bytes())
 }
 
 /// Tokens crafted by an attacker.

@@ -69,7 +69,7 @@ fn the_example_csv_is_imported_in_place_and_its_devices_render() {
     let out = sipcfg(&d, &["render", "SEP00BB11228851.cnf.xml"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let xml = text(&out.stdout);
-    sipcfg::render::check_well_formed(&xml).unwrap();
+    sipcfg::provision::xml::check_well_formed(&xml).unwrap();
     assert!(xml.contains("1903") && xml.contains("Finance hunt"), "{xml}");
     let out = sipcfg(&d, &["render", "CSFDKIM.cnf.xml"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -186,8 +186,8 @@ fn existing_devices_are_updated_only_with_update() {
     let out = sipcfg(&d, &["import", "--update", "update.csv"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("0 added, 1 updated, 0 unchanged"), "{}", text(&out.stdout));
-    let inventory = sipcfg::inventory::Inventory::load(&d.path("example/inventory.toml")).unwrap();
-    let name = sipcfg::filename::DeviceName::parse_canonical("SEP0011223344FF").unwrap();
+    let inventory = sipcfg::provision::inventory::Inventory::load(&d.path("example/inventory.toml")).unwrap();
+    let name = sipcfg::provision::filename::DeviceName::parse_canonical("SEP0011223344FF").unwrap();
     let device = inventory.device(&name).unwrap();
     assert_eq!(device.owner.as_deref(), Some("adoe"));
     assert_eq!(device.description, "Spare - moved");
@@ -210,7 +210,7 @@ fn render_all_writes_one_well_formed_file_per_device() {
         "{}",
         text(&out.stdout)
     );
-    let inventory = sipcfg::inventory::Inventory::load(&d.path("example/inventory.toml")).unwrap();
+    let inventory = sipcfg::provision::inventory::Inventory::load(&d.path("example/inventory.toml")).unwrap();
     let mut files: Vec<String> =
         std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();
@@ -220,7 +220,7 @@ fn render_all_writes_one_well_formed_file_per_device() {
     assert_eq!(files, expected);
     for f in files.iter().filter(|f| f.ends_with(".xml")) {
         let xml = std::fs::read_to_string(out_dir.join(f)).unwrap();
-        sipcfg::render::check_well_formed(&xml).unwrap_or_else(|e| panic!("{f}: {e}"));
+        sipcfg::provision::xml::check_well_formed(&xml).unwrap_or_else(|e| panic!("{f}: {e}"));
     }
     // The same files `render FILE` prints (and the server serves).
     for f in ["SEP001122334455.cnf.xml", "XMLDefault.cnf.xml", "caconfig.json"] {

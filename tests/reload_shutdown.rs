@@ -67,15 +67,15 @@ async fn reloads_under_load_fail_no_request() {
         }));
     }
     let before_cert = presented_certificate(server.addr).await;
-    let generation = || server.app.provisioner.current().generation;
+    let generation = || server.app.provisioner().current().generation;
     let wait_for = |want: u64| {
         let app = server.app.clone();
         async move {
             let deadline = Instant::now() + Duration::from_secs(10);
-            while app.provisioner.current().generation < want && Instant::now() < deadline {
+            while app.provisioner().current().generation < want && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            app.provisioner.current().generation
+            app.provisioner().current().generation
         }
     };
 
@@ -105,8 +105,8 @@ async fn reloads_under_load_fail_no_request() {
     // A new certificate (same key file paths): new connections get it, no restart.
     let (cert, key) = new_server_cert(&d);
     let (cert_path, key_path) = (d.path("certs-example/server.pem"), d.path("certs-example/server-key.pem"));
-    sipcfg::fsutil::atomic_write(&key_path, key.as_bytes()).unwrap();
-    sipcfg::fsutil::atomic_write(&cert_path, cert.as_bytes()).unwrap();
+    sipcfg::util::fsutil::atomic_write(&key_path, key.as_bytes()).unwrap();
+    sipcfg::util::fsutil::atomic_write(&cert_path, cert.as_bytes()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut after_cert = presented_certificate(server.addr).await;
     while after_cert == before_cert && Instant::now() < deadline {
@@ -228,20 +228,20 @@ async fn sessions_outlive_a_reload_but_not_a_new_certificate() {
 
     // An inventory change: a new TLS configuration, the same certificate, the same sessions.
     d.edit("example/inventory.toml", "label = \"1001 John\"", "label = \"1001 Johnny\"");
-    let before = server.app.provisioner.current().generation;
-    assert!(sipcfg::reload::reload(&server.app).expect("the reload succeeds") > before);
+    let before = server.app.provisioner().current().generation;
+    assert!(server.app.reload().map(|r| r.generation).expect("the reload succeeds") > before);
     assert_eq!(handshake_kind(&client, server.addr, &token).await, Resumed, "the session cache survived the reload");
 
     // A new certificate: no session made under the old one is resumed.
     let (cert, key) = new_server_cert(&d);
-    sipcfg::fsutil::atomic_write(&d.path("certs-example/server-key.pem"), key.as_bytes()).unwrap();
-    sipcfg::fsutil::atomic_write(&d.path("certs-example/server.pem"), cert.as_bytes()).unwrap();
-    sipcfg::reload::reload(&server.app).expect("the reload succeeds");
+    sipcfg::util::fsutil::atomic_write(&d.path("certs-example/server-key.pem"), key.as_bytes()).unwrap();
+    sipcfg::util::fsutil::atomic_write(&d.path("certs-example/server.pem"), cert.as_bytes()).unwrap();
+    server.app.reload().map(|r| r.generation).expect("the reload succeeds");
     assert_eq!(handshake_kind(&client, server.addr, &token).await, Full, "a session outlived its certificate");
     assert_eq!(handshake_kind(&client, server.addr, &token).await, Resumed, "and resumption goes on with the new one");
 
     // Fewer cache entries: a new cache.
     d.edit("example/sipcfg.toml", "[tls]\n", "[tls]\nsession_cache_entries = 64\n");
-    sipcfg::reload::reload(&server.app).expect("the reload succeeds");
+    server.app.reload().map(|r| r.generation).expect("the reload succeeds");
     assert_eq!(handshake_kind(&client, server.addr, &token).await, Full);
 }

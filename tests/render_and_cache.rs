@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{TempDeployment, TestServer};
 use http::StatusCode;
-use sipcfg::cache::{FileCache, RenderedFile};
-use sipcfg::filename::DeviceName;
+use sipcfg::provision::cache::{FileCache, RenderedFile};
+use sipcfg::provision::filename::DeviceName;
 
 #[tokio::test]
 async fn values_are_escaped_into_well_formed_xml() {
@@ -24,7 +24,7 @@ async fn values_are_escaped_into_well_formed_xml() {
     let r = server.client().get("/SEP001122334455.cnf.xml", Some(&token)).await;
     assert_eq!(r.status, StatusCode::OK);
     let xml = r.text();
-    sipcfg::render::check_well_formed(&xml).unwrap();
+    sipcfg::provision::xml::check_well_formed(&xml).unwrap();
     assert!(
         xml.contains("<displayName>Smith &amp; Sons &lt;&quot;sales&quot;&gt; &apos;east&apos;</displayName>"),
         "{xml}"
@@ -76,9 +76,9 @@ async fn the_cache_never_answers_with_a_config_older_than_the_inventory() {
 
     d.edit("example/inventory.toml", "display_name = \"John Smith\"", "display_name = \"John Q. Smith\"");
     let config = d.config();
-    let loaded =
-        sipcfg::provision::load(&sipcfg::provision::Sources::from_config(&config)).expect("new inventory loads");
-    server.app.provisioner.replace(loaded);
+    let loaded = sipcfg::provision::deployment::load(&sipcfg::provision::deployment::Sources::from_config(&config))
+        .expect("new inventory loads");
+    server.app.provisioner().replace(loaded);
 
     let auth = format!("Bearer {token}");
     let after = server
@@ -154,7 +154,7 @@ async fn the_cache_is_bounded_by_bytes() {
 /// Waits until the cache holds at least `entries` files (the pre-render runs in the background).
 async fn wait_for_cache(server: &TestServer, entries: u64) -> u64 {
     for _ in 0..200 {
-        let (n, _) = server.app.provisioner.cache().usage().await;
+        let (n, _) = server.app.provisioner().cache().usage().await;
         if n >= entries {
             return n;
         }
@@ -167,7 +167,7 @@ async fn wait_for_cache(server: &TestServer, entries: u64) -> u64 {
 async fn every_enabled_device_is_prerendered_at_start_and_again_after_a_reload() {
     let d = TempDeployment::new();
     let server = TestServer::with_config(d.config()).await;
-    let current = server.app.provisioner.current();
+    let current = server.app.provisioner().current();
     let enabled = current.inventory.devices.values().filter(|dev| dev.enabled).count() as u64;
     assert!(enabled >= 20, "the example has {enabled} enabled devices");
     drop(current);
@@ -177,7 +177,7 @@ async fn every_enabled_device_is_prerendered_at_start_and_again_after_a_reload()
     let token = server.token("device:SEP001122334455");
     let served = server.client().get("/SEP001122334455.cnf.xml", Some(&token)).await;
     assert_eq!(served.status, StatusCode::OK);
-    let deployment = server.app.provisioner.current();
+    let deployment = server.app.provisioner().current();
     let name = DeviceName::parse_canonical("SEP001122334455").unwrap();
     let device = &deployment.inventory.devices[&name];
     let rendered = deployment.templates.render(&deployment.inventory, device, &deployment.phone_edge_trust).unwrap();
@@ -186,8 +186,9 @@ async fn every_enabled_device_is_prerendered_at_start_and_again_after_a_reload()
 
     // A new deployment empties the cache; the pre-render fills it again, with the new content.
     d.edit("example/inventory.toml", "display_name = \"John Smith\"", "display_name = \"John Q. Smith\"");
-    let loaded = sipcfg::provision::load(&sipcfg::provision::Sources::from_config(&d.config())).unwrap();
-    server.app.provisioner.replace(loaded);
+    let loaded =
+        sipcfg::provision::deployment::load(&sipcfg::provision::deployment::Sources::from_config(&d.config())).unwrap();
+    server.app.provisioner().replace(loaded);
     wait_for_cache(&server, enabled).await;
     let after = server.client().get("/SEP001122334455.cnf.xml", Some(&token)).await;
     assert!(after.text().contains("<displayName>John Q. Smith</displayName>"));
@@ -200,7 +201,7 @@ async fn prerender_can_be_turned_off() {
     config.cache.prerender = false;
     let server = TestServer::with_config(config).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(server.app.provisioner.cache().usage().await.0, 0);
+    assert_eq!(server.app.provisioner().cache().usage().await.0, 0);
 }
 
 #[test]

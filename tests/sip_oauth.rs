@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{Resp, TempDeployment, TestServer, repo};
 use http::StatusCode;
-use sipcfg::model::PHONE_TYPES;
+use sipcfg::provision::model::PHONE_TYPES;
 
 fn sipcfg(config: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sipcfg")).args(args).arg("--config").arg(config).output().unwrap()
@@ -21,7 +21,7 @@ fn text(b: &[u8]) -> String {
 #[tokio::test]
 async fn every_oauth_phone_type_has_a_device_that_renders_and_downloads() {
     let server = TestServer::start().await;
-    let deployment = server.app.provisioner.current();
+    let deployment = server.app.provisioner().current();
     for phone_type in PHONE_TYPES {
         let device = deployment
             .inventory
@@ -32,7 +32,7 @@ async fn every_oauth_phone_type_has_a_device_that_renders_and_downloads() {
         let token = server.token(&format!("device:{}", device.name));
         let r = server.client().get(&format!("/{}.cnf.xml", device.name), Some(&token)).await;
         assert_eq!(r.status, StatusCode::OK, "{}", device.name);
-        sipcfg::render::check_well_formed(&r.text()).unwrap();
+        sipcfg::provision::xml::check_well_formed(&r.text()).unwrap();
         let template = deployment.templates.template_for(phone_type);
         assert_ne!(template, "base.xml.j2", "{} falls back to the bare base template", phone_type.name);
     }
@@ -53,7 +53,7 @@ async fn templates_fall_back_from_model_to_family_to_base_and_an_override_wins()
     let mut config = d.config();
     config.inventory.templates_override = Some(override_dir);
     let server = TestServer::with_config(config).await;
-    let deployment = server.app.provisioner.current();
+    let deployment = server.app.provisioner().current();
     let by_id = |id: &str| PHONE_TYPES.iter().find(|t| t.id == id).unwrap();
     assert_eq!(deployment.templates.template_for(by_id("cisco-7821")), "models/cisco-7821.xml.j2");
     assert!(deployment.templates.origin("models/cisco-7821.xml.j2").unwrap().starts_with(d.path("templates-local")));
@@ -69,7 +69,7 @@ async fn templates_fall_back_from_model_to_family_to_base_and_an_override_wins()
     // Without model and family templates a phone renders from the base.
     std::fs::remove_dir_all(d.path("templates/families")).unwrap();
     std::fs::remove_dir_all(d.path("templates/models")).unwrap();
-    let templates = sipcfg::render::Templates::load(&d.path("templates"), None).unwrap();
+    let templates = sipcfg::provision::render::Templates::load(&d.path("templates"), None).unwrap();
     assert_eq!(templates.template_for(by_id("cisco-8861")), "base.xml.j2");
 }
 
@@ -206,10 +206,10 @@ async fn oauth_devices_carry_the_phone_edge_trust_and_a_profile_change_shows_at_
     let mut server = TestServer::with_config(d.config()).await;
     server.watch_files();
     let ca_sha = {
-        let c = sipcfg::trust::parse_ca_pem(
+        let c = sipcfg::provision::trust::parse_ca_pem(
             &std::fs::read(repo().join("certs-example/ca.pem")).unwrap(),
             &repo().join("certs-example/ca.pem"),
-            sipcfg::token::unix_now() as i64,
+            sipcfg::util::time::unix_now() as i64,
         )
         .unwrap();
         c.sha256
@@ -262,7 +262,7 @@ async fn signed_names_encrypted_names_and_xmldefault() {
     let default = server.client().get("/XMLDefault.cnf.xml", Some(&token)).await;
     assert_eq!(default.status, StatusCode::OK);
     let xml = default.text();
-    sipcfg::render::check_well_formed(&xml).unwrap();
+    sipcfg::provision::xml::check_well_formed(&xml).unwrap();
     assert!(xml.contains("<processNodeName>cucm-pub</processNodeName>"));
     assert!(xml.contains("<sipOAuthPort>5090</sipOAuthPort>"));
     assert!(!xml.contains("<line"), "no device data in XMLDefault");

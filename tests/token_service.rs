@@ -201,7 +201,7 @@ async fn the_endpoint_works_only_while_the_refresh_login_flow_is_enabled() {
     let out = sipcfg(&d, &["cluster", "set", "--refresh-login-flow", "off"]);
     assert!(out.status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server.app.provisioner.current().inventory.cluster.refresh_login_flow && Instant::now() < deadline {
+    while server.app.provisioner().current().inventory.cluster.refresh_login_flow && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let r = server.client().post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
@@ -211,7 +211,7 @@ async fn the_endpoint_works_only_while_the_refresh_login_flow_is_enabled() {
         sipcfg(&d, &["cluster", "set", "--refresh-login-flow", "on", "--access-token-minutes", "5"]).status.success()
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server.app.provisioner.current().inventory.cluster.access_token_minutes != 5 && Instant::now() < deadline {
+    while server.app.provisioner().current().inventory.cluster.access_token_minutes != 5 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let r = server.client().post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;

@@ -118,9 +118,9 @@ fn mint(args: &Args) -> Result<(), String> {
     let n = args.mint.unwrap_or(0);
     let path = args.config.as_ref().ok_or("--mint needs --config FILE")?;
     let config = sipcfg::config::Config::load(path).map_err(|e| e.to_string())?;
-    let signer = sipcfg::token::Signer::from_config(&config.auth).map_err(|e| e.to_string())?;
+    let signer = sipcfg::auth::signer::Signer::from_config(&config.auth).map_err(|e| e.to_string())?;
     let t0 = Instant::now();
-    let inventory = sipcfg::inventory::Inventory::load(&config.inventory.file).map_err(|e| e.to_string())?;
+    let inventory = sipcfg::provision::inventory::Inventory::load(&config.inventory.file).map_err(|e| e.to_string())?;
     let load_time = t0.elapsed();
     let names: Vec<String> = inventory
         .device_names_sorted()
@@ -132,7 +132,7 @@ fn mint(args: &Args) -> Result<(), String> {
     if names.len() < n {
         eprintln!("note: the inventory has only {} enabled devices; minting that many", names.len());
     }
-    let now = sipcfg::token::unix_now();
+    let now = sipcfg::util::time::unix_now();
     let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(8);
     let chunk = names.len().div_ceil(threads).max(1);
     let t1 = Instant::now();
@@ -144,8 +144,9 @@ fn mint(args: &Args) -> Result<(), String> {
                 s.spawn(move || {
                     let mut out = String::with_capacity(part.len() * 400);
                     for name in part {
-                        let dn = sipcfg::filename::DeviceName::parse_loose(name).map_err(|e| format!("{name}: {e}"))?;
-                        let subject = sipcfg::token::Subject::Device(dn);
+                        let dn = sipcfg::provision::filename::DeviceName::parse_loose(name)
+                            .map_err(|e| format!("{name}: {e}"))?;
+                        let subject = sipcfg::provision::subject::Subject::Device(dn);
                         let token = signer.mint_at(&subject, now, args.ttl).map_err(|e| e.to_string())?;
                         out.push_str(name);
                         out.push(' ');

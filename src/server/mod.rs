@@ -1,25 +1,29 @@
-//! The listeners: accept → TLS handshake (bounded in time) → HTTP/1.1 or HTTP/2 by ALPN → [`http::handle`].
+//! HTTP, and only HTTP: the listeners, one accept loop, the TLS handshake, and the handlers.
 //!
 //! | listener | channel | what it serves |
 //! |---|---|---|
-//! | `server.listen` (6971) | HTTPS | everything, to bearer tokens |
+//! | `server.listen` (6971) | HTTPS | everything, to bearer tokens ([`phone`], [`oauth`]) |
 //! | `legacy.listen` (6970), optional | plain HTTP | common files and non-OAuth devices' files, never a token |
 //! | `edge.listen`, optional | mutual TLS | as HTTPS, for admitted edge proxies, the phone's token still required |
 //! | `admin.listen` (9971, loopback), on by default | plain HTTP | `/metrics`, `/healthz`, `/readyz` ([`admin`]) |
+//!
+//! A connection's path: [`accept_loop`] (a connection slot, then accept) → TLS handshake (bounded in time)
+//! → idle timeout ([`limits`]) → HTTP/1.1 or HTTP/2 by ALPN → a handler → [`response`].
 //!
 //! [`run`] takes already bound listeners and a shutdown future, so tests bind `127.0.0.1:0` and run the
 //! real server.
 
 pub mod admin;
-pub mod edge;
-pub mod http;
 pub mod limits;
 pub mod oauth;
-pub mod tls;
+pub mod phone;
+pub mod response;
+pub mod route;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -27,32 +31,15 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
-use crate::metrics::HandshakeFailure;
-
-/// How a request arrived; decides what may be served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    /// TLS on the phone port: bearer token required.
-    Https,
-    /// Plain HTTP (legacy port): tokens refused, only what needs no token.
-    Legacy,
-    /// Mutual TLS from an admitted edge proxy: bearer token required.
-    Edge,
-}
-
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Https => "https",
-            Channel::Legacy => "http",
-            Channel::Edge => "edge",
-        }
-    }
-}
+use crate::app::channel::Channel;
+use crate::config::Config;
+use crate::ops::Monitor;
+use crate::ops::metrics::HandshakeFailure;
+use crate::util::stop::{Stop, stop_signal};
 
 /// The bound listeners of one server.
 pub struct Listeners {
@@ -65,7 +52,7 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds every listener the configuration asks for.
-    pub async fn bind(config: &crate::config::Config) -> Result<Listeners, String> {
+    pub async fn bind(config: &Config) -> Result<Listeners, String> {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))
         };
@@ -105,10 +92,10 @@ impl Listeners {
 /// Serves every listener until `shutdown` completes, then lets open requests finish for the configured
 /// grace period. From the moment `shutdown` completes, `/readyz` answers 503; the admin listener keeps
 /// answering until the open requests are done.
-pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let (admin_stop, admin_stopped) = watch::channel(false);
-    let admin = listeners.admin.map(|l| tokio::spawn(admin::run(l, app.clone(), admin_stopped)));
-    let settings = app.config.server.clone();
+pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown: impl Future<Output = ()>) {
+    let (admin_stop, admin_stopped) = stop_signal();
+    let admin = listeners.admin.map(|l| tokio::spawn(admin::run(l, monitor.clone(), admin_stopped)));
+    let settings = app.config().server.clone();
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -124,25 +111,38 @@ pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Outp
         .max_pending_accept_reset_streams(settings.h2_max_pending_reset_streams)
         .max_local_error_reset_streams(settings.h2_max_local_error_reset_streams)
         .max_header_list_size(settings.max_header_bytes as u32);
-    let builder = Arc::new(builder);
-    let (stop, stopped) = watch::channel(false);
+    let node = Arc::new(Node { app: app.clone(), monitor: monitor.clone(), builder });
+    let (stop, stopped) = stop_signal();
 
-    let ctx = AcceptContext { app: &app, builder: &builder, graceful: &graceful, limit: &limit, stopped };
-    let https = ctx.accept_loop(listeners.https, Channel::Https);
+    let serve = |listener: TcpListener, channel: Channel| {
+        let node = node.clone();
+        let graceful = &graceful;
+        accept_loop(listener, limit.clone(), stopped.clone(), channel.as_str(), move |tcp, peer, permit| {
+            let node = node.clone();
+            let watcher = graceful.watcher();
+            async move {
+                let open = node.monitor.metrics.connection(channel);
+                node.serve_connection(tcp, peer, channel, watcher).await;
+                drop(open);
+                drop(permit);
+            }
+        })
+    };
+    let https = serve(listeners.https, Channel::Https);
     let legacy = async {
         if let Some(l) = listeners.legacy {
-            ctx.accept_loop(l, Channel::Legacy).await;
+            serve(l, Channel::Legacy).await;
         }
     };
     let edge = async {
         if let Some(l) = listeners.edge {
-            ctx.accept_loop(l, Channel::Edge).await;
+            serve(l, Channel::Edge).await;
         }
     };
     let trigger = async {
         shutdown.await;
-        app.health.start_draining();
-        let _ = stop.send(true);
+        monitor.health.start_draining();
+        stop.stop();
     };
     tokio::join!(https, legacy, edge, trigger);
     tracing::info!("stopped accepting; waiting for open requests");
@@ -150,113 +150,97 @@ pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Outp
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(settings.shutdown_grace()) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
-    let _ = admin_stop.send(true);
+    admin_stop.stop();
     if let Some(admin) = admin {
         let _ = admin.await;
     }
 }
 
-struct AcceptContext<'a> {
-    app: &'a Arc<App>,
-    builder: &'a Arc<auto::Builder<TokioExecutor>>,
-    graceful: &'a GracefulShutdown,
-    limit: &'a Arc<Semaphore>,
-    stopped: watch::Receiver<bool>,
-}
-
-impl AcceptContext<'_> {
-    async fn accept_loop(&self, listener: TcpListener, channel: Channel) {
-        let mut stopped = self.stopped.clone();
-        let stop = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        tokio::pin!(stop);
-        loop {
-            // Wait for a connection slot first: above the limit, clients queue in the kernel's backlog.
-            let permit = tokio::select! {
-                permit = self.limit.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
-                () = &mut stop => break,
-            };
-            let (tcp, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of descriptors and the like: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut stop => break,
-            };
-            let app = self.app.clone();
-            let builder = self.builder.clone();
-            let watcher = self.graceful.watcher();
-            let open = app.metrics.connection(channel);
-            tokio::spawn(async move {
-                serve_connection(tcp, peer, channel, app, &builder, watcher).await;
-                drop(open);
-                drop(permit);
-            });
-        }
-    }
-}
-
-async fn serve_connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    channel: Channel,
-    app: Arc<App>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-) {
-    let _ = tcp.set_nodelay(true);
-    let tls = match channel {
-        Channel::Legacy => return serve_http(tcp, peer, channel, app, builder, watcher).await,
-        Channel::Https => app.tls.load().config.clone(),
-        Channel::Edge => match app.edge_tls.load_full() {
-            Some(t) => t,
-            None => return,
-        },
-    };
-    let handshake = tokio::time::timeout(app.config.server.tls_handshake_timeout(), TlsAcceptor::from(tls).accept(tcp));
-    match handshake.await {
-        Ok(Ok(stream)) => {
-            app.metrics.handshake(channel, Ok(()));
-            serve_http(stream, peer, channel, app, builder, watcher).await
-        }
-        Ok(Err(e)) => {
-            app.metrics.handshake(channel, Err(HandshakeFailure::Error));
-            tracing::debug!(%peer, channel = channel.as_str(), error = %e, "TLS handshake failed")
-        }
-        Err(_) => {
-            app.metrics.handshake(channel, Err(HandshakeFailure::Timeout));
-            tracing::debug!(%peer, channel = channel.as_str(), "TLS handshake timed out")
-        }
-    }
-}
-
-async fn serve_http<I>(
-    io: I,
-    peer: SocketAddr,
-    channel: Channel,
-    app: Arc<App>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+/// Accepts connections on `listener` until `stop`, each served by `serve` in a task of its own that holds
+/// one of `limit`'s slots. A slot is taken before `accept`: above the limit, clients wait in the kernel's
+/// backlog instead of exhausting memory or descriptors.
+pub async fn accept_loop<S, F>(listener: TcpListener, limit: Arc<Semaphore>, mut stop: Stop, what: &str, serve: S)
+where
+    S: Fn(TcpStream, SocketAddr, OwnedSemaphorePermit) -> F,
+    F: Future<Output = ()> + Send + 'static,
 {
-    let io = limits::IdleTimeout::new(io, app.config.server.idle_timeout());
-    let service_app = app.clone();
-    let memo = Arc::new(http::MemoSlot::default());
-    let service = service_fn(move |req| {
-        let (app, memo) = (service_app.clone(), memo.clone());
-        async move { Ok::<_, std::convert::Infallible>(http::handle(&app, peer, channel, req, &memo).await) }
-    });
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    if let Err(e) = watcher.watch(conn).await {
-        // A request hyper refused before it reached the handler (431, 400) still gets its access line.
-        http::refused_by_hyper(&app, peer, channel, e.as_ref());
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    loop {
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => break },
+            () = stop.stopped() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: back off briefly instead of spinning.
+                    tracing::warn!(listener = what, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stop.stopped() => break,
+        };
+        tokio::spawn(serve(tcp, peer, permit));
+    }
+}
+
+/// What every phone-facing connection is served with (one `Arc` clone per request).
+struct Node {
+    app: Arc<App>,
+    monitor: Monitor,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+impl Node {
+    async fn serve_connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, channel: Channel, watcher: Watcher) {
+        let _ = tcp.set_nodelay(true);
+        let tls = match channel {
+            Channel::Legacy => return self.serve_http(tcp, peer, channel, watcher).await,
+            Channel::Https => self.app.phone_tls(),
+            Channel::Edge => match self.app.edge_tls() {
+                Some(t) => t,
+                None => return,
+            },
+        };
+        let timeout = self.app.config().server.tls_handshake_timeout();
+        let metrics = &self.monitor.metrics;
+        match tokio::time::timeout(timeout, TlsAcceptor::from(tls).accept(tcp)).await {
+            Ok(Ok(stream)) => {
+                metrics.handshake(channel, Ok(()));
+                self.serve_http(stream, peer, channel, watcher).await
+            }
+            Ok(Err(e)) => {
+                metrics.handshake(channel, Err(HandshakeFailure::Error));
+                tracing::debug!(%peer, channel = channel.as_str(), error = %e, "TLS handshake failed")
+            }
+            Err(_) => {
+                metrics.handshake(channel, Err(HandshakeFailure::Timeout));
+                tracing::debug!(%peer, channel = channel.as_str(), "TLS handshake timed out")
+            }
+        }
+    }
+
+    async fn serve_http<I>(self: Arc<Self>, io: I, peer: SocketAddr, channel: Channel, watcher: Watcher)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let io = limits::IdleTimeout::new(io, self.app.config().server.idle_timeout());
+        let node = self.clone();
+        let memo = Arc::new(phone::MemoSlot::default());
+        let service = service_fn(move |req| {
+            let (node, memo) = (node.clone(), memo.clone());
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    phone::handle(&node.app, &node.monitor, peer, channel, req, &memo).await,
+                )
+            }
+        });
+        let conn = self.builder.serve_connection(TokioIo::new(io), service);
+        if let Err(e) = watcher.watch(conn).await {
+            // A request hyper refused before it reached the handler (431, 400) still gets its access line.
+            phone::refused_by_hyper(&self.monitor, peer, channel, e.as_ref());
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
     }
 }

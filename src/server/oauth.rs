@@ -11,27 +11,23 @@ use http_body::Body as HttpBody;
 use http_body_util::{BodyExt, Limited};
 
 use crate::app::App;
-use crate::filename::DeviceName;
-use crate::inventory::Inventory;
-use crate::metrics::GrantType;
-use crate::server::Channel;
-use crate::server::http::Body;
-use crate::token::{Subject, unix_now};
-use crate::token_service::{ACTIVATION_CODE_GRANT, GrantError, UNKNOWN_CODE};
+use crate::app::channel::Channel;
+use crate::auth::service::{ACTIVATION_CODE_GRANT, GrantError, Lifetimes, UNKNOWN_CODE};
+use crate::ops::metrics::{GrantType, Metrics};
+use crate::provision::filename::DeviceName;
+use crate::provision::inventory::Inventory;
+use crate::provision::subject::Subject;
+use crate::server::response::{Body, allow, head_only, json};
+use crate::server::route::{JWKS_PATH, REVOKE_PATH};
+use crate::util::time::unix_now;
 
-pub const TOKEN_PATH: &str = "/oauth/token";
-pub const REVOKE_PATH: &str = "/oauth/revoke";
-pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 /// Form bodies larger than this are refused.
 const MAX_FORM_BYTES: usize = 8 * 1024;
-
-pub fn is_oauth_path(path: &str) -> bool {
-    matches!(path, TOKEN_PATH | REVOKE_PATH | JWKS_PATH)
-}
 
 /// Answers a request for one of the token service's paths, on the HTTPS or the edge listener (`channel`).
 pub async fn handle<B>(
     app: &App,
+    metrics: &Metrics,
     peer: SocketAddr,
     channel: Channel,
     req: Request<B>,
@@ -40,7 +36,7 @@ where
     B: HttpBody<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let Some(service) = &app.token_service else {
+    let Some(service) = app.token_service() else {
         return (
             json(StatusCode::NOT_FOUND, error_body("invalid_request", "the token service is not configured")),
             None,
@@ -53,11 +49,7 @@ where
             Method::GET | Method::HEAD => {
                 let mut r = json(StatusCode::OK, service.jwks());
                 r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
-                if req.method() == Method::HEAD {
-                    let (parts, _) = r.into_parts();
-                    r = Response::from_parts(parts, Body::default());
-                }
-                (r, None, "")
+                (if req.method() == Method::HEAD { head_only(r) } else { r }, None, "")
             }
             _ => (not_allowed("GET, HEAD"), None, "method"),
         };
@@ -91,7 +83,7 @@ where
         let Some(token) = form.get("token") else {
             return (grant_error(&GrantError::InvalidRequest("token is required")), None, "bad-form");
         };
-        let verifier = app.verifier.load();
+        let verifier = app.verifier();
         return match service.revoke_token(token, &verifier, now) {
             Ok(subject) => {
                 // The view takes the revocation in, and counts it (sipcfg_token_revocations_total).
@@ -110,16 +102,16 @@ where
         _ => GrantType::Other,
     };
     let ip = peer.ip();
-    if let Some(wait) = app.grant_limiter.check(ip, now) {
-        app.metrics.grant(grant, false);
+    if let Some(wait) = app.grant_limiter().check(ip, now) {
+        metrics.grant(grant, false);
         let mut r =
             json(StatusCode::TOO_MANY_REQUESTS, error_body("slow_down", "too many failed grants from this address"));
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
         return (r, None, "rate-limited");
     }
-    let deployment = app.provisioner.current();
+    let deployment = app.provisioner().current();
     let cluster = &deployment.inventory.cluster;
-    let life = cluster.lifetimes();
+    let life = Lifetimes::of(cluster);
     let result = if !cluster.refresh_login_flow {
         Err(GrantError::UnsupportedGrantType("the refresh login flow is disabled on this cluster"))
     } else {
@@ -138,7 +130,7 @@ where
             Some(_) => Err(GrantError::UnsupportedGrantType("supported: refresh_token and the activation-code grant")),
         }
     };
-    app.metrics.grant(grant, result.is_ok());
+    metrics.grant(grant, result.is_ok());
     match result {
         Ok(tokens) => {
             let body = serde_json::to_vec(&tokens).unwrap_or_default();
@@ -146,7 +138,7 @@ where
         }
         Err(e) => {
             if e.counts_as_failure() {
-                app.grant_limiter.failed(ip, now);
+                app.grant_limiter().failed(ip, now);
             }
             if let GrantError::Server(detail) = &e {
                 tracing::error!(error = %detail, "token endpoint failed");
@@ -160,7 +152,7 @@ where
 /// MRA" may onboard with its code; on the phone port every device may. The phone gets the answer of an
 /// unknown code (whoever holds a code learns nothing more of its device) and the log says why.
 fn admit_activation(inventory: &Inventory, device: &DeviceName, channel: Channel) -> Result<(), GrantError> {
-    if channel != Channel::Edge || inventory.devices.get(device).is_some_and(|d| d.allow_activation_code_via_mra) {
+    if channel.admits_activation(inventory.device(device)) {
         return Ok(());
     }
     tracing::warn!(
@@ -173,12 +165,8 @@ fn admit_activation(inventory: &Inventory, device: &DeviceName, channel: Channel
 
 /// After a revocation here, the file server must refuse the subject's tokens at once.
 fn refresh_view(app: &App, now: i64) {
-    if let Some(service) = &app.token_service {
-        match service.sync(now) {
-            Ok(Some(v)) => app.verifier.store(std::sync::Arc::new(v)),
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "token service state could not be reloaded"),
-        }
+    if let Err(e) = app.sync_tokens(now) {
+        tracing::error!(error = %e, "token service state could not be reloaded");
     }
 }
 
@@ -209,20 +197,6 @@ fn grant_error(e: &GrantError) -> Response<Body> {
     json(status, error_body(e.code(), description))
 }
 
-fn json(status: StatusCode, body: Bytes) -> Response<Body> {
-    let len = body.len();
-    let mut r = Response::new(Body::new(body));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    r
-}
-
-fn not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = json(StatusCode::METHOD_NOT_ALLOWED, error_body("invalid_request", "method not allowed"));
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
-    r
+fn not_allowed(methods: &'static str) -> Response<Body> {
+    allow(json(StatusCode::METHOD_NOT_ALLOWED, error_body("invalid_request", "method not allowed")), methods)
 }

@@ -13,9 +13,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use sipcfg::app::App;
+use sipcfg::auth::signer::Signer;
 use sipcfg::config::Config;
-use sipcfg::filename::DeviceName;
-use sipcfg::token::{Signer, Subject};
+use sipcfg::ops::Monitor;
+use sipcfg::provision::filename::DeviceName;
+use sipcfg::provision::subject::Subject;
+use sipcfg::util::stop::{StopHandle, stop_signal};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
@@ -34,9 +37,11 @@ pub struct TestServer {
     /// The admin listener (plain HTTP: /metrics, /healthz, /readyz), unless the configuration turns it off.
     pub admin_addr: Option<SocketAddr>,
     pub app: Arc<App>,
+    /// The counters and readiness the server reports (what `/metrics` and `/readyz` read).
+    pub monitor: Monitor,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    watcher: Option<(tokio::sync::watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)>,
+    watcher: Option<(StopHandle, Vec<tokio::task::JoinHandle<()>>)>,
     _state_dir: Option<tempfile::TempDir>,
 }
 
@@ -67,18 +72,19 @@ impl TestServer {
         }
         config.admin.listen = local;
         let app = Arc::new(App::from_config(config).expect("server starts"));
+        let monitor = Monitor::of(&app);
         let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
         let https = bind().await;
-        let legacy = if app.config.legacy.is_some() { Some(bind().await) } else { None };
-        let edge = if app.config.edge.is_some() { Some(bind().await) } else { None };
-        let admin = if app.config.admin.enabled { Some(bind().await) } else { None };
+        let legacy = if app.config().legacy.is_some() { Some(bind().await) } else { None };
+        let edge = if app.config().edge.is_some() { Some(bind().await) } else { None };
+        let admin = if app.config().admin.enabled { Some(bind().await) } else { None };
         let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
         let addr = https.local_addr().unwrap();
         let legacy_addr = legacy.as_ref().map(|l| l.local_addr().unwrap());
         let edge_addr = edge.as_ref().map(|l| l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let listeners = sipcfg::server::Listeners { https, legacy, edge, admin };
-        let task = tokio::spawn(sipcfg::server::run(listeners, app.clone(), async {
+        let task = tokio::spawn(sipcfg::server::run(listeners, app.clone(), monitor.clone(), async {
             let _ = stopped.await;
         }));
         TestServer {
@@ -87,6 +93,7 @@ impl TestServer {
             edge_addr,
             admin_addr,
             app,
+            monitor,
             stop: Some(stop),
             task: Some(task),
             watcher: None,
@@ -96,13 +103,25 @@ impl TestServer {
 
     /// Starts the file watch (polling every 100 ms) and the token-state watch, as `sipcfg serve` does.
     pub fn watch_files(&mut self) {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
+        use sipcfg::ops::{reload, signals};
+        let (stop, stopped) = stop_signal();
         let every = std::time::Duration::from_millis(100);
         let tasks = vec![
-            tokio::spawn(sipcfg::reload::watch(self.app.clone(), every, sipcfg::reload::hangup(), stopped.clone())),
-            tokio::spawn(sipcfg::reload::watch_state(self.app.clone(), every, stopped)),
+            tokio::spawn(reload::watch(
+                self.app.clone(),
+                self.monitor.clone(),
+                every,
+                signals::hangup(),
+                stopped.clone(),
+            )),
+            tokio::spawn(reload::watch_state(self.app.clone(), every, stopped)),
         ];
         self.watcher = Some((stop, tasks));
+    }
+
+    /// A reload as the file watch makes it: counted, logged; whether it was taken.
+    pub fn reload_logged(&self) -> bool {
+        sipcfg::ops::reload::reload_logged(&self.app, &self.monitor, "test")
     }
 
     /// Begins a graceful shutdown (as SIGTERM does) without waiting for it: the listeners stop accepting,
@@ -160,7 +179,7 @@ impl TestServer {
 
     /// A token minted with the deployment's signing key.
     pub fn token(&self, subject: &str) -> String {
-        let signer = Signer::from_config(&self.app.config.auth).unwrap();
+        let signer = Signer::from_config(&self.app.config().auth).unwrap();
         signer.mint(&subject_of(subject), 600).unwrap()
     }
 }
@@ -365,7 +384,7 @@ pub fn sign(alg: jsonwebtoken::Algorithm, key_pem: &Path, kid: Option<&str>, cla
 }
 
 pub fn now() -> i64 {
-    sipcfg::token::unix_now() as i64
+    sipcfg::util::time::unix_now() as i64
 }
 
 /// Claims the example deployment accepts, for `sub`; tests change one field at a time.

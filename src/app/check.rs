@@ -1,0 +1,90 @@
+//! `sipcfg check`: everything a start would load (keys, certificates, inventory, templates, trust store),
+//! every device rendered, and the certificates' validity; every problem reported, not only the first.
+
+use crate::app::certificates::Certificates;
+use crate::auth::signer::Signer;
+use crate::auth::token::Verifier;
+use crate::config::Config;
+use crate::provision::deployment::{self, Sources};
+use crate::tls;
+use crate::util::time::{Time, unix_now};
+
+/// What [`check`] found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Device configurations that rendered.
+    pub rendered: usize,
+    /// Problems that would stop a start or a reload, or a phone from getting its file.
+    pub errors: Vec<String>,
+    /// Problems to fix soon (certificates ending within `admin.cert_warn_days`).
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Checks the deployment `config` describes.
+pub fn check(config: &Config) -> Report {
+    let mut report = Report::default();
+    let errors = &mut report.errors;
+    if let Err(e) = Verifier::from_config(&config.auth) {
+        errors.push(e.to_string());
+    }
+    if config.auth.signing.is_some()
+        && let Err(e) = Signer::from_config(&config.auth)
+    {
+        errors.push(e.to_string());
+    }
+    if let Err(e) = tls::server_config(&config.tls) {
+        errors.push(e.to_string());
+    }
+    if let Some(edge) = &config.edge
+        && let Err(e) = tls::edge::server_config(&config.tls, edge)
+    {
+        errors.push(e.to_string());
+    }
+    let now = unix_now() as Time;
+    let loaded = match deployment::load(&Sources::from_config(config)) {
+        Ok(loaded) => loaded,
+        Err(load_errors) => {
+            errors
+                .extend(load_errors.iter().flat_map(|e| e.to_string().lines().map(str::to_owned).collect::<Vec<_>>()));
+            return report;
+        }
+    };
+    let (inventory, templates, trust) = (&loaded.inventory, &loaded.templates, &loaded.phone_edge_trust);
+    let templates_dir = config.inventory.templates.display();
+    for name in inventory.device_names_sorted() {
+        match templates.render(inventory, &inventory.devices[name], trust) {
+            Ok(_) => report.rendered += 1,
+            Err(e) => errors.push(format!("{templates_dir}: {e}")),
+        }
+    }
+    if let Err(e) = templates.render_default(inventory, trust) {
+        errors.push(format!("{templates_dir}: {e}"));
+    }
+    for c in trust.iter().filter(|c| c.is_expired(now)) {
+        errors.push(format!("Phone-Edge-Trust certificate {} ({}) has expired", c.sha256, c.subject));
+    }
+    // The server chain and the edge client CA: expired is an error, expiring soon a warning.
+    let certificates = Certificates::of(config, &[]);
+    for (expired, line) in certificates.warnings(now, config.admin.cert_warn_days) {
+        if expired {
+            errors.push(format!("certificate expired: {line}"));
+        } else {
+            report.warnings.push(format!("certificate expires soon: {line}"));
+        }
+    }
+    for c in trust.iter().filter(|c| !c.is_expired(now)) {
+        let days = (c.not_after - now) / 86_400;
+        if days < i64::from(config.admin.cert_warn_days) {
+            report
+                .warnings
+                .push(format!("Phone-Edge-Trust certificate {} ({}) expires in {days} days", c.sha256, c.subject));
+        }
+    }
+    report
+}

@@ -1,0 +1,132 @@
+//! Durable state of the token service: activation codes, refresh-token families, revocations and signing
+//! keys. Behind the small [`AuthStore`] interface so that a shared database (PostgreSQL) can later hold the
+//! same state for several replicas; [`sqlite::SqliteStore`] is the embedded implementation (WAL mode).
+//!
+//! Secrets are never stored: activation codes and refresh tokens are kept as SHA-256 digests of the value
+//! the client holds. Signing keys are stored (PKCS#8 PEM): the database file must be readable by sipcfg only.
+//!
+//! Every method is one transaction: after it returns `Ok`, its effect survives a crash (SIGKILL, power loss).
+
+pub mod sqlite;
+
+pub use crate::auth::Digest;
+pub use crate::util::time::Time;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {path}: {message}")]
+    Database { path: String, message: String },
+    #[error("state database: {0}")]
+    Corrupt(String),
+}
+
+/// An activation code as listed (never the code itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationCode {
+    /// Short public identifier for `list` and `revoke` (not the code, not derivable from the code).
+    pub id: String,
+    pub device: String,
+    pub created: Time,
+    pub expires: Time,
+    /// When it was redeemed or revoked; `None` while usable (until it expires).
+    pub used: Option<Time>,
+    pub revoked: bool,
+}
+
+/// A new refresh token to store: the first of a family, or the successor of a rotated one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRefreshToken {
+    pub digest: Digest,
+    /// Family identifier: every token rotated from the same activation shares it.
+    pub family: String,
+    pub subject: String,
+    pub issued: Time,
+    pub expires: Time,
+}
+
+/// What presenting a refresh token for rotation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was the family's live one: it is now rotated and `next` is the live one.
+    Rotated { subject: String, family: String },
+    /// The token had already been rotated: replay of a stolen or duplicated token. The whole family is now
+    /// revoked (RFC 9700 §4.14.2).
+    Reused { subject: String, family: String },
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+/// A token-signing key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub kid: String,
+    /// `ES256` etc.
+    pub algorithm: String,
+    /// PKCS#8 private key, PEM.
+    pub private_pem: String,
+    pub created: Time,
+    /// Tokens are signed with the newest key that is not retiring.
+    /// A retiring key still verifies until `retire_at` (its last token has expired), then it is deleted.
+    pub retire_at: Option<Time>,
+}
+
+/// The state of the token service.
+pub trait AuthStore: Send + Sync {
+    // Activation codes.
+    fn add_activation_code(
+        &self,
+        id: &str,
+        digest: &Digest,
+        device: &str,
+        created: Time,
+        expires: Time,
+    ) -> Result<(), StoreError>;
+    fn list_activation_codes(&self) -> Result<Vec<ActivationCode>, StoreError>;
+    /// Revokes a code by its id; false if there is none that is still usable.
+    fn revoke_activation_code(&self, id: &str, now: Time) -> Result<bool, StoreError>;
+    /// The device a code onboards, if the code is still usable (known, unused, unrevoked, unexpired). Reads
+    /// only: a code refused for where it was presented stays usable.
+    fn activation_code_device(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError>;
+    /// Redeems a code (single use) and stores the first refresh token of a new family, in one transaction.
+    /// The token's subject is `device:<the code's device>` (`first.subject` is ignored).
+    /// Returns the device name, or `None` if the code is unknown, used, revoked or expired.
+    fn redeem_activation_code(
+        &self,
+        digest: &Digest,
+        now: Time,
+        first: &NewRefreshToken,
+    ) -> Result<Option<String>, StoreError>;
+
+    // Refresh tokens.
+    /// Rotates `presented` into `next` (same family, same subject: `next.family` and `next.subject` are
+    /// ignored and taken from the presented token) in one transaction.
+    fn rotate_refresh_token(
+        &self,
+        presented: &Digest,
+        now: Time,
+        next: &NewRefreshToken,
+    ) -> Result<Rotation, StoreError>;
+    /// Revokes the family of a refresh token; returns its subject, if the token is known.
+    fn revoke_refresh_family(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError>;
+
+    // Revocations by subject (`device:NAME`, `user:ID`).
+    /// Revokes every refresh token of `subject`, and records that its access tokens issued at or before
+    /// `now` are refused.
+    fn revoke_subject(&self, subject: &str, now: Time, keep_until: Time) -> Result<(), StoreError>;
+    /// Subjects with a revocation still in force: (subject, revoked at).
+    fn revocations(&self, now: Time) -> Result<Vec<(String, Time)>, StoreError>;
+
+    // Signing keys.
+    fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError>;
+    /// Adds a key; with `retire_others_at`, the other keys retire then (rotation).
+    fn add_signing_key(&self, key: &SigningKey, retire_others_at: Option<Time>) -> Result<(), StoreError>;
+    /// Replaces every key with `key` and revokes every refresh token (CUCM's `set key regen authz signing`).
+    fn regenerate_signing_keys(&self, key: &SigningKey, now: Time) -> Result<(), StoreError>;
+
+    // Housekeeping.
+    /// Deletes expired codes, expired refresh tokens, revocations past their `keep_until`, and retired keys
+    /// past `retire_at`. Returns how many rows went.
+    fn purge(&self, now: Time) -> Result<usize, StoreError>;
+    /// A number that changes whenever any process commits a change (to reload keys and revocations).
+    fn change_counter(&self) -> Result<u64, StoreError>;
+}

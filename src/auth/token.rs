@@ -1,0 +1,299 @@
+//! Verification of the bearer tokens (JWTs) phones present: [`Verifier`], its cache of verified tokens,
+//! and the per-connection [`TokenMemo`].
+//!
+//! A token names one subject in `sub` ([`Subject`]). Algorithms are pinned per key by the configuration: the
+//! token's `alg` header only selects among keys, it never widens what is accepted.
+
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::auth::keys::{self, KeyError};
+use crate::config::{Algorithm, AuthConfig};
+use crate::provision::subject::Subject;
+use crate::util::time::unix_now;
+
+/// Why a token was refused. The variant goes to the log; the client only learns "invalid" or "expired".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token larger than the configured limit")]
+    TooLarge,
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("token algorithm is not allowed by the configuration")]
+    AlgorithmNotAllowed,
+    #[error("token names a key id that is not configured")]
+    UnknownKey,
+    #[error("token signature does not verify with any configured key")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("token issuer is not the configured one")]
+    WrongIssuer,
+    #[error("token audience does not include the configured one")]
+    WrongAudience,
+    #[error("token lacks the required claim {0}")]
+    MissingClaim(String),
+    #[error("token claims have the wrong form")]
+    BadClaims,
+    #[error("token subject is neither device:<name> nor user:<id>")]
+    BadSubject,
+    #[error("token was revoked")]
+    Revoked,
+    #[error("token header asks for extensions sipcfg does not support (crit)")]
+    CriticalHeader,
+}
+
+impl TokenError {
+    /// Label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TokenError::TooLarge => "token-too-large",
+            TokenError::Malformed => "token-malformed",
+            TokenError::AlgorithmNotAllowed => "token-algorithm",
+            TokenError::UnknownKey => "token-unknown-key",
+            TokenError::BadSignature => "token-signature",
+            TokenError::Expired => "token-expired",
+            TokenError::NotYetValid => "token-not-yet-valid",
+            TokenError::WrongIssuer => "token-issuer",
+            TokenError::WrongAudience => "token-audience",
+            TokenError::MissingClaim(_) => "token-missing-claim",
+            TokenError::BadClaims => "token-claims",
+            TokenError::BadSubject => "token-subject",
+            TokenError::Revoked => "token-revoked",
+            TokenError::CriticalHeader => "token-crit",
+        }
+    }
+}
+
+struct VerifyKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+    validation: Validation,
+}
+
+/// Verifies bearer tokens against the configured keys. Keys are parsed once, when it is built.
+pub struct Verifier {
+    keys: Vec<VerifyKey>,
+    max_token_bytes: usize,
+    leeway: u64,
+    /// Tokens that verified, by SHA-256 of the token, until their `exp` (plus leeway): a phone re-checking
+    /// its file does not pay a signature verification each time. A new `Verifier` (new keys, reload,
+    /// `keys regen`) starts empty; revocation is checked after this, on every request.
+    verified: moka::sync::Cache<[u8; 32], (Verified, u64)>,
+}
+
+/// Verified tokens remembered at most (about 200 bytes each).
+const VERIFIED_CACHE_ENTRIES: u64 = 200_000;
+
+#[derive(Deserialize)]
+struct VerifiedClaims {
+    sub: Option<String>,
+    /// Optional, but of the right type when present; revocation compares it.
+    iat: Option<u64>,
+    /// Required (checked by the validation); remembered to bound the verified-token cache.
+    exp: Option<u64>,
+}
+
+/// A verified token: who it speaks for, and when it was issued (for revocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub subject: Subject,
+    pub issued_at: Option<u64>,
+}
+
+/// The last token one connection presented, and what its verification gave. A phone re-checking its
+/// configuration over a kept connection sends the same token each time: comparing the bytes costs a
+/// `memcmp`, where the verified-token cache costs a SHA-256 of the token and a concurrent map lookup.
+///
+/// It answers only while the [`Verifier`] it was filled from is the one in force (a reload, new keys and
+/// `keys regen` each put a new verifier in force) and the token is within its `exp` plus leeway; the
+/// caller still checks revocation on every request. One memo serves one connection only, and holds the
+/// token's bytes as long as the connection lives (as the connection's buffers do).
+#[derive(Default)]
+pub struct TokenMemo {
+    last: Option<Remembered>,
+}
+
+struct Remembered {
+    token: Box<str>,
+    verifier: Arc<Verifier>,
+    verified: Verified,
+    until: u64,
+}
+
+impl TokenMemo {
+    /// The remembered verification of `token`, if it still holds for `verifier` at `now`.
+    pub fn get(&self, verifier: &Arc<Verifier>, token: &[u8], now: u64) -> Option<&Verified> {
+        let last = self.last.as_ref()?;
+        (now < last.until && Arc::ptr_eq(&last.verifier, verifier) && last.token.as_bytes() == token)
+            .then_some(&last.verified)
+    }
+
+    /// Verifies `token` with `verifier` (after [`get`](Self::get) found nothing) and remembers a success.
+    pub fn verify(&mut self, verifier: &Arc<Verifier>, token: &str, now: u64) -> Result<&Verified, TokenError> {
+        let (verified, until) = verifier.verify_until(token, now)?;
+        let last = self.last.insert(Remembered { token: token.into(), verifier: verifier.clone(), verified, until });
+        Ok(&last.verified)
+    }
+}
+
+/// A public key sipcfg itself signs with (from the token service's key store).
+pub struct OwnKey {
+    pub kid: String,
+    pub algorithm: Algorithm,
+    pub key: DecodingKey,
+}
+
+impl Verifier {
+    pub fn from_config(auth: &AuthConfig) -> Result<Verifier, KeyError> {
+        keys::install_crypto_provider();
+        let mut keys = Vec::new();
+        for k in &auth.keys {
+            let pem = keys::read(&k.public_key)?;
+            let key = keys::decoding_key_from_pem(k.algorithm, &pem).map_err(|e| KeyError::Invalid {
+                path: k.public_key.clone(),
+                message: format!("not a {:?} public key in PEM: {e}", k.algorithm),
+            })?;
+            keys.push(VerifyKey {
+                kid: k.kid.clone(),
+                algorithm: k.algorithm,
+                key,
+                validation: validation(auth, k.algorithm),
+            });
+        }
+        if let Some(path) = &auth.jwks {
+            for (kid, algorithm, key) in keys::load_jwks(path, &auth.algorithms)? {
+                keys.push(VerifyKey { kid, algorithm, key, validation: validation(auth, algorithm) });
+            }
+        }
+        if keys.is_empty() {
+            let path = auth.jwks.clone().unwrap_or_default();
+            return Err(KeyError::Invalid { path, message: "no usable verification key".into() });
+        }
+        Ok(Verifier {
+            keys,
+            max_token_bytes: auth.max_token_bytes,
+            leeway: auth.leeway_secs,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CACHE_ENTRIES)
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build(),
+        })
+    }
+
+    /// The configured keys plus the token service's own keys (pinned to their algorithm, named by kid).
+    pub fn with_own_keys(auth: &AuthConfig, own: Vec<OwnKey>) -> Result<Verifier, KeyError> {
+        let mut verifier = Verifier::from_config(auth)?;
+        for k in own {
+            let validation = validation(auth, k.algorithm);
+            verifier.keys.push(VerifyKey { kid: Some(k.kid), algorithm: k.algorithm, key: k.key, validation });
+        }
+        Ok(verifier)
+    }
+
+    /// Verifies a token and returns its subject.
+    pub fn verify(&self, token: &str) -> Result<Subject, TokenError> {
+        self.verify_full(token).map(|v| v.subject)
+    }
+
+    /// Verifies a token and returns its subject and issue time.
+    pub fn verify_full(&self, token: &str) -> Result<Verified, TokenError> {
+        self.verify_until(token, unix_now()).map(|(verified, _)| verified)
+    }
+
+    /// Verifies a token at `now` (Unix seconds) and returns it with the time until which it is accepted
+    /// (`exp` plus the leeway), for callers that remember it ([`TokenMemo`]).
+    pub fn verify_until(&self, token: &str, now: u64) -> Result<(Verified, u64), TokenError> {
+        if token.len() > self.max_token_bytes {
+            return Err(TokenError::TooLarge);
+        }
+        let digest = crate::auth::digest(token.as_bytes());
+        if let Some((verified, until)) = self.verified.get(&digest)
+            && now < until
+        {
+            return Ok((verified, until));
+        }
+        let (verified, exp) = self.verify_signed(token)?;
+        let until = exp.saturating_add(self.leeway);
+        self.verified.insert(digest, (verified.clone(), until));
+        Ok((verified, until))
+    }
+
+    /// The full check: header, key, signature, claims. Returns the token's `exp` too.
+    fn verify_signed(&self, token: &str) -> Result<(Verified, u64), TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand makes the token invalid.
+        // jsonwebtoken ignores `crit`, so look at the raw header. (`jku`, `x5u`, `jwk` are never followed:
+        // keys come from the configuration only.)
+        if raw_header_has(token, "crit") {
+            return Err(TokenError::CriticalHeader);
+        }
+        let algorithm = Algorithm::from_jwt(header.alg).ok_or(TokenError::AlgorithmNotAllowed)?;
+        let mut candidates = self.keys.iter().filter(|k| header.kid.is_none() || k.kid == header.kid).peekable();
+        if candidates.peek().is_none() {
+            return Err(TokenError::UnknownKey);
+        }
+        let mut candidates = candidates.filter(|k| k.algorithm == algorithm).peekable();
+        if candidates.peek().is_none() {
+            return Err(TokenError::AlgorithmNotAllowed);
+        }
+        let mut last = TokenError::BadSignature;
+        for k in candidates {
+            match jsonwebtoken::decode::<VerifiedClaims>(token, &k.key, &k.validation) {
+                Ok(data) => {
+                    let sub = data.claims.sub.ok_or_else(|| TokenError::MissingClaim("sub".into()))?;
+                    let subject = Subject::parse(&sub).ok_or(TokenError::BadSubject)?;
+                    let exp = data.claims.exp.ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
+                    return Ok((Verified { subject, issued_at: data.claims.iat }, exp));
+                }
+                Err(e) => {
+                    last = map_error(e.kind());
+                    // Any error other than a bad signature means this key did verify the signature.
+                    if last != TokenError::BadSignature {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Whether the token's JOSE header has a member named `name`.
+fn raw_header_has(token: &str, name: &str) -> bool {
+    use base64::Engine;
+    let Some(first) = token.split('.').next() else { return false };
+    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(first) else { return false };
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).is_ok_and(|m| m.contains_key(name))
+}
+
+fn map_error(kind: &ErrorKind) -> TokenError {
+    match kind {
+        ErrorKind::InvalidSignature => TokenError::BadSignature,
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+        ErrorKind::InvalidAudience => TokenError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+        ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed,
+        ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => TokenError::BadClaims,
+        _ => TokenError::Malformed,
+    }
+}
+
+fn validation(auth: &AuthConfig, algorithm: Algorithm) -> Validation {
+    let mut v = Validation::new(algorithm.to_jwt());
+    v.set_issuer(&[&auth.issuer]);
+    v.set_audience(&[&auth.audience]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.leeway = auth.leeway_secs;
+    v
+}

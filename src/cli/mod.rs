@@ -1,0 +1,240 @@
+//! The `sipcfg` command line: one file per command group, each a thin shell over the library (the work is
+//! done in [`crate::app`], [`crate::provision`] and [`crate::auth`]; here, arguments and what is printed).
+//!
+//! | file | commands |
+//! |---|---|
+//! | [`serve`] | `serve` |
+//! | [`check`], [`render`], [`import`] | `check`, `render`, `import` |
+//! | [`cluster`], [`cert`] | `sip-oauth-mode`, `cluster`, `cert` |
+//! | [`tokens`] | `token`, `activation-code`, `keys` |
+//! | [`docs`] | `manpage`, `completions` |
+//! | [`logging`], [`progress`] | logs and the audit log; progress bars |
+
+pub mod cert;
+pub mod check;
+pub mod cluster;
+pub mod docs;
+pub mod import;
+pub mod logging;
+pub mod progress;
+pub mod render;
+pub mod serve;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::cli::cert::CertAction;
+use crate::cli::cluster::{ClusterAction, ModeAction};
+use crate::cli::tokens::{CodeAction, KeysAction, TokenAction};
+use crate::config::{self, Config};
+use crate::provision::deployment::LoadError;
+use crate::provision::inventory::Inventory;
+
+#[derive(Parser, Debug)]
+#[command(name = "sipcfg", version, about = "Secure configuration server for SIP phones (CUCM SIP OAuth mode)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// Configuration file. Without it, the example deployment (example/sipcfg.toml, run from the repository root).
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve configuration files over HTTPS.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Listen address, overriding server.listen (default [::]:6971).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<SocketAddr>,
+        /// Address of the admin listener (/metrics, /healthz, /readyz), overriding admin.listen (default
+        /// 127.0.0.1:9971); it turns the admin listener on.
+        #[arg(long, value_name = "ADDR:PORT")]
+        admin_listen: Option<SocketAddr>,
+    },
+    /// Validate the configuration, inventory, templates and keys, rendering every device; exit 1 on any error.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print the file a device would receive, e.g. `sipcfg render SEP001122334455.cnf.xml`.
+    ///
+    /// With `--all --out DIR`, write every device's configuration file into DIR instead, named as the phone
+    /// asks for it (SEP001122334455.cnf.xml), with XMLDefault.cnf.xml and caconfig.json; exit 1 if any
+    /// file fails, after reporting every failure.
+    Render {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// File name as a phone asks for it.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        file: Option<String>,
+        /// Render every device's configuration file (named as the phone asks for it), XMLDefault.cnf.xml and
+        /// caconfig.json into --out.
+        #[arg(long, requires = "out")]
+        all: bool,
+        /// Folder for --all, created if missing; files of the same name are replaced, no other file is touched.
+        #[arg(long, value_name = "DIR", requires = "all")]
+        out: Option<PathBuf>,
+    },
+    /// Add phones from a CUCM Bulk Administration (BAT) phone export (CSV) to the inventory.
+    ///
+    /// Every row is checked first and every problem reported with its line; nothing is written unless all
+    /// rows are valid (exit 1 otherwise). Columns: DEVICE NAME, DEVICE TYPE, DEVICE SECURITY PROFILE,
+    /// DESCRIPTION, OWNER USER ID, DIRECTORY NUMBER n, DISPLAY n, LINE TEXT LABEL n; others are ignored
+    /// (docs/inventory.md). Profiles and owners must already be in the inventory. A running server applies
+    /// the new inventory by itself.
+    Import {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The CSV file.
+        file: PathBuf,
+        /// Replace the imported fields of devices already in the inventory (without it, such rows are refused).
+        #[arg(long)]
+        update: bool,
+        /// Check every row and the resulting inventory; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write the manual pages into DIR: sipcfg.1 and one page per subcommand (sipcfg-serve.1, …).
+    Manpage {
+        /// Output folder, created if missing.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Print the shell completion script for SHELL on standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Mint an access token with the configured signing key and print it (only it) on stdout;
+    /// `token revoke` revokes a user's or device's tokens.
+    #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
+    Token {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: Option<TokenAction>,
+        /// A token for one device (e.g. SEP001122334455).
+        #[arg(long, conflicts_with = "user", required_unless_present = "user")]
+        device: Option<String>,
+        /// A token for one user: it opens the configurations of every device the user owns.
+        #[arg(long)]
+        user: Option<String>,
+        /// Lifetime in seconds (default auth.signing.default_ttl_secs).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+        ttl: Option<u64>,
+    },
+    /// SIP OAuth for the whole cluster (CUCM's `utils sipOAuth-mode`). A running server applies it at once.
+    #[command(name = "sip-oauth-mode")]
+    SipOAuthMode {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(value_enum)]
+        action: ModeAction,
+    },
+    /// Cluster settings: show them, or set the refresh login flow and the SIP OAuth ports.
+    Cluster {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// Activation codes for onboarding (16 digits, single use): create, list, revoke.
+    #[command(name = "activation-code")]
+    ActivationCode {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: CodeAction,
+    },
+    /// The token service's signing keys: list, rotate, regen (CUCM's `set key regen authz signing`).
+    Keys {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Certificate stores (CUCM's certificate management): Phone-Edge-Trust.
+    Cert {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        action: CertAction,
+    },
+}
+
+pub fn main(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve { config, listen, admin_listen } => serve::serve(&config, listen, admin_listen),
+        other => {
+            logging::init_logging();
+            run_command(other)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("sipcfg: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(command: Command) -> Result<ExitCode, String> {
+    match command {
+        Command::Serve { config, listen, admin_listen } => serve::serve(&config, listen, admin_listen),
+        Command::Check { config } => check::check(&config),
+        Command::Render { config, file: Some(file), .. } => render::render(&config, &file),
+        Command::Render { config, file: None, out, .. } => match out {
+            Some(out) => render::render_all(&config, &out),
+            None => Err("give a FILE, or --all --out DIR".into()),
+        },
+        Command::Import { config, file, update, dry_run } => import::import(&config, &file, update, dry_run),
+        Command::Manpage { out } => docs::manpage(&out),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Token { config, action: Some(TokenAction::Revoke { device, user }), .. } => {
+            tokens::revoke(&config, device, user)
+        }
+        Command::Token { config, action: None, device, user, ttl } => tokens::token(&config, device, user, ttl),
+        Command::ActivationCode { config, action } => tokens::activation_code(&config, action),
+        Command::Keys { config, action } => tokens::keys(&config, action),
+        Command::SipOAuthMode { config, action } => cluster::sip_oauth_mode(&config, action),
+        Command::Cluster { config, action } => cluster::cluster(&config, action),
+        Command::Cert { config, action } => cert::cert(&config, action),
+    }
+}
+
+pub(crate) fn load_config(arg: &ConfigArg) -> Result<Config, String> {
+    let path = match &arg.config {
+        Some(p) => p.clone(),
+        None => {
+            let p = PathBuf::from(config::EXAMPLE_CONFIG);
+            if !p.exists() {
+                return Err(format!(
+                    "no --config given and {} not found: run from the repository root, or pass --config FILE",
+                    config::EXAMPLE_CONFIG
+                ));
+            }
+            p
+        }
+    };
+    Config::load(&path).map_err(|e| e.to_string())
+}
+
+pub(crate) fn load_inventory(path: &Path) -> Result<Inventory, String> {
+    Inventory::load(path).map_err(|e| e.to_string())
+}
+
+pub(crate) fn join(errors: Vec<LoadError>) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+}

@@ -1,0 +1,77 @@
+//! `sipcfg serve`: the node, until SIGTERM.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::cli::{ConfigArg, load_config, logging};
+use crate::config::Overrides;
+use crate::ops::{Monitor, reload, signals, systemd};
+use crate::server::{self, Listeners};
+
+pub(crate) fn serve(
+    arg: &ConfigArg,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+) -> Result<ExitCode, String> {
+    let mut config = load_config(arg)?;
+    config.apply_overrides(Overrides { listen, admin_listen });
+    config.check_listeners().map_err(|e| e.to_string())?;
+    let _audit_guard = logging::init_logging_with(&config.log)?;
+    let examples = config.example_key_files();
+    if !examples.is_empty() {
+        let files: Vec<_> = examples.iter().map(|p| p.display().to_string()).collect();
+        tracing::warn!(
+            "EXAMPLE KEYS IN USE ({}): they are public, anyone can mint tokens and impersonate this server. \
+             Generate your own keys before serving real phones (docs/operations.md).",
+            files.join(", ")
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        // Signal handlers before anything is announced: a SIGHUP or SIGTERM sent as soon as the server says
+        // it serves (log line, READY=1) must reload or stop it, not meet the default action.
+        let hangup = signals::hangup();
+        let shutdown = signals::shutdown();
+        let app = Arc::new(App::from_config(config).map_err(|e| e.to_string())?);
+        let monitor = Monitor::of(&app);
+        let listeners = Listeners::bind(app.config()).await?;
+        let deployment = app.provisioner().current();
+        let addr = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(
+            address = addr(&listeners.https),
+            devices = deployment.inventory.devices.len(),
+            sip_oauth_mode = deployment.inventory.cluster.sip_oauth_mode,
+            "serving configuration files over HTTPS"
+        );
+        if let Some(l) = &listeners.legacy {
+            tracing::info!(address = addr(l), "serving non-OAuth devices and common files over plain HTTP");
+        }
+        if let Some(l) = &listeners.edge {
+            tracing::info!(address = addr(l), "serving edge proxies over mutual TLS");
+        }
+        drop(deployment);
+        let (stop, tasks) = reload::spawn_background(&app, &monitor, hangup);
+        // Every listener is bound and the first deployment loaded: phones can be served.
+        if let Err(e) = systemd::notify_ready_status(&reload::status_line(&app, true)) {
+            tracing::warn!(error = %e, "systemd notification (READY=1) failed");
+        }
+        let shutdown = async {
+            shutdown.await;
+            if let Err(e) = systemd::notify_stopping() {
+                tracing::warn!(error = %e, "systemd notification (STOPPING=1) failed");
+            }
+        };
+        server::run(listeners, app, monitor, shutdown).await;
+        stop.stop();
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok::<_, String>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

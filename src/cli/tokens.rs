@@ -1,0 +1,190 @@
+//! `sipcfg token`, `sipcfg activation-code`, `sipcfg keys`: tokens and the token service.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Subcommand;
+
+use crate::auth::service::TokenService;
+use crate::auth::signer::Signer;
+use crate::auth::store::sqlite::SqliteStore;
+use crate::cli::{ConfigArg, load_config, load_inventory};
+use crate::config::Config;
+use crate::provision::filename::DeviceName;
+use crate::provision::inventory::Inventory;
+use crate::provision::subject::Subject;
+use crate::util::time::{Time, rfc3339_utc, unix_now};
+
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Revoke every refresh token of a user or device, and refuse its access tokens issued until now.
+    Revoke {
+        #[arg(long, conflicts_with = "user", required_unless_present = "user")]
+        device: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CodeAction {
+    /// Create a code for a device and print it (the only time it is shown: only its hash is stored).
+    Create {
+        #[arg(long)]
+        device: String,
+        /// Validity in days (default 7).
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=365))]
+        valid: u32,
+    },
+    /// List codes (id, device, state; never the codes).
+    List,
+    /// Revoke a code by its id.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysAction {
+    /// List the signing keys.
+    List,
+    /// Add a new signing key; the old ones verify until their last access token has expired.
+    Rotate,
+    /// Replace every key and invalidate every access and refresh token at once.
+    Regen {
+        /// Confirm that every phone will have to onboard again.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+pub(crate) fn token(
+    arg: &ConfigArg,
+    device: Option<String>,
+    user: Option<String>,
+    ttl: Option<u64>,
+) -> Result<ExitCode, String> {
+    let config = load_config(arg)?;
+    let signer = Signer::from_config(&config.auth).map_err(|e| e.to_string())?;
+    let inventory = load_inventory(&config.inventory.file)?;
+    let subject = subject_arg(&inventory, device, user)?;
+    let token = signer.mint(&subject, ttl.unwrap_or(signer.default_ttl_secs)).map_err(|e| e.to_string())?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The token service on the configured state database.
+pub(crate) fn token_service(config: &Config) -> Result<TokenService, String> {
+    let state = config.state.as_ref().ok_or_else(|| {
+        format!("{}: no [state] database is configured (the token service needs one)", config.path.display())
+    })?;
+    let store = SqliteStore::open(&state.database).map_err(|e| e.to_string())?;
+    let service = TokenService::open(Arc::new(store), &config.auth, unix_now() as Time).map_err(|e| e.to_string())?;
+    service.sync(unix_now() as Time).map_err(|e| e.to_string())?;
+    Ok(service)
+}
+
+pub(crate) fn subject_arg(
+    inventory: &Inventory,
+    device: Option<String>,
+    user: Option<String>,
+) -> Result<Subject, String> {
+    match (device, user) {
+        (Some(d), _) => {
+            let name = DeviceName::parse_loose(&d).map_err(|e| format!("--device {d}: {e}"))?;
+            if inventory.device(&name).is_none() {
+                return Err(format!("--device {d}: no such device in {}", inventory.file.display()));
+            }
+            Ok(Subject::Device(name))
+        }
+        (None, Some(u)) => {
+            if !inventory.users.contains_key(&u) {
+                return Err(format!("--user {u}: no such user in {}", inventory.file.display()));
+            }
+            Ok(Subject::User(u))
+        }
+        (None, None) => Err("give --device NAME or --user ID".into()),
+    }
+}
+
+pub(crate) fn revoke(arg: &ConfigArg, device: Option<String>, user: Option<String>) -> Result<ExitCode, String> {
+    let config = load_config(arg)?;
+    let inventory = load_inventory(&config.inventory.file)?;
+    let subject = subject_arg(&inventory, device, user)?;
+    token_service(&config)?.revoke_subject(&subject, unix_now() as Time).map_err(|e| e.to_string())?;
+    println!("revoked {subject}: its refresh tokens are dead and its access tokens are refused from now on");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn activation_code(arg: &ConfigArg, action: CodeAction) -> Result<ExitCode, String> {
+    let config = load_config(arg)?;
+    let service = token_service(&config)?;
+    let now = unix_now() as Time;
+    match action {
+        CodeAction::Create { device, valid } => {
+            let inventory = load_inventory(&config.inventory.file)?;
+            let Subject::Device(name) = subject_arg(&inventory, Some(device), None)? else {
+                return Err("an activation code is for a device".into());
+            };
+            let (id, code) =
+                service.create_activation_code(&name, now, i64::from(valid) * 86_400).map_err(|e| e.to_string())?;
+            eprintln!("activation code {id} for {name}, valid {valid} days, single use:");
+            if inventory.device(&name).is_some_and(|d| !d.enabled) {
+                eprintln!("note: {name} is disabled: the code onboards it, but it gets no file until it is enabled");
+            }
+            if !inventory.cluster.refresh_login_flow {
+                eprintln!("note: the refresh login flow is off in [cluster]: no code is redeemed until it is on");
+            }
+            println!("{code}");
+        }
+        CodeAction::List => {
+            let codes = service.store().list_activation_codes().map_err(|e| e.to_string())?;
+            for c in &codes {
+                let state = if c.revoked {
+                    "revoked"
+                } else if c.used.is_some() {
+                    "used"
+                } else if c.expires <= now {
+                    "expired"
+                } else {
+                    "usable"
+                };
+                println!("{}  {:<16} {:<8} expires {}", c.id, c.device, state, rfc3339_utc(c.expires));
+            }
+            println!("{} code(s)", codes.len());
+        }
+        CodeAction::Revoke { id } => {
+            if !service.store().revoke_activation_code(&id, now).map_err(|e| e.to_string())? {
+                return Err(format!("no usable activation code with id {id}"));
+            }
+            println!("revoked activation code {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn keys(arg: &ConfigArg, action: KeysAction) -> Result<ExitCode, String> {
+    let config = load_config(arg)?;
+    let service = token_service(&config)?;
+    let now = unix_now() as Time;
+    match action {
+        KeysAction::List => {}
+        KeysAction::Rotate => {
+            let key = service.rotate_keys(now, 1440 * 60).map_err(|e| e.to_string())?;
+            println!("new signing key {}; the previous keys verify until their last token has expired", key.kid);
+        }
+        KeysAction::Regen { yes } => {
+            if !yes {
+                return Err("regen invalidates every access and refresh token at once: add --yes".into());
+            }
+            let key = service.regenerate_keys(now).map_err(|e| e.to_string())?;
+            println!("keys replaced by {}; every access and refresh token is now invalid", key.kid);
+        }
+    }
+    for k in service.store().signing_keys().map_err(|e| e.to_string())? {
+        let state = match k.retire_at {
+            None => "signing".to_owned(),
+            Some(t) => format!("retiring at {}", rfc3339_utc(t)),
+        };
+        println!("{}  {}  created {}  {state}", k.kid, k.algorithm, rfc3339_utc(k.created));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,600 @@
+//! Prometheus metrics, served by the admin listener's `/metrics` in the Prometheus text exposition format
+//! (0.0.4). Every name starts with `sipcfg_`; counters end in `_total`, durations and times are in seconds.
+//!
+//! The server layer counts what it sees (requests, refusals, handshakes, connections, token grants); the
+//! cache reports through [`CacheObserver`]; gauges of state (cache size, inventory, certificates, readiness)
+//! are read when scraped. Label values are a fixed set known at compile time: never a device name, a user,
+//! a path or an address.
+//!
+//! Cost on the hot path: one relaxed atomic add per request (the label set is an index into a table made at
+//! start), one per connection and handshake; a refused request adds a lookup of its (static) reason.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::app::channel::Channel;
+use crate::provision::cache::CacheObserver;
+use crate::provision::filename::NameShape;
+
+/// `Content-Type` of `/metrics`.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+type Labels1 = [(&'static str, &'static str); 1];
+type Labels2 = [(&'static str, &'static str); 2];
+
+/// What a request asked for, judged from its path alone (no decoding, no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    DeviceConfig,
+    DefaultConfig,
+    CaConfig,
+    EncryptedConfig,
+    Common,
+    OauthToken,
+    OauthRevoke,
+    Jwks,
+    /// Anything else: a name outside the file-name grammar, an unparsable request.
+    Other,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 9] = [
+        FileKind::DeviceConfig,
+        FileKind::DefaultConfig,
+        FileKind::CaConfig,
+        FileKind::EncryptedConfig,
+        FileKind::Common,
+        FileKind::OauthToken,
+        FileKind::OauthRevoke,
+        FileKind::Jwks,
+        FileKind::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileKind::DeviceConfig => "device-config",
+            FileKind::DefaultConfig => "default-config",
+            FileKind::CaConfig => "ca-config",
+            FileKind::EncryptedConfig => "encrypted-config",
+            FileKind::Common => "common",
+            FileKind::OauthToken => "oauth-token",
+            FileKind::OauthRevoke => "oauth-revoke",
+            FileKind::Jwks => "jwks",
+            FileKind::Other => "other",
+        }
+    }
+
+    /// The kind of a file name, as the file-name grammar shapes it.
+    pub fn of_name(shape: NameShape<'_>) -> FileKind {
+        match shape {
+            NameShape::DeviceConfig(_) => FileKind::DeviceConfig,
+            NameShape::EncryptedConfig(_) => FileKind::EncryptedConfig,
+            NameShape::DefaultConfig => FileKind::DefaultConfig,
+            NameShape::CaConfig => FileKind::CaConfig,
+            NameShape::Common => FileKind::Common,
+        }
+    }
+}
+
+/// The status codes counted one by one; any other is counted as `code="other"`.
+const CODES: [(u16, &str); 15] = [
+    (200, "200"),
+    (204, "204"),
+    (304, "304"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (405, "405"),
+    (408, "408"),
+    (413, "413"),
+    (414, "414"),
+    (429, "429"),
+    (431, "431"),
+    (500, "500"),
+    (503, "503"),
+];
+const CODE_SLOTS: usize = CODES.len() + 1;
+const LISTENERS: [Channel; 3] = Channel::ALL;
+
+fn code_slot(status: u16) -> usize {
+    CODES.iter().position(|&(c, _)| c == status).unwrap_or(CODES.len())
+}
+
+fn code_label(slot: usize) -> &'static str {
+    CODES.get(slot).map_or("other", |&(_, s)| s)
+}
+
+fn listener_slot(channel: Channel) -> usize {
+    match channel {
+        Channel::Https => 0,
+        Channel::Legacy => 1,
+        Channel::Edge => 2,
+    }
+}
+
+/// Requests by listener, kind and status: a flat table of atomics, indexed, made once.
+#[derive(Debug)]
+struct RequestCounts(Box<[AtomicU64]>);
+
+impl RequestCounts {
+    fn new() -> RequestCounts {
+        RequestCounts((0..LISTENERS.len() * FileKind::ALL.len() * CODE_SLOTS).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn slot(channel: Channel, kind: FileKind, status: u16) -> usize {
+        let kind = FileKind::ALL.iter().position(|&k| k == kind).unwrap_or(FileKind::ALL.len() - 1);
+        (listener_slot(channel) * FileKind::ALL.len() + kind) * CODE_SLOTS + code_slot(status)
+    }
+
+    fn add(&self, channel: Channel, kind: FileKind, status: u16) {
+        if let Some(c) = self.0.get(Self::slot(channel, kind, status)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn get(&self, channel: Channel, kind: FileKind, status: u16) -> u64 {
+        self.0.get(Self::slot(channel, kind, status)).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// Encodes the request table, one series per label set that has counted something (a full table of
+/// zeros would be hundreds of series nobody reads).
+#[derive(Debug)]
+struct RequestCollector(Arc<RequestCounts>);
+
+impl Collector for RequestCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "http_requests",
+            "Requests answered on the phone-facing listeners, by listener, file kind and status code.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (l, channel) in LISTENERS.iter().enumerate() {
+            for (k, kind) in FileKind::ALL.iter().enumerate() {
+                for code in 0..CODE_SLOTS {
+                    let index = (l * FileKind::ALL.len() + k) * CODE_SLOTS + code;
+                    let value = self.0.0.get(index).map_or(0, |c| c.load(Ordering::Relaxed));
+                    if value == 0 {
+                        continue;
+                    }
+                    let labels: [(&str, &str); 3] =
+                        [("listener", channel.as_str()), ("kind", kind.as_str()), ("code", code_label(code))];
+                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A token grant's type, as the token endpoint names it in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantType {
+    ActivationCode,
+    RefreshToken,
+    /// Missing or unsupported `grant_type`.
+    Other,
+}
+
+impl GrantType {
+    const ALL: [GrantType; 3] = [GrantType::ActivationCode, GrantType::RefreshToken, GrantType::Other];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            GrantType::ActivationCode => "activation_code",
+            GrantType::RefreshToken => "refresh_token",
+            GrantType::Other => "other",
+        }
+    }
+
+    fn slot(self) -> usize {
+        match self {
+            GrantType::ActivationCode => 0,
+            GrantType::RefreshToken => 1,
+            GrantType::Other => 2,
+        }
+    }
+}
+
+/// Why a TLS handshake failed.
+#[derive(Debug, Clone, Copy)]
+pub enum HandshakeFailure {
+    Error,
+    Timeout,
+}
+
+/// Values read at scrape time from the state of the server.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub cache_entries: u64,
+    pub cache_bytes: u64,
+    pub devices: usize,
+    pub users: usize,
+    pub profiles: usize,
+    pub generation: u64,
+    /// The earliest `notAfter` (unix seconds) per certificate role (`server`, `edge-client-ca`,
+    /// `phone-edge-trust`).
+    pub certificate_expiry: Vec<(&'static str, i64)>,
+    pub ready: bool,
+    pub draining: bool,
+    /// Revocations the token service has taken in since start.
+    pub revocations: u64,
+}
+
+/// Every metric of one server. Handles are made at start; recording is an atomic add.
+pub struct Metrics {
+    registry: Registry,
+    scrape: Mutex<()>,
+    requests: Arc<RequestCounts>,
+    refusals: Family<Labels1, Counter>,
+    handshakes: [Counter; 3],
+    handshake_failures: [[Counter; 2]; 3],
+    connections: [Gauge; 3],
+    cache_hits: Counter,
+    cache_misses: Counter,
+    cache_evictions: Counter,
+    cache_bytes: Gauge,
+    cache_entries: Gauge,
+    render_seconds: Histogram,
+    reloads: [Counter; 2],
+    reload_last_success: Gauge,
+    generation: Gauge,
+    devices: Gauge,
+    users: Gauge,
+    profiles: Gauge,
+    grants: [[Counter; 2]; 3],
+    refreshes: Counter,
+    revocations: Counter,
+    codes_redeemed: Counter,
+    certificate_expiry: Family<Labels1, Gauge>,
+    ready: Gauge,
+    draining: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sipcfg");
+        let requests = Arc::new(RequestCounts::new());
+        registry.register_collector(Box::new(RequestCollector(requests.clone())));
+
+        let refusals = Family::<Labels1, Counter>::default();
+        registry.register(
+            "refusals",
+            "Requests not answered with the file asked for, by the reason of the access line (no-token, \
+             token-expired, not-own, rate-limited, header-too-large, unknown-file...)",
+            refusals.clone(),
+        );
+
+        // Plain HTTP has no handshake: its slots exist (indexing stays simple) but are not exported.
+        let tls = |l: Channel| l != Channel::Legacy;
+        let handshake_family = Family::<Labels1, Counter>::default();
+        let handshakes = LISTENERS.map(|l| match tls(l) {
+            true => handshake_family.get_or_create_owned(&[("listener", l.as_str())]),
+            false => Counter::default(),
+        });
+        registry.register("tls_handshakes", "TLS handshakes completed, by listener", handshake_family);
+        let failure_family = Family::<Labels2, Counter>::default();
+        let handshake_failures = LISTENERS.map(|l| {
+            ["error", "timeout"].map(|r| match tls(l) {
+                true => failure_family.get_or_create_owned(&[("listener", l.as_str()), ("reason", r)]),
+                false => Counter::default(),
+            })
+        });
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed (error) or did not finish in time (timeout), by listener",
+            failure_family,
+        );
+        let connection_family = Family::<Labels1, Gauge>::default();
+        let connections = LISTENERS.map(|l| connection_family.get_or_create_owned(&[("listener", l.as_str())]));
+        registry.register(
+            "open_connections",
+            "Connections open now (TLS handshake included), by listener",
+            connection_family,
+        );
+
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let cache_hits = counter(
+            &mut registry,
+            "cache_hits",
+            "Rendered-file cache lookups answered without rendering (waiting for another request's render included)",
+        );
+        let cache_misses = counter(&mut registry, "cache_misses", "Rendered-file cache lookups that rendered the file");
+        let cache_evictions = counter(
+            &mut registry,
+            "cache_evictions",
+            "Rendered files evicted to keep the cache within cache.max_bytes",
+        );
+        let cache_bytes = Gauge::default();
+        registry.register_with_unit(
+            "cache_size",
+            "Rendered-file cache size now, in weighted bytes (bodies plus per-entry overhead)",
+            Unit::Bytes,
+            cache_bytes.clone(),
+        );
+        let cache_entries = gauge(&mut registry, "cache_entries", "Rendered files in the cache now");
+        // 50 us to 1.6 s: a device configuration renders in about a millisecond.
+        let render_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        registry.register_with_unit(
+            "render_duration",
+            "Time to render a file on a cache miss (template, XML check, ETag)",
+            Unit::Seconds,
+            render_seconds.clone(),
+        );
+
+        let reload_family = Family::<Labels1, Counter>::default();
+        let reloads = ["success", "failure"].map(|o| reload_family.get_or_create_owned(&[("outcome", o)]));
+        registry.register(
+            "reloads",
+            "Reloads of the configuration and everything it names (a refused reload keeps the previous one serving)",
+            reload_family,
+        );
+        let reload_last_success = Gauge::default();
+        registry.register_with_unit(
+            "reload_last_success_timestamp",
+            "When the deployment in force was loaded (start or last successful reload), unix time",
+            Unit::Seconds,
+            reload_last_success.clone(),
+        );
+        let generation = gauge(&mut registry, "deployment_generation", "Generation of the deployment in force");
+        let devices = gauge(&mut registry, "inventory_devices", "Devices in the inventory in force");
+        let users = gauge(&mut registry, "inventory_users", "Users in the inventory in force");
+        let profiles = gauge(&mut registry, "inventory_profiles", "Phone security profiles in the inventory in force");
+
+        let grant_family = Family::<Labels2, Counter>::default();
+        // An unknown grant type is never issued: that series would only ever read 0.
+        let grants = GrantType::ALL.map(|g| {
+            ["issued", "refused"].map(|o| match (g, o) {
+                (GrantType::Other, "issued") => Counter::default(),
+                _ => grant_family.get_or_create_owned(&[("grant_type", g.as_str()), ("outcome", o)]),
+            })
+        });
+        registry.register(
+            "token_grants",
+            "Token endpoint requests, by grant type and outcome (issued: tokens returned)",
+            grant_family,
+        );
+        let refreshes =
+            counter(&mut registry, "token_refreshes", "Refresh tokens rotated (refresh_token grants issued)");
+        let revocations = counter(
+            &mut registry,
+            "token_revocations",
+            "Subject revocations taken in since start (/oauth/revoke and sipcfg token revoke)",
+        );
+        let codes_redeemed =
+            counter(&mut registry, "activation_codes_redeemed", "Activation codes redeemed for tokens (onboardings)");
+
+        let certificate_expiry = Family::<Labels1, Gauge>::default();
+        registry.register_with_unit(
+            "certificate_expiry_timestamp",
+            "Earliest notAfter of the certificates in force, by role (server chain, edge client CA, \
+             Phone-Edge-Trust), unix time",
+            Unit::Seconds,
+            certificate_expiry.clone(),
+        );
+        let ready = gauge(&mut registry, "ready", "1 when /readyz answers 200, else 0");
+        let draining = gauge(&mut registry, "draining", "1 once shutdown began (open requests finishing), else 0");
+        let start: Gauge = Gauge::default();
+        registry.register_with_unit("start_time", "When the process started, unix time", Unit::Seconds, start.clone());
+        start.set(crate::util::time::unix_now() as i64);
+        let build = Family::<Labels1, Gauge>::default();
+        build.get_or_create(&[("version", env!("CARGO_PKG_VERSION"))]).set(1);
+        registry.register("build_info", "Always 1; the version label names the running build", build);
+        reload_last_success.set(crate::util::time::unix_now() as i64);
+
+        Metrics {
+            registry,
+            scrape: Mutex::new(()),
+            requests,
+            refusals,
+            handshakes,
+            handshake_failures,
+            connections,
+            cache_hits,
+            cache_misses,
+            cache_evictions,
+            cache_bytes,
+            cache_entries,
+            render_seconds,
+            reloads,
+            reload_last_success,
+            generation,
+            devices,
+            users,
+            profiles,
+            grants,
+            refreshes,
+            revocations,
+            codes_redeemed,
+            certificate_expiry,
+            ready,
+            draining,
+        }
+    }
+
+    /// One answered request: its listener, what it asked for, its status and the reason of its access line
+    /// (empty when served).
+    pub fn request(&self, channel: Channel, kind: FileKind, status: u16, reason: &'static str) {
+        self.requests.add(channel, kind, status);
+        if !reason.is_empty() {
+            self.refusals.get_or_create(&[("reason", reason)]).inc();
+        }
+    }
+
+    /// A refusal that is not an answered request (a connection that timed out sending its head).
+    pub fn refusal(&self, reason: &'static str) {
+        self.refusals.get_or_create(&[("reason", reason)]).inc();
+    }
+
+    /// Requests counted so far for one label set (tests, diagnostics).
+    pub fn requests(&self, channel: Channel, kind: FileKind, status: u16) -> u64 {
+        self.requests.get(channel, kind, status)
+    }
+
+    pub fn handshake(&self, channel: Channel, outcome: Result<(), HandshakeFailure>) {
+        let l = listener_slot(channel);
+        match outcome {
+            Ok(()) => self.handshakes[l].inc(),
+            Err(HandshakeFailure::Error) => self.handshake_failures[l][0].inc(),
+            Err(HandshakeFailure::Timeout) => self.handshake_failures[l][1].inc(),
+        };
+    }
+
+    /// Counts an open connection until the returned guard is dropped.
+    pub fn connection(&self, channel: Channel) -> ConnectionGuard {
+        let gauge = self.connections[listener_slot(channel)].clone();
+        gauge.inc();
+        ConnectionGuard(gauge)
+    }
+
+    pub fn reload(&self, success: bool) {
+        if success {
+            self.reloads[0].inc();
+            self.reload_last_success.set(crate::util::time::unix_now() as i64);
+        } else {
+            self.reloads[1].inc();
+        }
+    }
+
+    pub fn grant(&self, grant: GrantType, issued: bool) {
+        self.grants[grant.slot()][usize::from(!issued)].inc();
+        if issued {
+            match grant {
+                GrantType::ActivationCode => self.codes_redeemed.inc(),
+                GrantType::RefreshToken => self.refreshes.inc(),
+                GrantType::Other => 0,
+            };
+        }
+    }
+
+    /// The text exposition of every metric, with the state gauges set from `snapshot`.
+    pub fn encode(&self, snapshot: &Snapshot) -> String {
+        // One scrape at a time: the certificate family is cleared and refilled.
+        let _one = self.scrape.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.cache_entries.set(gauge(snapshot.cache_entries));
+        self.cache_bytes.set(gauge(snapshot.cache_bytes));
+        self.devices.set(gauge(snapshot.devices as u64));
+        self.users.set(gauge(snapshot.users as u64));
+        self.profiles.set(gauge(snapshot.profiles as u64));
+        self.generation.set(gauge(snapshot.generation));
+        // Counted by the token service as it takes revocations in; the counter only follows.
+        let counted = self.revocations.get();
+        if snapshot.revocations > counted {
+            self.revocations.inc_by(snapshot.revocations - counted);
+        }
+        self.certificate_expiry.clear();
+        for &(role, not_after) in &snapshot.certificate_expiry {
+            self.certificate_expiry.get_or_create(&[("certificate", role)]).set(not_after);
+        }
+        self.ready.set(i64::from(snapshot.ready));
+        self.draining.set(i64::from(snapshot.draining));
+        let mut text = String::with_capacity(16 * 1024);
+        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry) {
+            tracing::error!(error = %e, "metrics could not be encoded");
+        }
+        text
+    }
+}
+
+/// Decrements the open-connections gauge of its listener when dropped.
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl CacheObserver for Metrics {
+    fn hit(&self) {
+        self.cache_hits.inc();
+    }
+
+    fn rendered(&self, elapsed: Duration) {
+        self.cache_misses.inc();
+        self.render_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    fn evicted(&self) {
+        self.cache_evictions.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_land_in_their_own_slot_and_encode_with_their_labels() {
+        let m = Metrics::new();
+        m.request(Channel::Https, FileKind::DeviceConfig, 200, "");
+        m.request(Channel::Https, FileKind::DeviceConfig, 200, "");
+        m.request(Channel::Legacy, FileKind::Common, 404, "no-common-file");
+        m.request(Channel::Edge, FileKind::Other, 418, "teapot");
+        assert_eq!(m.requests(Channel::Https, FileKind::DeviceConfig, 200), 2);
+        assert_eq!(m.requests(Channel::Legacy, FileKind::DeviceConfig, 200), 0);
+        m.handshake(Channel::Https, Err(HandshakeFailure::Timeout));
+        let _open = m.connection(Channel::Edge);
+        m.grant(GrantType::RefreshToken, true);
+        let text = m.encode(&Snapshot {
+            devices: 3,
+            certificate_expiry: vec![("server", 1_900_000_000)],
+            ready: true,
+            ..Snapshot::default()
+        });
+        for line in [
+            "sipcfg_http_requests_total{listener=\"https\",kind=\"device-config\",code=\"200\"} 2",
+            "sipcfg_http_requests_total{listener=\"http\",kind=\"common\",code=\"404\"} 1",
+            "sipcfg_http_requests_total{listener=\"edge\",kind=\"other\",code=\"other\"} 1",
+            "sipcfg_refusals_total{reason=\"no-common-file\"} 1",
+            "sipcfg_tls_handshake_failures_total{listener=\"https\",reason=\"timeout\"} 1",
+            "sipcfg_open_connections{listener=\"edge\"} 1",
+            "sipcfg_token_grants_total{grant_type=\"refresh_token\",outcome=\"issued\"} 1",
+            "sipcfg_token_refreshes_total 1",
+            "sipcfg_inventory_devices 3",
+            "sipcfg_certificate_expiry_timestamp_seconds{certificate=\"server\"} 1900000000",
+            "sipcfg_ready 1",
+            "# TYPE sipcfg_render_duration_seconds histogram",
+            "# TYPE sipcfg_cache_size_bytes gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("kind=\"device-config\",code=\"404\""), "zero series are left out");
+        drop(_open);
+        assert!(m.encode(&Snapshot::default()).contains("sipcfg_open_connections{listener=\"edge\"} 0"));
+    }
+}

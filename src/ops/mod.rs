@@ -1,0 +1,73 @@
+//! The process around the server: what an operator watches and does. Reload on file changes and SIGHUP,
+//! the token-state watch, readiness and certificate expiry, Prometheus metrics, signals and systemd.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`reload`] | the file watch and SIGHUP → [`App::reload`]; the token-state watch and purge |
+//! | [`health`] | readiness (`/readyz`), certificate expiry warnings |
+//! | [`metrics`] | the counters and the Prometheus exposition (`/metrics`) |
+//! | [`signals`] | SIGTERM, SIGINT and SIGHUP, registered before the server announces itself |
+//! | [`systemd`] | `sd_notify` (READY, RELOADING, STOPPING, STATUS) and the watchdog |
+
+pub mod health;
+pub mod metrics;
+pub mod reload;
+pub mod signals;
+pub mod systemd;
+
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::auth::service::TokenService;
+use crate::ops::health::Health;
+use crate::ops::metrics::{Metrics, Snapshot};
+use crate::provision::Provisioner;
+use crate::util::time::{Time, unix_now};
+
+/// What a node's observers share: the counters, readiness with its draining latch, and what the state
+/// gauges are read from. The server counts into it; the admin listener reports from it. Cheap to clone.
+#[derive(Clone)]
+pub struct Monitor {
+    pub metrics: Arc<Metrics>,
+    pub health: Health,
+    provisioner: Arc<Provisioner>,
+    tokens: Option<Arc<TokenService>>,
+}
+
+impl Monitor {
+    /// The monitor of `app`; the rendered-file cache reports its hits, renders and evictions to it.
+    pub fn of(app: &App) -> Monitor {
+        let metrics = Arc::new(Metrics::new());
+        app.provisioner().cache().set_observer(metrics.clone());
+        Monitor {
+            metrics,
+            health: Health::new(app.provisioner().clone(), app.status().clone()),
+            provisioner: app.provisioner().clone(),
+            tokens: app.token_service().cloned(),
+        }
+    }
+
+    /// The state gauges, read now.
+    pub async fn snapshot(&self) -> Snapshot {
+        let (cache_entries, cache_bytes) = self.provisioner.cache().usage().await;
+        let deployment = self.provisioner.current();
+        let ready = self.health.readiness(unix_now() as Time).ready;
+        Snapshot {
+            cache_entries,
+            cache_bytes,
+            devices: deployment.inventory.devices.len(),
+            users: deployment.inventory.users.len(),
+            profiles: deployment.inventory.profiles.len(),
+            generation: deployment.generation,
+            certificate_expiry: self.health.certificates().earliest_expiry(),
+            ready,
+            draining: self.health.is_draining(),
+            revocations: self.tokens.as_ref().map_or(0, |s| s.revocations_seen()),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub async fn encode(&self) -> String {
+        self.metrics.encode(&self.snapshot().await)
+    }
+}

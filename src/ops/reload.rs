@@ -1,0 +1,150 @@
+//! Reloading without a restart: the files a node was loaded from are watched (a cheap poll of sizes,
+//! modification times and inodes, [`crate::app::watched`]) and reloaded together when any changes, or on
+//! SIGHUP, through [`App::reload`]: a new set that does not load completely is refused with its errors
+//! logged, and the last good one keeps serving. Listener addresses, limits and the other restart-only
+//! settings are bound at start: a reload that changes them logs which.
+//!
+//! Beside it, the token-state watch keeps the token service's view (keys, revocations) in step with its
+//! database, whichever process changed it, and purges expired state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::{App, watched};
+use crate::ops::Monitor;
+use crate::ops::metrics::Metrics;
+use crate::ops::signals::{Hangup, next_hangup};
+use crate::ops::systemd;
+use crate::util::stop::{Stop, StopHandle, stop_signal};
+use crate::util::time::{Time, unix_now};
+
+/// How often the token-state watch looks at the token service's database.
+pub const STATE_POLL: Duration = Duration::from_secs(1);
+
+/// Reloads, counts the outcome in `metrics` and logs it (and the certificate warnings of what is in force).
+/// Returns whether the reload was taken.
+pub fn reload_logged(app: &App, monitor: &Monitor, why: &str) -> bool {
+    let ok = reload_counted(app, &monitor.metrics, why);
+    monitor.health.log_certificate_warnings();
+    ok
+}
+
+fn reload_counted(app: &App, metrics: &Metrics, why: &str) -> bool {
+    let outcome = app.reload();
+    metrics.reload(outcome.is_ok());
+    match outcome {
+        Ok(done) => {
+            tracing::info!(why, generation = done.generation, devices = done.devices, "reloaded");
+            true
+        }
+        Err(errors) => {
+            for e in &errors {
+                for line in e.to_string().lines() {
+                    tracing::error!(why, "reload refused, the previous deployment keeps serving: {line}");
+                }
+            }
+            false
+        }
+    }
+}
+
+/// The one-line status systemd shows (`systemctl status`): what is served, and whether the last reload was
+/// refused.
+pub fn status_line(app: &App, last_reload_ok: bool) -> String {
+    let devices = app.provisioner().current().inventory.devices.len();
+    let mut line = format!("serving {devices} devices on {}", app.config().server.listen);
+    if !last_reload_ok {
+        line.push_str("; the last reload was refused (see the log), the previous deployment serves");
+    }
+    line
+}
+
+/// Watches the node's files every `every`, and SIGHUP, until `stop`.
+pub async fn watch(app: Arc<App>, monitor: Monitor, every: Duration, mut hup: Hangup, mut stop: Stop) {
+    let fingerprint = |app: &Arc<App>| {
+        let paths = watched::files(&app.live());
+        async move { tokio::task::spawn_blocking(move || watched::fingerprint(&paths)).await.unwrap_or(0) }
+    };
+    loop {
+        let why = tokio::select! {
+            () = stop.stopped() => return,
+            () = next_hangup(&mut hup) => "SIGHUP",
+            () = tokio::time::sleep(every) => {
+                let now = fingerprint(&app).await;
+                if now == app.loaded_fingerprint() {
+                    continue;
+                }
+                // Let a writer finish: reload once the files have stayed the same for a moment.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if fingerprint(&app).await != now {
+                    continue;
+                }
+                "files changed"
+            }
+        };
+        // systemd: RELOADING=1 ... READY=1 around every reload, taken or refused (the previous deployment
+        // keeps serving, so the service is ready either way).
+        if let Err(e) = systemd::notify_reloading() {
+            tracing::warn!(error = %e, "systemd notification (RELOADING=1) failed");
+        }
+        let (reloading, observed) = (app.clone(), monitor.clone());
+        let ok = tokio::task::spawn_blocking(move || reload_logged(&reloading, &observed, why)).await.unwrap_or(false);
+        if let Err(e) = systemd::notify_ready_status(&status_line(&app, ok)) {
+            tracing::warn!(error = %e, "systemd notification (READY=1) failed");
+        }
+    }
+}
+
+/// Keeps the token service's in-memory view (signing keys, revocations) in step with its database,
+/// whichever process changed it (`sipcfg token revoke`, `sipcfg keys rotate`), and purges expired state
+/// every `[state] purge_interval_secs`.
+pub async fn watch_state(app: Arc<App>, every: Duration, mut stop: Stop) {
+    let Some(service) = app.token_service().cloned() else { return };
+    let purge_every = app.config().state.as_ref().map_or(3600, |s| s.purge_interval_secs) as Time;
+    let mut last_purge: Time = 0;
+    loop {
+        tokio::select! {
+            () = stop.stopped() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let (app, service) = (app.clone(), service.clone());
+        let purged = tokio::task::spawn_blocking(move || {
+            let now = unix_now() as Time;
+            match app.sync_tokens(now) {
+                Ok(true) => tracing::info!("token service keys or revocations changed; now in force"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "token service state could not be read"),
+            }
+            if now - last_purge < purge_every {
+                return last_purge;
+            }
+            match service.store().purge(now) {
+                Ok(n) => tracing::debug!(rows = n, "expired token state purged"),
+                Err(e) => tracing::error!(error = %e, "purge failed"),
+            }
+            now
+        })
+        .await;
+        if let Ok(at) = purged {
+            last_purge = at;
+        }
+    }
+}
+
+/// Starts the background tasks of a running node (file watch, token-state watch, certificate checks, the
+/// systemd watchdog); [`StopHandle::stop`] ends them.
+pub fn spawn_background(
+    app: &Arc<App>,
+    monitor: &Monitor,
+    hangup: Hangup,
+) -> (StopHandle, Vec<tokio::task::JoinHandle<()>>) {
+    let (handle, stop) = stop_signal();
+    let every = app.config().server.reload_poll();
+    let tasks = vec![
+        tokio::spawn(watch(app.clone(), monitor.clone(), every, hangup, stop.clone())),
+        tokio::spawn(watch_state(app.clone(), STATE_POLL, stop.clone())),
+        tokio::spawn(monitor.health.clone().watch_certificates(stop.clone())),
+        tokio::spawn(systemd::watchdog(stop)),
+    ];
+    (handle, tasks)
+}

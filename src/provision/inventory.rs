@@ -1,0 +1,452 @@
+//! The inventory: cluster parameters, phone security profiles, users and devices, read from one TOML file
+//! and checked as a whole. Every error names the file and the entry.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::provision::filename::DeviceName;
+use crate::provision::model::PhoneType;
+use crate::provision::rules::{self, DeviceFields};
+
+/// One problem found in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryError {
+    pub file: PathBuf,
+    /// The entry, e.g. `device "SEP001122334455"`; empty for file-level errors.
+    pub entry: String,
+    pub message: String,
+}
+
+impl fmt::Display for InventoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.entry.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.entry, self.message)
+        }
+    }
+}
+
+/// All the problems of an inventory that could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct InventoryErrors(pub Vec<InventoryError>);
+
+/// CUCM's device security mode (`deviceSecurityMode` 1/2/3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecurityMode {
+    NonSecure,
+    Authenticated,
+    Encrypted,
+}
+
+impl SecurityMode {
+    pub fn code(self) -> u8 {
+        match self {
+            SecurityMode::NonSecure => 1,
+            SecurityMode::Authenticated => 2,
+            SecurityMode::Encrypted => 3,
+        }
+    }
+}
+
+/// Transport of the SIP signalling (`transportLayerProtocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    Tcp,
+    Udp,
+    #[serde(rename = "tcp+udp")]
+    TcpUdp,
+    Tls,
+}
+
+impl Transport {
+    /// 1 TCP, 2 UDP, 3 TLS as CUCM writes them; TCP+UDP is 4, the value third-party templates use for it
+    /// (CUCM's own meaning of 4 is not public: see docs/decisions.md).
+    pub fn code(self) -> u8 {
+        match self {
+            Transport::Tcp => 1,
+            Transport::Udp => 2,
+            Transport::Tls => 3,
+            Transport::TcpUdp => 4,
+        }
+    }
+}
+
+/// Cluster-wide parameters rendered into every configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    /// CUCM's `utils sipOAuth-mode`: whether SIP OAuth is enabled for the cluster.
+    #[serde(default = "yes")]
+    pub sip_oauth_mode: bool,
+    /// CUCM's enterprise parameter "OAuth with Refresh Login Flow": access and refresh tokens.
+    #[serde(default)]
+    pub refresh_login_flow: bool,
+    /// Access token lifetime, 1-1440 minutes (CUCM's default 60).
+    #[serde(default = "default_access_minutes")]
+    pub access_token_minutes: u32,
+    /// Refresh token lifetime, 1-365 days (CUCM's default 60).
+    #[serde(default = "default_refresh_days")]
+    pub refresh_token_days: u32,
+    #[serde(default = "default_sip_port")]
+    pub sip_port: u16,
+    #[serde(default = "default_secured_sip_port")]
+    pub secured_sip_port: u16,
+    #[serde(default = "default_sip_oauth_port")]
+    pub sip_oauth_port: u16,
+    #[serde(default = "default_sip_mra_oauth_port")]
+    pub sip_mra_oauth_port: u16,
+    #[serde(default = "default_ethernet_phone_port")]
+    pub ethernet_phone_port: u16,
+    /// Call managers of the phones' Call Manager group, in priority order.
+    pub call_managers: Vec<CallManager>,
+    #[serde(default)]
+    pub ntp_servers: Vec<String>,
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    #[serde(default = "default_date_template")]
+    pub date_template: String,
+    #[serde(default = "default_locale")]
+    pub user_locale: String,
+    #[serde(default = "default_network_locale")]
+    pub network_locale: String,
+    /// TFTP/HTTP server phones load firmware from (`loadServer`); empty for the call managers.
+    #[serde(default)]
+    pub load_server: String,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_access_minutes() -> u32 {
+    60
+}
+fn default_refresh_days() -> u32 {
+    60
+}
+fn default_sip_port() -> u16 {
+    5060
+}
+fn default_secured_sip_port() -> u16 {
+    5061
+}
+fn default_sip_oauth_port() -> u16 {
+    5090
+}
+fn default_sip_mra_oauth_port() -> u16 {
+    5091
+}
+fn default_ethernet_phone_port() -> u16 {
+    2000
+}
+fn default_time_zone() -> String {
+    "Greenwich Standard Time".into()
+}
+fn default_date_template() -> String {
+    "D/M/Y".into()
+}
+fn default_locale() -> String {
+    "English_United_States".into()
+}
+fn default_network_locale() -> String {
+    "United_States".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallManager {
+    /// Host name or address the phones register to.
+    pub address: String,
+    /// CUCM's process node name; defaults to the address.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A phone security profile (CUCM: System > Security > Phone Security Profile).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(skip_deserializing)]
+    pub name: String,
+    /// The phone type the profile belongs to (CUCM profiles are per phone type).
+    pub phone_type: String,
+    pub security_mode: SecurityMode,
+    pub transport: Transport,
+    /// "Enable OAuth Authentication".
+    #[serde(default)]
+    pub oauth: bool,
+    /// "Enable Digest Authentication".
+    #[serde(default)]
+    pub digest_authentication: bool,
+    /// "TFTP Encrypted Config".
+    #[serde(default)]
+    pub tftp_encrypted_config: bool,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    #[serde(skip_deserializing)]
+    pub id: String,
+    /// Display name, e.g. `John Smith`.
+    pub name: String,
+    #[serde(default)]
+    pub department: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    /// Directory number.
+    pub dn: String,
+    #[serde(default)]
+    pub display_name: String,
+    /// Text shown next to the line button; defaults to the directory number.
+    #[serde(default)]
+    pub label: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    model: String,
+    profile: String,
+    owner: Option<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    lines: Vec<Line>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    allow_activation_code_via_mra: bool,
+    #[serde(default)]
+    mra_service_domain: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInventory {
+    cluster: Cluster,
+    #[serde(default)]
+    profiles: BTreeMap<String, Profile>,
+    #[serde(default)]
+    users: BTreeMap<String, User>,
+    #[serde(default)]
+    devices: BTreeMap<String, RawDevice>,
+}
+
+/// A device (CUCM: Device > Phone).
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub name: DeviceName,
+    pub phone_type: &'static PhoneType,
+    /// Name of the device's security profile (always present in the inventory).
+    pub profile: String,
+    /// User id of the owner (always present in the inventory when set).
+    pub owner: Option<String>,
+    pub description: String,
+    pub lines: Vec<Line>,
+    pub enabled: bool,
+    /// CUCM "Allow Activation Code via MRA": the device may onboard over Mobile and Remote Access.
+    pub allow_activation_code_via_mra: bool,
+    /// CUCM "Activation Code MRA Service Domain".
+    pub mra_service_domain: String,
+}
+
+/// A loaded, consistent inventory.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub file: PathBuf,
+    pub cluster: Cluster,
+    pub profiles: BTreeMap<String, Profile>,
+    pub users: BTreeMap<String, User>,
+    pub devices: HashMap<DeviceName, Device>,
+}
+
+impl Inventory {
+    pub fn load(path: &Path) -> Result<Inventory, InventoryErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            InventoryErrors(vec![InventoryError {
+                file: path.to_owned(),
+                entry: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Inventory::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryErrors> {
+        let file = path.to_owned();
+        let raw: RawInventory = toml::from_str(text).map_err(|e| {
+            InventoryErrors(vec![InventoryError {
+                file: file.clone(),
+                entry: String::new(),
+                message: crate::config::toml_message(text, &e),
+            }])
+        })?;
+        let mut errors = Vec::new();
+        let mut err =
+            |entry: String, message: String| errors.push(InventoryError { file: file.clone(), entry, message });
+
+        let cluster = raw.cluster;
+        for problem in rules::cluster_problems(&cluster) {
+            err("cluster".into(), problem);
+        }
+
+        let mut profiles = BTreeMap::new();
+        for (name, mut p) in raw.profiles {
+            p.name = name.clone();
+            let entry = format!("profile {name:?}");
+            for problem in rules::profile_problems(&p) {
+                err(entry.clone(), problem);
+            }
+            profiles.insert(name, p);
+        }
+
+        let mut users = BTreeMap::new();
+        for (id, mut u) in raw.users {
+            u.id = id.clone();
+            if !rules::valid_user_id(&id) {
+                err(format!("user {id:?}"), rules::USER_ID_RULE.into());
+            }
+            users.insert(id, u);
+        }
+
+        let mut devices = HashMap::with_capacity(raw.devices.len());
+        for (name, d) in raw.devices {
+            let entry = format!("device {name:?}");
+            let device_name = match DeviceName::parse_canonical(&name) {
+                Ok(n) => n,
+                Err(e) => {
+                    err(entry, e.to_string());
+                    continue;
+                }
+            };
+            let fields = DeviceFields {
+                name: Some(&device_name),
+                model: &d.model,
+                profile: &d.profile,
+                owner: d.owner.as_deref(),
+                lines: &d.lines,
+                allow_activation_code_via_mra: d.allow_activation_code_via_mra,
+                mra_service_domain: &d.mra_service_domain,
+            };
+            let (phone_type, problems) = rules::check_device(fields, &profiles, &users);
+            for problem in problems {
+                err(entry.clone(), problem.to_string());
+            }
+            let Some(phone_type) = phone_type else { continue };
+            devices.insert(
+                device_name.clone(),
+                Device {
+                    name: device_name,
+                    phone_type,
+                    profile: d.profile,
+                    owner: d.owner,
+                    description: d.description,
+                    lines: d.lines,
+                    enabled: d.enabled,
+                    allow_activation_code_via_mra: d.allow_activation_code_via_mra,
+                    mra_service_domain: d.mra_service_domain,
+                },
+            );
+        }
+
+        if errors.is_empty() {
+            Ok(Inventory { file, cluster, profiles, users, devices })
+        } else {
+            Err(InventoryErrors(errors))
+        }
+    }
+
+    pub fn device(&self, name: &DeviceName) -> Option<&Device> {
+        self.devices.get(name)
+    }
+
+    /// The device's profile. Every device's profile exists once the inventory has loaded.
+    pub fn profile_of(&self, device: &Device) -> Option<&Profile> {
+        self.profiles.get(&device.profile)
+    }
+
+    pub fn owner_of(&self, device: &Device) -> Option<&User> {
+        device.owner.as_ref().and_then(|o| self.users.get(o))
+    }
+
+    /// Device names in a stable order (for `check` and reports).
+    pub fn device_names_sorted(&self) -> Vec<&DeviceName> {
+        let mut names: Vec<_> = self.devices.keys().collect();
+        names.sort();
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+        [cluster]
+        name = "c"
+        call_managers = [{ address = "cucm.example.com" }]
+        [profiles.oauth]
+        phone_type = "Cisco 8851"
+        security_mode = "encrypted"
+        transport = "tls"
+        oauth = true
+        [users.jsmith]
+        name = "John Smith"
+    "#;
+
+    fn parse(extra: &str) -> Result<Inventory, InventoryErrors> {
+        Inventory::parse(Path::new("inv.toml"), &format!("{BASE}\n{extra}"))
+    }
+
+    #[test]
+    fn loads_a_device() {
+        let inv = parse("[devices.SEP001122334455]\nmodel = \"Cisco 8851\"\nprofile = \"oauth\"\nowner = \"jsmith\"\n")
+            .unwrap();
+        let d = inv.device(&DeviceName::parse_canonical("SEP001122334455").unwrap()).unwrap();
+        assert!(d.enabled);
+        assert_eq!(inv.owner_of(d).unwrap().name, "John Smith");
+    }
+
+    #[test]
+    fn errors_name_file_entry_and_rule() {
+        let errs = parse(
+            "[devices.SEP001122334455]\nmodel = \"Cisco 8851\"\nprofile = \"nope\"\nowner = \"who\"\n\
+             [devices.sep00112233445A]\nmodel = \"Cisco 8851\"\nprofile = \"oauth\"\n\
+             [devices.CSFX]\nmodel = \"Cisco 8851\"\nprofile = \"oauth\"\n\
+             [profiles.bad]\nphone_type = \"Cisco 8851\"\nsecurity_mode = \"non-secure\"\ntransport = \"tcp\"\noauth = true\ndigest_authentication = true\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "inv.toml: device \"SEP001122334455\": unknown profile \"nope\"",
+            "inv.toml: device \"SEP001122334455\": unknown owner user \"who\"",
+            "device \"sep00112233445A\": device names are upper case",
+            "device \"CSFX\": a Cisco 8851 is named SEP<…>, not CSF<…>",
+            "profile \"bad\": OAuth authentication needs device security mode encrypted",
+            "profile \"bad\": OAuth authentication cannot be combined with digest authentication",
+        ] {
+            assert!(errs.contains(needle), "missing {needle:?} in:\n{errs}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let errs = parse("[devices.SEP001122334455]\nmodel = \n").unwrap_err().to_string();
+        assert!(errs.starts_with("inv.toml: line "), "{errs}");
+        let errs = parse("[devices.SEP001122334455]\nmodle = \"x\"\n").unwrap_err().to_string();
+        assert!(errs.contains("modle"), "{errs}");
+    }
+}

@@ -1,0 +1,377 @@
+//! Rendering: a device's configuration file from the templates, its profile, owner and cluster.
+//!
+//! Templates are minijinja (Jinja2 syntax) with strict undefined variables and XML escaping of every
+//! value. A device's template is the first that exists of `models/<model id>.xml.j2`,
+//! `families/<family>.xml.j2` and `base.xml.j2`; model and family templates usually `{% extends %}` the next
+//! one up and override blocks. A template of the same relative name in the override folder replaces the
+//! shipped one, so a site changes one model without copying the rest. Every rendered file is checked to be
+//! well-formed XML before anyone sees it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::provision::inventory::{Cluster, Device, Inventory, Profile, User};
+use crate::provision::model::{PHONE_TYPES, PhoneType};
+use crate::provision::trust::TrustCert;
+use crate::provision::xml::check_well_formed;
+
+pub const TEMPLATE_SUFFIX: &str = ".xml.j2";
+const BASE_TEMPLATE: &str = "base.xml.j2";
+/// The template of `XMLDefault.cnf.xml`.
+pub const DEFAULT_TEMPLATE: &str = "xmldefault.xml.j2";
+const XML_ESCAPE: &str = "xml";
+/// Template files larger than this are refused when loading.
+const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
+
+/// A template that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.file.display(), self.message)
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct TemplateErrors(pub Vec<TemplateError>);
+
+/// Why a device's file could not be rendered. The phone sees a 500; the log gets this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("device {device}: template {template}: {message}")]
+    Template { device: String, template: String, message: String },
+    #[error("device {device}: template {template} produced malformed XML: {message}")]
+    InvalidXml { device: String, template: String, message: String },
+    #[error("device {device}: profile {profile:?} is missing")]
+    MissingProfile { device: String, profile: String },
+}
+
+/// The loaded template set. Immutable: a change of templates on disk means loading a new set.
+pub struct Templates {
+    env: Environment<'static>,
+    dir: PathBuf,
+    /// Where each template was read from (shipped folder or override), for error messages.
+    origins: BTreeMap<String, PathBuf>,
+    /// The template each phone type renders with (by type id), resolved once when the set loads.
+    resolved: BTreeMap<&'static str, String>,
+}
+
+impl Templates {
+    /// Loads and compiles every `*.xml.j2` under `dir`, then under `override_dir`, whose templates replace
+    /// shipped ones of the same relative name.
+    pub fn load(dir: &Path, override_dir: Option<&Path>) -> Result<Templates, TemplateErrors> {
+        let mut files = BTreeMap::new();
+        let mut errors = Vec::new();
+        collect(dir, dir, &mut files, &mut errors);
+        if let Some(o) = override_dir {
+            collect(o, o, &mut files, &mut errors);
+        }
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Every template produces XML: escape every value, whatever the file is called.
+        env.set_auto_escape_callback(|_| AutoEscape::Custom(XML_ESCAPE.into()));
+        env.set_formatter(xml_formatter);
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .keep_trailing_newline(true)
+            .build()
+            .map_err(|e| TemplateErrors(vec![TemplateError { file: dir.to_owned(), message: e.to_string() }]))?;
+        env.set_syntax(syntax);
+        let mut origins = BTreeMap::new();
+        for (name, (path, source)) in files {
+            if let Err(e) = env.add_template_owned(name.clone(), source) {
+                errors.push(TemplateError { file: path.clone(), message: describe(&e) });
+            }
+            origins.insert(name, path);
+        }
+        for required in [BASE_TEMPLATE, DEFAULT_TEMPLATE] {
+            if !origins.contains_key(required) {
+                errors.push(TemplateError {
+                    file: dir.join(required),
+                    message: "missing: every template set needs it".into(),
+                });
+            }
+        }
+        if errors.is_empty() {
+            let resolve = |t: &PhoneType| {
+                let model = format!("models/{}{TEMPLATE_SUFFIX}", t.id);
+                let family = format!("families/{}{TEMPLATE_SUFFIX}", t.family);
+                [model, family]
+                    .into_iter()
+                    .find(|n| origins.contains_key(n))
+                    .unwrap_or_else(|| BASE_TEMPLATE.to_owned())
+            };
+            let resolved = PHONE_TYPES.iter().map(|t| (t.id, resolve(t))).collect();
+            Ok(Templates { env, dir: dir.to_owned(), origins, resolved })
+        } else {
+            Err(TemplateErrors(errors))
+        }
+    }
+
+    /// The file a template was read from.
+    pub fn origin(&self, name: &str) -> Option<&Path> {
+        self.origins.get(name).map(PathBuf::as_path)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The template a phone type renders with: model, then family, then base.
+    pub fn template_for(&self, phone_type: &PhoneType) -> &str {
+        self.resolved.get(phone_type.id).map_or(BASE_TEMPLATE, String::as_str)
+    }
+
+    /// Renders a device's configuration file and checks that it is well-formed XML.
+    pub fn render(&self, inventory: &Inventory, device: &Device, trust: &[TrustCert]) -> Result<String, RenderError> {
+        let device_name = device.name.to_string();
+        let profile = inventory.profile_of(device).ok_or_else(|| RenderError::MissingProfile {
+            device: device_name.clone(),
+            profile: device.profile.clone(),
+        })?;
+        let template = self.template_for(device.phone_type);
+        let ctx = RenderContext::new(&inventory.cluster, device, profile, inventory.owner_of(device), trust);
+        self.render_checked(&device_name, template, minijinja::value::Serde(&ctx))
+    }
+
+    /// Renders `XMLDefault.cnf.xml` from the cluster settings.
+    pub fn render_default(&self, inventory: &Inventory, trust: &[TrustCert]) -> Result<String, RenderError> {
+        let ctx = DefaultContext {
+            cluster: &inventory.cluster,
+            oauth: inventory.cluster.sip_oauth_mode,
+            phone_edge_trust: trust.iter().map(TrustView::from).collect(),
+        };
+        self.render_checked("XMLDefault", DEFAULT_TEMPLATE, minijinja::value::Serde(&ctx))
+    }
+
+    fn render_checked(
+        &self,
+        what: &str,
+        template: &str,
+        ctx: impl Into<minijinja::Value>,
+    ) -> Result<String, RenderError> {
+        let fail = |message| RenderError::Template { device: what.to_owned(), template: template.to_owned(), message };
+        let tmpl = self.env.get_template(template).map_err(|e| fail(describe(&e)))?;
+        let out = tmpl.render(ctx).map_err(|e| fail(describe(&e)))?;
+        check_well_formed(&out).map_err(|message| RenderError::InvalidXml {
+            device: what.to_owned(),
+            template: template.to_owned(),
+            message,
+        })?;
+        Ok(out)
+    }
+}
+
+fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, (PathBuf, String)>, errors: &mut Vec<TemplateError>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            errors
+                .push(TemplateError { file: dir.to_owned(), message: format!("cannot read the template folder: {e}") });
+            return;
+        }
+    };
+    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            collect(root, &path, files, errors);
+            continue;
+        }
+        let Some(rel) = path.strip_prefix(root).ok().and_then(|r| r.to_str()) else {
+            continue;
+        };
+        if !rel.ends_with(TEMPLATE_SUFFIX) {
+            continue;
+        }
+        if entry.metadata().map_or(0, |m| m.len()) > MAX_TEMPLATE_BYTES {
+            errors.push(TemplateError { file: path, message: format!("larger than {MAX_TEMPLATE_BYTES} bytes") });
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(source) => {
+                files.insert(rel.replace('\\', "/"), (path, source));
+            }
+            Err(e) => errors.push(TemplateError { file: path, message: format!("cannot read: {e}") }),
+        }
+    }
+}
+
+/// Writes a value with XML escaping (`&`, `<`, `>`, `"`, `'`); `|safe` values go out as they are.
+fn xml_formatter(
+    out: &mut minijinja::Output,
+    state: &mut minijinja::State,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    if value.is_safe() || !matches!(state.auto_escape(), AutoEscape::Custom(name) if name == XML_ESCAPE) {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    let text = if value.is_none() { String::new() } else { value.to_string() };
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find(['&', '<', '>', '"', '\'']) {
+        out.write_str(&rest[..i])?;
+        out.write_str(match rest.as_bytes()[i] {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            _ => "&apos;",
+        })?;
+        rest = &rest[i + 1..];
+    }
+    out.write_str(rest)?;
+    Ok(())
+}
+
+/// A minijinja error with its line and the chain of causes.
+fn describe(e: &minijinja::Error) -> String {
+    let mut msg = match e.line() {
+        Some(line) => format!("line {line}: {}", e.kind()),
+        None => e.kind().to_string(),
+    };
+    if let Some(detail) = e.detail() {
+        msg.push_str(": ");
+        msg.push_str(detail);
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// What a template sees. Codes are precomputed so templates never translate enums themselves.
+#[derive(Serialize)]
+struct RenderContext<'a> {
+    device: DeviceView<'a>,
+    profile: ProfileView<'a>,
+    owner: Option<&'a User>,
+    cluster: &'a Cluster,
+    /// SIP OAuth in force for this device: the cluster mode is on and the profile enables OAuth.
+    oauth: bool,
+    /// The Phone-Edge-Trust certificates phones use to validate this server.
+    phone_edge_trust: Vec<TrustView<'a>>,
+}
+
+#[derive(Serialize)]
+struct DefaultContext<'a> {
+    cluster: &'a Cluster,
+    oauth: bool,
+    phone_edge_trust: Vec<TrustView<'a>>,
+}
+
+#[derive(Serialize)]
+struct TrustView<'a> {
+    subject: &'a str,
+    issuer: &'a str,
+    sha256: &'a str,
+    not_after: i64,
+    der_base64: String,
+}
+
+impl<'a> From<&'a TrustCert> for TrustView<'a> {
+    fn from(c: &'a TrustCert) -> Self {
+        TrustView {
+            subject: &c.subject,
+            issuer: &c.issuer,
+            sha256: &c.sha256,
+            not_after: c.not_after,
+            der_base64: c.der_base64(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DeviceView<'a> {
+    name: &'a str,
+    mac: Option<&'a str>,
+    prefix: &'static str,
+    model: &'static str,
+    model_id: &'static str,
+    family: &'static str,
+    description: &'a str,
+    lines: Vec<LineView<'a>>,
+    /// Mobile and Remote Access: activation-code onboarding allowed, and its service domain.
+    mra: bool,
+    mra_service_domain: &'a str,
+}
+
+#[derive(Serialize)]
+struct LineView<'a> {
+    index: usize,
+    dn: &'a str,
+    display_name: &'a str,
+    label: &'a str,
+}
+
+#[derive(Serialize)]
+struct ProfileView<'a> {
+    #[serde(flatten)]
+    profile: &'a Profile,
+    security_mode_code: u8,
+    transport_code: u8,
+}
+
+impl<'a> RenderContext<'a> {
+    fn new(
+        cluster: &'a Cluster,
+        device: &'a Device,
+        profile: &'a Profile,
+        owner: Option<&'a User>,
+        trust: &'a [TrustCert],
+    ) -> Self {
+        let lines = device
+            .lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| LineView {
+                index: i + 1,
+                dn: &l.dn,
+                display_name: if l.display_name.is_empty() {
+                    owner.map_or("", |o| o.name.as_str())
+                } else {
+                    &l.display_name
+                },
+                label: if l.label.is_empty() { &l.dn } else { &l.label },
+            })
+            .collect();
+        RenderContext {
+            device: DeviceView {
+                name: device.name.as_str(),
+                mac: device.name.mac(),
+                prefix: device.phone_type.prefix.as_str(),
+                model: device.phone_type.name,
+                model_id: device.phone_type.id,
+                family: device.phone_type.family,
+                description: &device.description,
+                lines,
+                mra: device.allow_activation_code_via_mra,
+                mra_service_domain: &device.mra_service_domain,
+            },
+            profile: ProfileView {
+                profile,
+                security_mode_code: profile.security_mode.code(),
+                transport_code: profile.transport.code(),
+            },
+            owner,
+            cluster,
+            oauth: cluster.sip_oauth_mode && profile.oauth,
+            phone_edge_trust: trust.iter().map(TrustView::from).collect(),
+        }
+    }
+}
