@@ -5,8 +5,8 @@
 #   tests/smoke.sh                        # or: SIPCFG_URL=https://localhost:16971 tests/smoke.sh
 #                                         # (SIPCFG_ADMIN_URL: the admin listener, default http://127.0.0.1:9971)
 #
-# Tokens are minted with the example deployment's signing key (SIPCFG_BIN, default target/release/sipcfg,
-# else `cargo run --release`). Run from the repository root or anywhere: it finds its way.
+# Tokens are minted with the example deployment's signing key, with the README's own `cargo run -q --release --`
+# (SIPCFG_BIN=path/to/sipcfg to use a built binary instead). Run from the repository root or anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +14,6 @@ url=${SIPCFG_URL:-https://localhost:6971}
 ca=certs-example/ca.pem
 if [ -n "${SIPCFG_BIN:-}" ]; then
   sipcfg=("$SIPCFG_BIN")
-elif [ -x target/release/sipcfg ]; then
-  sipcfg=(target/release/sipcfg)
 else
   sipcfg=(cargo run -q --release --)
 fi
