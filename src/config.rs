@@ -11,8 +11,12 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "[::]:6971";
 /// The admin listener's default address: loopback only, since it has no authentication.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9971";
-/// The example deployment, used when `--config` is not given (paths relative to the working directory).
+/// The example deployment, used when `--config` is not given and sipcfg runs from the root of a source
+/// checkout (paths relative to the working directory).
 pub const EXAMPLE_CONFIG: &str = "example/sipcfg.toml";
+/// The configuration of an installed sipcfg (the Debian package puts it there), used when `--config` is not
+/// given outside a source checkout.
+pub const INSTALLED_CONFIG: &str = "/etc/sipcfg/sipcfg.toml";
 /// A file of this name next to a key marks it as an example key that must not be used in production.
 pub const EXAMPLE_KEYS_MARKER: &str = "EXAMPLE-KEYS";
 /// Common files larger than this are not served unless `files.max_file_bytes` says otherwise (firmware
@@ -676,11 +680,14 @@ impl Config {
             return Ok(());
         }
         let admin = self.admin.listen;
+        let server_key = if self.overrides.listen.is_some() { "server.listen (from --listen)" } else { "server.listen" };
         let phone_facing = [
-            ("server.listen", Some(self.server.listen)),
+            (server_key, Some(self.server.listen)),
             ("legacy.listen", self.legacy.as_ref().map(|l| l.listen)),
             ("edge.listen", self.edge.as_ref().map(|e| e.listen)),
         ];
+        let admin_key =
+            if self.overrides.admin_listen.is_some() { "admin.listen (from --admin-listen)" } else { "admin.listen" };
         for (key, addr) in phone_facing {
             if let Some(addr) = addr
                 && listeners_clash(admin, addr)
@@ -689,8 +696,8 @@ impl Config {
                     path: self.path.clone(),
                     key: "admin.listen",
                     message: format!(
-                        "{admin} takes the port of {key} ({addr}): the admin listener has no authentication and \
-                         must never be reachable on a port phones use"
+                        "{admin_key} {admin} takes the port of {key} ({addr}): the admin listener has no \
+                         authentication and must never be reachable on a port phones use; give it another port"
                     ),
                 });
             }

@@ -19,19 +19,25 @@ pub enum Purpose {
 pub enum CertAction {
     /// Add a CA certificate (one PEM certificate, a CA, currently valid).
     Add {
+        /// The store: phone-edge-trust.
         #[arg(long, value_enum)]
         purpose: Purpose,
+        /// The PEM file of the certificate.
         file: PathBuf,
     },
     /// List the certificates of a store.
     List {
+        /// The store: phone-edge-trust.
         #[arg(long, value_enum, default_value = "phone-edge-trust")]
         purpose: Purpose,
     },
     /// Remove a certificate by its SHA-256 (or a unique prefix of 8+ hex digits).
     Remove {
+        /// The store: phone-edge-trust.
         #[arg(long, value_enum, default_value = "phone-edge-trust")]
         purpose: Purpose,
+        /// The certificate's SHA-256 as `cert list` shows it (or a unique prefix of 8+ hex digits), or its
+        /// file name in the store.
         id: String,
     },
 }

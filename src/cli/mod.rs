@@ -37,14 +37,18 @@ use crate::provision::inventory::Inventory;
 #[derive(Parser, Debug)]
 #[command(name = "sipcfg", version, about = "Secure configuration server for SIP phones (CUCM SIP OAuth mode)")]
 pub struct Cli {
+    #[command(flatten)]
+    pub config: ConfigArg,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct ConfigArg {
-    /// Configuration file. Without it, the example deployment (example/sipcfg.toml, run from the repository root).
-    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    /// Configuration file, before or after the command. Without it: $SIPCFG_CONFIG, else the example
+    /// deployment when run from the root of a source checkout (example/sipcfg.toml), else
+    /// /etc/sipcfg/sipcfg.toml. `manpage` and `completions` need none.
+    #[arg(long, short = 'c', value_name = "FILE", global = true, env = "SIPCFG_CONFIG")]
     pub config: Option<PathBuf>,
 }
 
@@ -52,29 +56,23 @@ pub struct ConfigArg {
 pub enum Command {
     /// Serve configuration files over HTTPS.
     Serve {
-        #[command(flatten)]
-        config: ConfigArg,
-        /// Listen address, overriding server.listen (default [::]:6971).
-        #[arg(long, value_name = "ADDR:PORT")]
+        /// Address of the HTTPS listener phones use, overriding server.listen (default [::]:6971): an IP
+        /// address or a host name, with the port (e.g. 192.0.2.10:6971, tftp1.example.com:6971).
+        #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
         listen: Option<SocketAddr>,
         /// Address of the admin listener (/metrics, /healthz, /readyz), overriding admin.listen (default
         /// 127.0.0.1:9971); it turns the admin listener on.
-        #[arg(long, value_name = "ADDR:PORT")]
+        #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
         admin_listen: Option<SocketAddr>,
     },
     /// Validate the configuration, inventory, templates and keys, rendering every device; exit 1 on any error.
-    Check {
-        #[command(flatten)]
-        config: ConfigArg,
-    },
+    Check,
     /// Print the file a device would receive, e.g. `sipcfg render SEP001122334455.cnf.xml`.
     ///
     /// With `--all --out DIR`, write every device's configuration file into DIR instead, named as the phone
     /// asks for it (SEP001122334455.cnf.xml), with XMLDefault.cnf.xml and caconfig.json; exit 1 if any
     /// file fails, after reporting every failure.
     Render {
-        #[command(flatten)]
-        config: ConfigArg,
         /// File name as a phone asks for it.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         file: Option<String>,
@@ -94,8 +92,6 @@ pub enum Command {
     /// (docs/inventory.md). Profiles and owners must already be in the inventory. A running server applies
     /// the new inventory by itself.
     Import {
-        #[command(flatten)]
-        config: ConfigArg,
         /// The CSV file.
         file: PathBuf,
         /// Replace the imported fields of devices already in the inventory (without it, such rows are refused).
@@ -113,6 +109,7 @@ pub enum Command {
     },
     /// Print the shell completion script for SHELL on standard output.
     Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -120,8 +117,6 @@ pub enum Command {
     /// `token revoke` revokes a user's or device's tokens.
     #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
     Token {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(subcommand)]
         action: Option<TokenAction>,
         /// A token for one device (e.g. SEP001122334455).
@@ -137,48 +132,40 @@ pub enum Command {
     /// SIP OAuth for the whole cluster (CUCM's `utils sipOAuth-mode`). A running server applies it at once.
     #[command(name = "sip-oauth-mode")]
     SipOAuthMode {
-        #[command(flatten)]
-        config: ConfigArg,
+        /// enable, disable, or status (print whether it is enabled).
         #[arg(value_enum)]
         action: ModeAction,
     },
     /// Cluster settings: show them, or set the refresh login flow and the SIP OAuth ports.
     Cluster {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(subcommand)]
         action: ClusterAction,
     },
     /// Activation codes for onboarding (16 digits, single use): create, list, revoke.
     #[command(name = "activation-code")]
     ActivationCode {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(subcommand)]
         action: CodeAction,
     },
     /// The token service's signing keys: list, rotate, regen (CUCM's `set key regen authz signing`).
     Keys {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(subcommand)]
         action: KeysAction,
     },
     /// Certificate stores (CUCM's certificate management): Phone-Edge-Trust.
     Cert {
-        #[command(flatten)]
-        config: ConfigArg,
         #[command(subcommand)]
         action: CertAction,
     },
 }
 
 pub fn main(cli: Cli) -> ExitCode {
+    let config = cli.config;
     let result = match cli.command {
-        Command::Serve { config, listen, admin_listen } => serve::serve(&config, listen, admin_listen),
+        Command::Serve { listen, admin_listen } => serve::serve(&config, listen, admin_listen),
         other => {
             logging::init_logging();
-            run_command(other)
+            run_command(&config, other)
         }
     };
     match result {
@@ -190,45 +177,70 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn run_command(command: Command) -> Result<ExitCode, String> {
+fn run_command(config: &ConfigArg, command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Serve { config, listen, admin_listen } => serve::serve(&config, listen, admin_listen),
-        Command::Check { config } => check::check(&config),
-        Command::Render { config, file: Some(file), .. } => render::render(&config, &file),
-        Command::Render { config, file: None, out, .. } => match out {
-            Some(out) => render::render_all(&config, &out),
+        Command::Serve { listen, admin_listen } => serve::serve(config, listen, admin_listen),
+        Command::Check => check::check(config),
+        Command::Render { file: Some(file), .. } => render::render(config, &file),
+        Command::Render { file: None, out, .. } => match out {
+            Some(out) => render::render_all(config, &out),
             None => Err("give a FILE, or --all --out DIR".into()),
         },
-        Command::Import { config, file, update, dry_run } => import::import(&config, &file, update, dry_run),
+        Command::Import { file, update, dry_run } => import::import(config, &file, update, dry_run),
         Command::Manpage { out } => docs::manpage(&out),
         Command::Completions { shell } => docs::completions(shell),
-        Command::Token { config, action: Some(TokenAction::Revoke { device, user }), .. } => {
-            tokens::revoke(&config, device, user)
+        Command::Token { action: Some(TokenAction::Revoke { device, user }), .. } => {
+            tokens::revoke(config, device, user)
         }
-        Command::Token { config, action: None, device, user, ttl } => tokens::token(&config, device, user, ttl),
-        Command::ActivationCode { config, action } => tokens::activation_code(&config, action),
-        Command::Keys { config, action } => tokens::keys(&config, action),
-        Command::SipOAuthMode { config, action } => cluster::sip_oauth_mode(&config, action),
-        Command::Cluster { config, action } => cluster::cluster(&config, action),
-        Command::Cert { config, action } => cert::cert(&config, action),
+        Command::Token { action: None, device, user, ttl } => tokens::token(config, device, user, ttl),
+        Command::ActivationCode { action } => tokens::activation_code(config, action),
+        Command::Keys { action } => tokens::keys(config, action),
+        Command::SipOAuthMode { action } => cluster::sip_oauth_mode(config, action),
+        Command::Cluster { action } => cluster::cluster(config, action),
+        Command::Cert { action } => cert::cert(config, action),
     }
 }
 
 pub(crate) fn load_config(arg: &ConfigArg) -> Result<Config, String> {
     let path = match &arg.config {
         Some(p) => p.clone(),
-        None => {
-            let p = PathBuf::from(config::EXAMPLE_CONFIG);
-            if !p.exists() {
-                return Err(format!(
-                    "no --config given and {} not found: run from the repository root, or pass --config FILE",
-                    config::EXAMPLE_CONFIG
-                ));
-            }
-            p
-        }
+        None => default_config().ok_or_else(|| {
+            format!(
+                "no configuration: {} does not exist. Give one with -c FILE or SIPCFG_CONFIG=FILE, or create {} \
+                 (the package installs one); to serve the example deployment, run from the root of a source \
+                 checkout",
+                config::INSTALLED_CONFIG,
+                config::INSTALLED_CONFIG
+            )
+        })?,
     };
     Config::load(&path).map_err(|e| e.to_string())
+}
+
+/// The configuration used without `-c` and `SIPCFG_CONFIG`: the example deployment when the current folder is
+/// the root of a source checkout (it has `Cargo.toml` and `example/sipcfg.toml`), else the installed
+/// `/etc/sipcfg/sipcfg.toml` if it exists.
+fn default_config() -> Option<PathBuf> {
+    let example = PathBuf::from(config::EXAMPLE_CONFIG);
+    if example.is_file() && Path::new("Cargo.toml").is_file() {
+        return Some(example);
+    }
+    let installed = PathBuf::from(config::INSTALLED_CONFIG);
+    installed.is_file().then_some(installed)
+}
+
+/// `HOST:PORT` where HOST is an IP address (IPv6 in brackets) or a name, resolved now; the first address
+/// the resolver gives is used.
+fn parse_listen(value: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    if !value.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+        return Err(format!("{value:?}: give HOST:PORT, e.g. 0.0.0.0:6971, [::]:6971 or tftp1.example.com:6971"));
+    }
+    let mut addrs = value.to_socket_addrs().map_err(|e| format!("{value:?}: cannot resolve the host name: {e}"))?;
+    addrs.next().ok_or_else(|| format!("{value:?}: the host name resolves to no address"))
 }
 
 pub(crate) fn load_inventory(path: &Path) -> Result<Inventory, String> {

@@ -27,7 +27,19 @@ pub(crate) fn render(arg: &ConfigArg, file: &str) -> Result<ExitCode, String> {
         }
         FileRequest::DefaultConfig => templates.render_default(inventory, trust).map_err(|e| e.to_string())?,
         FileRequest::CaConfig => String::from_utf8_lossy(&trust::caconfig_json(trust)).into_owned(),
-        other => return Err(format!("{file}: a {} is not rendered", other.kind())),
+        FileRequest::Common(_) => {
+            return Err(format!(
+                "{file} is a common file: sipcfg serves it as it is from the file root (files.root), it is not \
+                 rendered. `sipcfg render` prints device configurations (e.g. SEP001122334455.cnf.xml), \
+                 XMLDefault.cnf.xml and caconfig.json"
+            ));
+        }
+        FileRequest::EncryptedConfig(name) => {
+            return Err(format!(
+                "{file} is a TFTP-encrypted configuration, which sipcfg never serves (not supported with SIP OAuth); \
+                 render {name}.cnf.xml instead"
+            ));
+        }
     };
     print!("{xml}");
     Ok(ExitCode::SUCCESS)

@@ -19,8 +19,10 @@ use crate::util::time::{Time, rfc3339_utc, unix_now};
 pub enum TokenAction {
     /// Revoke every refresh token of a user or device, and refuse its access tokens issued until now.
     Revoke {
+        /// The device whose tokens are revoked, e.g. SEP001122334455.
         #[arg(long, conflicts_with = "user", required_unless_present = "user")]
         device: Option<String>,
+        /// The user whose tokens are revoked (the tokens issued to the user, not to the user's devices).
         #[arg(long)]
         user: Option<String>,
     },
@@ -30,6 +32,7 @@ pub enum TokenAction {
 pub enum CodeAction {
     /// Create a code for a device and print it (the only time it is shown: only its hash is stored).
     Create {
+        /// The device the code onboards, e.g. SEP001122334455.
         #[arg(long)]
         device: String,
         /// Validity in days (default 7).
@@ -39,7 +42,10 @@ pub enum CodeAction {
     /// List codes (id, device, state; never the codes).
     List,
     /// Revoke a code by its id.
-    Revoke { id: String },
+    Revoke {
+        /// The code's id, as `activation-code list` shows it (never the code itself).
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
