@@ -140,9 +140,47 @@ fn token_refuses_clearly() {
 #[test]
 fn serve_without_config_outside_the_repository_says_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sipcfg")).arg("serve").current_dir(dir.path()).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .arg("serve")
+        .env_remove("SIPCFG_CONFIG")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("no --config given and example/sipcfg.toml not found"));
+    let err = text(&out.stderr);
+    // Outside a source checkout, an installed sipcfg looks for /etc/sipcfg/sipcfg.toml (absent here).
+    for needle in ["no configuration: /etc/sipcfg/sipcfg.toml does not exist", "-c FILE", "SIPCFG_CONFIG=FILE"] {
+        assert!(err.contains(needle), "missing {needle:?} in {err}");
+    }
+}
+
+#[test]
+fn the_configuration_goes_before_or_after_the_command_or_in_sipcfg_config() {
+    let d = TempDeployment::new();
+    let config = d.path("example/sipcfg.toml");
+    let config = config.to_str().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sipcfg"));
+        cmd.args(args).current_dir(elsewhere.path()).env_remove("SIPCFG_CONFIG");
+        if let Some(v) = env {
+            cmd.env("SIPCFG_CONFIG", v);
+        }
+        cmd.output().unwrap()
+    };
+    for out in [
+        run(&["-c", config, "check"], None),
+        run(&["check", "--config", config], None),
+        run(&["check"], Some(config)),
+        run(&["cluster", "show", "-c", config], None),
+    ] {
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    // -c wins over SIPCFG_CONFIG.
+    let out = run(&["-c", config, "check"], Some("/nonexistent/sipcfg.toml"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&["check"], Some("/nonexistent/sipcfg.toml"));
+    assert!(text(&out.stderr).contains("/nonexistent/sipcfg.toml: cannot read"), "{}", text(&out.stderr));
 }
 
 #[test]
