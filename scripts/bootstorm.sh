@@ -5,7 +5,7 @@
 #   N=20000 DUR=8 C=64 scripts/bootstorm.sh
 #   KA_ROUNDS=21 KA_DUR=3 scripts/bootstorm.sh  # keep-alive (b') as 21 interleaved rounds (default 15 of 3 s)
 #
-# What it does: installs nginx-light, util-linux (taskset) and python3 from Debian if missing; builds sipcfg
+# What it does: installs nginx-light, util-linux (taskset), python3, procps, openssl if missing; builds sipcfg
 # and sipcfg-load (release); generates an inventory of N Cisco 8851 phones (SEP + 12 hex) and a config copy
 # in a temporary directory (legacy listener off, state off, audit log off, SIPCFG_LOG=warn: nginx runs with
 # access_log off); mints N device tokens (sipcfg-load --mint); renders ONE device file with `sipcfg render`
