@@ -680,7 +680,8 @@ impl Config {
             return Ok(());
         }
         let admin = self.admin.listen;
-        let server_key = if self.overrides.listen.is_some() { "server.listen (from --listen)" } else { "server.listen" };
+        let server_key =
+            if self.overrides.listen.is_some() { "server.listen (from --listen)" } else { "server.listen" };
         let phone_facing = [
             (server_key, Some(self.server.listen)),
             ("legacy.listen", self.legacy.as_ref().map(|l| l.listen)),

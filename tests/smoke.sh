@@ -79,7 +79,6 @@ expect 200 "refresh (rotation)" "$url/oauth/token" -d grant_type=refresh_token -
 access2=$(json_field access_token)
 expect 200 "download with the refreshed access token" -H "Authorization: Bearer $access2" "$url/SEP001122334466.cnf.xml"
 "${sipcfg[@]}" token revoke --device SEP001122334466 >/dev/null
-sleep 2
 expect 401 "download after revocation" -H "Authorization: Bearer $access2" "$url/SEP001122334466.cnf.xml"
 expect 200 "JWKS" "$url/.well-known/jwks.json"
 

@@ -22,6 +22,18 @@ fn sipcfg(d: &TempDeployment, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A command run while a server of the deployment runs in this test's runtime: `token revoke` waits for
+/// the running server to apply the revocation, so the runtime must keep serving meanwhile.
+async fn sipcfg_while_serving(d: &TempDeployment, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .args(args)
+        .arg("--config")
+        .arg(d.path("example/sipcfg.toml"))
+        .output()
+        .await
+        .unwrap()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -99,7 +111,7 @@ async fn a_phone_onboards_downloads_refreshes_and_is_revoked() {
     assert_eq!(client.get(PHONE, Some(&access2)).await.status, StatusCode::OK);
 
     // Revoked from the command line: the access token is refused from then on, before it expires.
-    let out = sipcfg(&d, &["token", "revoke", "--device", "SEP001122334455"]);
+    let out = sipcfg_while_serving(&d, &["token", "revoke", "--device", "SEP001122334455"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(until_status(&server, &access2, StatusCode::UNAUTHORIZED).await, StatusCode::UNAUTHORIZED);
     let r = client.get(PHONE, Some(&access2)).await;
@@ -351,7 +363,7 @@ async fn a_kept_connection_sees_revocation_and_regen() {
     for _ in 0..3 {
         assert_eq!(conn.send("GET", PHONE, &[("authorization", &auth)]).await.status, StatusCode::OK);
     }
-    assert!(sipcfg(&d, &["token", "revoke", "--device", "SEP001122334455"]).status.success());
+    assert!(sipcfg_while_serving(&d, &["token", "revoke", "--device", "SEP001122334455"]).await.status.success());
     assert_eq!(until_status_on(&mut conn, &access, StatusCode::UNAUTHORIZED).await, StatusCode::UNAUTHORIZED);
 
     let access = token(code_for(&d, "SEP001122334455")).await;
@@ -370,14 +382,14 @@ async fn the_server_counts_revocations_made_from_the_command_line() {
     let server = started(&d).await;
     let revocations = || async { server.metrics().await.get("sipcfg_token_revocations_total") };
     assert_eq!(revocations().await, 0.0);
-    let out = sipcfg(&d, &["token", "revoke", "--device", "SEP001122334455"]);
+    let out = sipcfg_while_serving(&d, &["token", "revoke", "--device", "SEP001122334455"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let deadline = Instant::now() + Duration::from_secs(10);
     while revocations().await < 1.0 {
         assert!(Instant::now() < deadline, "the command line's revocation was never counted");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let out = sipcfg(&d, &["token", "revoke", "--user", "jsmith"]);
+    let out = sipcfg_while_serving(&d, &["token", "revoke", "--user", "jsmith"]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     while revocations().await < 2.0 {
         assert!(Instant::now() < deadline, "the second revocation was never counted");
@@ -399,4 +411,34 @@ fn a_code_for_a_disabled_device_comes_with_a_note() {
     assert_eq!(text(&out.stdout).trim().len(), 16, "the code is still printed alone on standard output");
     let out = sipcfg(&d, &["activation-code", "create", "--device", "SEP001122334455"]);
     assert!(!text(&out.stderr).contains("note:"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn token_revoke_returns_once_the_running_server_refuses_the_token() {
+    let d = TempDeployment::new();
+    let server = started(&d).await;
+    let client = server.client();
+    let code = code_for(&d, "SEP001122334455");
+    let r = client.post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
+    let access = json(&r)["access_token"].as_str().unwrap().to_owned();
+    let mut conn = client.connect().await.unwrap();
+    let auth = format!("Bearer {access}");
+    assert_eq!(conn.send("GET", PHONE, &[("authorization", &auth)]).await.status, StatusCode::OK);
+    // Wait for the server to report itself to the token store (it does within a poll of starting).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let out = sipcfg_while_serving(&d, &["token", "revoke", "--device", "SEP001122334455"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("refused by every running server"), "{}", text(&out.stdout));
+    // No polling: in force the moment the command returned, on a kept connection (its token memo) too.
+    assert_eq!(conn.send("GET", PHONE, &[("authorization", &auth)]).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(client.get(PHONE, Some(&access)).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn token_revoke_without_a_running_server_says_so() {
+    let d = TempDeployment::new();
+    let out = sipcfg(&d, &["token", "revoke", "--device", "SEP001122334455"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("no server is running"), "{}", text(&out.stdout));
 }

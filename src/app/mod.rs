@@ -24,6 +24,7 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use crate::app::certificates::Certificates;
 use crate::auth::limiter::FailureLimiter;
 use crate::auth::service::{ServiceError, TokenService};
+use crate::auth::store::NodeReport;
 use crate::auth::store::sqlite::SqliteStore;
 use crate::auth::token::Verifier;
 use crate::config::{AdminConfig, Config};
@@ -88,6 +89,8 @@ pub struct App {
     auth_limiter: FailureLimiter,
     /// One reload at a time (SIGHUP and the file watch may ask at once).
     reloading: Mutex<()>,
+    /// Who this node is, in the token store's list of running nodes.
+    node: NodeReport,
 }
 
 /// Everything a reload reads, loaded and checked, not yet in force.
@@ -150,6 +153,13 @@ impl App {
             grant_limiter,
             auth_limiter: FailureLimiter::new(config.server.max_failed_auth, config.server.failed_auth_window_secs),
             live: ArcSwap::from_pointee(config.clone()),
+            node: NodeReport {
+                id: crate::util::random::random_id().map_err(|e| StartupError::State(e.to_string()))?,
+                name: node_name(&config),
+                started: now,
+                seen: now,
+                applied: 0,
+            },
             config,
             reloading: Mutex::new(()),
         })
@@ -253,6 +263,16 @@ impl App {
         Ok((config, verifier, tls, edge_tls, loaded))
     }
 
+    /// Tells the token store that this node is running and has applied its changes up to what the view in
+    /// force was built from; `sipcfg token revoke` waits for every running node this way.
+    pub fn report_node(&self, now: Time) -> Result<(), ServiceError> {
+        let Some(service) = &self.token_service else { return Ok(()) };
+        let Some(applied) = service.applied_change() else { return Ok(()) };
+        let report = NodeReport { seen: now, applied, ..self.node.clone() };
+        service.store().report_node(&report)?;
+        Ok(())
+    }
+
     /// Takes in what changed in the token service's store since the last look (revocations, keys; from this
     /// node or another process such as `sipcfg token revoke`): a new verifier goes in force when the keys
     /// changed. Returns whether anything changed.
@@ -266,6 +286,12 @@ impl App {
             None => Ok(false),
         }
     }
+}
+
+/// `host:port` of the phone listener, as a person recognises a node.
+fn node_name(config: &Config) -> String {
+    let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
+    format!("{host}:{}", config.server.listen.port())
 }
 
 /// Pre-renders the deployment in force, and again after every reload, for as long as the provisioner lives.

@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use crate::auth::digest;
 use crate::auth::keys::KeyError;
 use crate::auth::signer::Signer;
-use crate::auth::store::{AuthStore, NewRefreshToken, Rotation, SigningKey, StoreError};
+use crate::auth::store::{AuthStore, NewRefreshToken, NodeReport, Rotation, SigningKey, StoreError};
 use crate::auth::token::{OwnKey, Verified, Verifier};
 use crate::config::{Algorithm, AuthConfig};
 use crate::provision::filename::DeviceName;
@@ -128,6 +128,23 @@ impl Lifetimes {
 
 /// The answer for a code that cannot be redeemed, whatever the reason: it tells nothing of the code's device.
 pub const UNKNOWN_CODE: &str = "the activation code is unknown, used, revoked or expired";
+
+/// A node that has not reported for this long is taken for stopped (it reports every
+/// [`NODE_REPORT_SECS`] at least, and at once when it has applied a change).
+pub const NODE_ALIVE_SECS: Time = 10;
+/// How often a running node reports that it is alive, at least.
+pub const NODE_REPORT_SECS: Time = 2;
+
+/// Where a change stands on the running nodes ([`TokenService::wait_applied`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Every running node has applied it.
+    Everywhere(Vec<NodeReport>),
+    /// No node is running: each applies the store's state when it starts.
+    NoNodeRunning,
+    /// The wait ended before these nodes applied it.
+    NotYet { done: Vec<NodeReport>, lagging: Vec<NodeReport> },
+}
 
 /// The change counter of a view that was never read from the store.
 const NEVER_SYNCED: u64 = u64::MAX;
@@ -250,6 +267,31 @@ impl TokenService {
             .map_err(|e| ServiceError::Jwks(e.to_string()))?;
         self.view.store(Arc::new(View { change, signer, jwks: jwks.into(), revocations }));
         Ok(verifier)
+    }
+
+    /// The store's change counter the view in force was built from; `None` before the first sync.
+    pub fn applied_change(&self) -> Option<u64> {
+        Some(self.view.load().change).filter(|&c| c != NEVER_SYNCED)
+    }
+
+    /// Waits until every running node (one that reported within [`NODE_ALIVE_SECS`]) has applied the store's
+    /// changes up to `change`, for at most `timeout`. A node that stops reporting drops out of the wait once
+    /// it has been silent that long.
+    pub fn wait_applied(&self, change: u64, timeout: std::time::Duration) -> Result<Applied, ServiceError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let now = crate::util::time::unix_now() as Time;
+            let live: Vec<NodeReport> =
+                self.store.nodes()?.into_iter().filter(|n| now - n.seen <= NODE_ALIVE_SECS).collect();
+            let (done, lagging): (Vec<_>, Vec<_>) = live.into_iter().partition(|n| n.applied >= change);
+            if lagging.is_empty() {
+                return Ok(if done.is_empty() { Applied::NoNodeRunning } else { Applied::Everywhere(done) });
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(Applied::NotYet { done, lagging });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Revocations taken in since the service was opened (see `revocations_seen`).

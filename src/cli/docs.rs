@@ -137,16 +137,24 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
         ],
         "sipcfg-serve" => &[
             ("As the systemd unit runs it:", "sipcfg serve --config /etc/sipcfg/sipcfg.toml"),
-            ("A second node on other ports of the same machine:", "sipcfg serve --listen 127.0.0.1:16971 --admin-listen 127.0.0.1:19971"),
+            (
+                "A second node on other ports of the same machine:",
+                "sipcfg serve --listen 127.0.0.1:16971 --admin-listen 127.0.0.1:19971",
+            ),
         ],
-        "sipcfg-check" => &[("Before a restart or a package upgrade:", "sipcfg check --config /etc/sipcfg/sipcfg.toml")],
+        "sipcfg-check" => {
+            &[("Before a restart or a package upgrade:", "sipcfg check --config /etc/sipcfg/sipcfg.toml")]
+        }
         "sipcfg-render" => &[
             ("One device's file:", "sipcfg render SEP001122334455.cnf.xml"),
             ("Every file, to compare before and after a template change:", "sipcfg render --all --out /tmp/before"),
         ],
         "sipcfg-import" => &[
             ("Check a BAT export without writing anything:", "sipcfg import --dry-run phones.csv"),
-            ("Add the phones, replacing the imported fields of those already there:", "sipcfg import --update phones.csv"),
+            (
+                "Add the phones, replacing the imported fields of those already there:",
+                "sipcfg import --update phones.csv",
+            ),
         ],
         "sipcfg-token" => &[
             ("A token for one phone, for a test with curl:", "sipcfg token --device SEP001122334455"),
@@ -154,20 +162,29 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
         ],
         "sipcfg-token-revoke" => &[("A stolen phone:", "sipcfg token revoke --device SEP001122334455")],
         "sipcfg-activation-code" | "sipcfg-activation-code-create" => &[
-            ("A code for a new phone, valid 3 days:", "sipcfg activation-code create --device SEP001122334455 --valid 3"),
+            (
+                "A code for a new phone, valid 3 days:",
+                "sipcfg activation-code create --device SEP001122334455 --valid 3",
+            ),
             ("Codes not yet used:", "sipcfg activation-code list"),
         ],
-        "sipcfg-keys" | "sipcfg-keys-rotate" => &[("A new signing key (the old one verifies until its tokens expire):", "sipcfg keys rotate")],
+        "sipcfg-keys" | "sipcfg-keys-rotate" => {
+            &[("A new signing key (the old one verifies until its tokens expire):", "sipcfg keys rotate")]
+        }
         "sipcfg-sip-oauth-mode" => &[("CUCM's utils sipOAuth-mode enable:", "sipcfg sip-oauth-mode enable")],
-        "sipcfg-cluster" | "sipcfg-cluster-set" => &[
-            ("The refresh login flow, then the ports:", "sipcfg cluster set --refresh-login-flow on\nsipcfg cluster set --sip-oauth-port 5090 --sip-mra-oauth-port 5091"),
-        ],
+        "sipcfg-cluster" | "sipcfg-cluster-set" => &[(
+            "The refresh login flow, then the ports:",
+            "sipcfg cluster set --refresh-login-flow on\nsipcfg cluster set --sip-oauth-port 5090 --sip-mra-oauth-port 5091",
+        )],
         "sipcfg-cert" | "sipcfg-cert-add" => &[
             ("The CA that issued the server certificate:", "sipcfg cert add --purpose phone-edge-trust ca.pem"),
             ("What the store holds:", "sipcfg cert list"),
         ],
         "sipcfg-manpage" => &[("The pages of this version:", "sipcfg manpage --out /usr/local/share/man/man1")],
-        "sipcfg-completions" => &[("Bash completion for the current user:", "sipcfg completions bash > ~/.local/share/bash-completion/completions/sipcfg")],
+        "sipcfg-completions" => &[(
+            "Bash completion for the current user:",
+            "sipcfg completions bash > ~/.local/share/bash-completion/completions/sipcfg",
+        )],
         _ => &[],
     }
 }

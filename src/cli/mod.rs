@@ -236,7 +236,7 @@ fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = value.parse() {
         return Ok(addr);
     }
-    if !value.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
+    if value.rsplit_once(':').is_none_or(|(_, port)| port.parse::<u16>().is_err()) {
         return Err(format!("{value:?}: give HOST:PORT, e.g. 0.0.0.0:6971, [::]:6971 or tftp1.example.com:6971"));
     }
     let mut addrs = value.to_socket_addrs().map_err(|e| format!("{value:?}: cannot resolve the host name: {e}"))?;

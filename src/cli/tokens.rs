@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use clap::Subcommand;
 
-use crate::auth::service::TokenService;
+use crate::auth::service::{Applied, TokenService};
 use crate::auth::signer::Signer;
+use crate::auth::store::NodeReport;
 use crate::auth::store::sqlite::SqliteStore;
 use crate::cli::{ConfigArg, load_config, load_inventory};
 use crate::config::Config;
@@ -115,9 +116,49 @@ pub(crate) fn revoke(arg: &ConfigArg, device: Option<String>, user: Option<Strin
     let config = load_config(arg)?;
     let inventory = load_inventory(&config.inventory.file)?;
     let subject = subject_arg(&inventory, device, user)?;
-    token_service(&config)?.revoke_subject(&subject, unix_now() as Time).map_err(|e| e.to_string())?;
-    println!("revoked {subject}: its refresh tokens are dead and its access tokens are refused from now on");
-    Ok(ExitCode::SUCCESS)
+    let service = token_service(&config)?;
+    service.revoke_subject(&subject, unix_now() as Time).map_err(|e| e.to_string())?;
+    let change = service.store().change_counter().map_err(|e| e.to_string())?;
+    // The command returns once every running node refuses the subject's tokens, not when the row is written.
+    match service.wait_applied(change, REVOCATION_WAIT).map_err(|e| e.to_string())? {
+        Applied::Everywhere(nodes) => {
+            println!(
+                "revoked {subject}: its refresh tokens are dead and its access tokens are refused by every \
+                 running server ({})",
+                names(&nodes)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Applied::NoNodeRunning => {
+            println!(
+                "revoked {subject}: its refresh tokens are dead and its access tokens are refused from now on \
+                 (no server is running; each applies it when it starts)"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Applied::NotYet { lagging, .. } => {
+            eprintln!(
+                "revoked {subject} in {}, but after {} s these running servers still have not applied it: {}. \
+                 They refuse its tokens once they read the state again; check that they can (their log says why \
+                 not).",
+                state_database(&config),
+                REVOCATION_WAIT.as_secs(),
+                names(&lagging)
+            );
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// How long `token revoke` waits for the running servers to apply a revocation.
+const REVOCATION_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn names(nodes: &[NodeReport]) -> String {
+    nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn state_database(config: &Config) -> String {
+    config.state.as_ref().map_or_else(String::new, |s| s.database.display().to_string())
 }
 
 pub(crate) fn activation_code(arg: &ConfigArg, action: CodeAction) -> Result<ExitCode, String> {

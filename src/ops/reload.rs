@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::{App, watched};
+use crate::auth::service::NODE_REPORT_SECS;
 use crate::ops::Monitor;
 use crate::ops::metrics::Metrics;
 use crate::ops::signals::{Hangup, next_hangup};
@@ -18,8 +19,9 @@ use crate::ops::systemd;
 use crate::util::stop::{Stop, StopHandle, stop_signal};
 use crate::util::time::{Time, unix_now};
 
-/// How often the token-state watch looks at the token service's database.
-pub const STATE_POLL: Duration = Duration::from_secs(1);
+/// How often the token-state watch looks at the token service's database (a read of its change counter):
+/// a revocation made by another process is in force here within this time.
+pub const STATE_POLL: Duration = Duration::from_millis(250);
 
 /// Reloads, counts the outcome in `metrics` and logs it (and the certificate warnings of what is in force).
 /// Returns whether the reload was taken.
@@ -101,34 +103,59 @@ pub async fn watch(app: Arc<App>, monitor: Monitor, every: Duration, mut hup: Ha
 pub async fn watch_state(app: Arc<App>, every: Duration, mut stop: Stop) {
     let Some(service) = app.token_service().cloned() else { return };
     let purge_every = app.config().state.as_ref().map_or(3600, |s| s.purge_interval_secs) as Time;
-    let mut last_purge: Time = 0;
+    let mut last = Looked::default();
     loop {
+        let (app, service) = (app.clone(), service.clone());
+        let looked = tokio::task::spawn_blocking(move || look_at_state(&app, &service, last)).await;
+        if let Ok(looked) = looked {
+            last = looked;
+        }
+        if last.purged == 0 || unix_now() as Time - last.purged >= purge_every {
+            last.purged = -1;
+        }
         tokio::select! {
             () = stop.stopped() => return,
             () = tokio::time::sleep(every) => {}
         }
-        let (app, service) = (app.clone(), service.clone());
-        let purged = tokio::task::spawn_blocking(move || {
-            let now = unix_now() as Time;
-            match app.sync_tokens(now) {
-                Ok(true) => tracing::info!("token service keys or revocations changed; now in force"),
-                Ok(false) => {}
-                Err(e) => tracing::error!(error = %e, "token service state could not be read"),
-            }
-            if now - last_purge < purge_every {
-                return last_purge;
-            }
-            match service.store().purge(now) {
-                Ok(n) => tracing::debug!(rows = n, "expired token state purged"),
-                Err(e) => tracing::error!(error = %e, "purge failed"),
-            }
-            now
-        })
-        .await;
-        if let Ok(at) = purged {
-            last_purge = at;
+    }
+}
+
+/// What the token-state watch did last.
+#[derive(Debug, Clone, Copy, Default)]
+struct Looked {
+    /// The change counter this node last reported as applied, and when it reported.
+    reported: Option<(u64, Time)>,
+    /// When expired state was last purged; -1: purge now.
+    purged: Time,
+}
+
+fn look_at_state(app: &App, service: &crate::auth::service::TokenService, mut last: Looked) -> Looked {
+    let now = unix_now() as Time;
+    match app.sync_tokens(now) {
+        Ok(true) => tracing::info!("token service keys or revocations changed; now in force"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "token service state could not be read"),
+    }
+    let applied = service.applied_change();
+    let due = match (last.reported, applied) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some((was, at)), Some(now_applied)) => was != now_applied || now - at >= NODE_REPORT_SECS,
+    };
+    if due && let Some(applied) = applied {
+        match app.report_node(now) {
+            Ok(()) => last.reported = Some((applied, now)),
+            Err(e) => tracing::warn!(error = %e, "could not report this node to the token store"),
         }
     }
+    if last.purged <= 0 {
+        match service.store().purge(now) {
+            Ok(n) => tracing::debug!(rows = n, "expired token state purged"),
+            Err(e) => tracing::error!(error = %e, "purge failed"),
+        }
+        last.purged = now;
+    }
+    last
 }
 
 /// Starts the background tasks of a running node (file watch, token-state watch, certificate checks, the

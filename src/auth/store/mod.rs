@@ -70,6 +70,20 @@ pub struct SigningKey {
     pub retire_at: Option<Time>,
 }
 
+/// What a running node last reported: it has applied the store's changes up to `applied` (the change
+/// counter it last rebuilt its view from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeReport {
+    /// Random, per process start.
+    pub id: String,
+    /// For people: host name and listener address.
+    pub name: String,
+    pub started: Time,
+    /// When it last reported.
+    pub seen: Time,
+    pub applied: u64,
+}
+
 /// The state of the token service.
 pub trait AuthStore: Send + Sync {
     // Activation codes.
@@ -129,4 +143,11 @@ pub trait AuthStore: Send + Sync {
     fn purge(&self, now: Time) -> Result<usize, StoreError>;
     /// A number that changes whenever any process commits a change (to reload keys and revocations).
     fn change_counter(&self) -> Result<u64, StoreError>;
+
+    // Nodes.
+    /// Records what a running node has applied (not a change: the change counter stays). Nodes not seen for
+    /// a day are forgotten.
+    fn report_node(&self, node: &NodeReport) -> Result<(), StoreError>;
+    /// Every node that reported in the last day.
+    fn nodes(&self) -> Result<Vec<NodeReport>, StoreError>;
 }

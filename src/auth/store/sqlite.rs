@@ -22,16 +22,33 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{ActivationCode, AuthStore, Digest, NewRefreshToken, Rotation, SigningKey, StoreError, Time};
+use super::{ActivationCode, AuthStore, Digest, NewRefreshToken, NodeReport, Rotation, SigningKey, StoreError, Time};
 
-/// The version of the schema below. A database with a newer one was written by a newer sipcfg and is refused.
-const SCHEMA_VERSION: i64 = 1;
+/// The version of the schema: [`SCHEMA`] is version 1, and [`MIGRATIONS`] take it to this one. A database
+/// with a newer version was written by a newer sipcfg and is refused.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Migrations, in order: entry `i` takes a database from version `i + 1` to `i + 2`. Each runs in the
+/// transaction that also records the new version, so a crash leaves the old version or the new one.
+const MIGRATIONS: &[&str] = &[
+    // 2: the running nodes and what each has applied (`sipcfg token revoke` waits for them).
+    "CREATE TABLE nodes (
+        id      TEXT PRIMARY KEY NOT NULL,
+        name    TEXT NOT NULL,
+        started INTEGER NOT NULL,
+        seen    INTEGER NOT NULL,
+        applied INTEGER NOT NULL
+    ) STRICT;",
+];
 
 /// How long a writer waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
 /// How long [`enable_wal`] waits between attempts.
 const WAL_RETRY: Duration = Duration::from_millis(10);
+
+/// A node that has not reported for this long is forgotten.
+const NODE_KEEP: Time = 24 * 60 * 60;
 
 /// How long a redeemed or revoked activation code stays listed before [`AuthStore::purge`] deletes it.
 const SPENT_CODE_KEEP: Time = 24 * 60 * 60;
@@ -251,7 +268,7 @@ fn enable_wal(conn: &Connection) -> Result<(), Fail> {
     }
 }
 
-/// Creates the schema in an empty database, or checks the version of an existing one.
+/// Creates the schema in an empty database, or checks the version of an existing one and upgrades it.
 fn init_schema(conn: &mut Connection) -> Result<(), Fail> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let has_meta: bool = tx.query_row(
@@ -259,29 +276,45 @@ fn init_schema(conn: &mut Connection) -> Result<(), Fail> {
         [],
         |row| row.get(0),
     )?;
-    if has_meta {
+    let mut version = if has_meta {
         let version: Option<i64> =
             tx.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0)).optional()?;
-        return match version {
-            Some(SCHEMA_VERSION) => Ok(()),
-            Some(v) if v > SCHEMA_VERSION => Err(Fail::Refused(format!(
-                "schema version {v} was written by a newer sipcfg; this one understands version {SCHEMA_VERSION} \
-                 only: upgrade sipcfg"
-            ))),
-            Some(v) => Err(Fail::Refused(format!("unknown schema version {v} (expected {SCHEMA_VERSION})"))),
-            None => Err(Fail::Refused("not a sipcfg state database: no schema_version in its meta table".to_string())),
-        };
+        match version {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(Fail::Refused(format!(
+                    "schema version {v} was written by a newer sipcfg; this one understands version \
+                     {SCHEMA_VERSION} only: upgrade sipcfg"
+                )));
+            }
+            Some(v) if v >= 1 => v,
+            Some(v) => return Err(Fail::Refused(format!("unknown schema version {v} (expected {SCHEMA_VERSION})"))),
+            None => {
+                return Err(Fail::Refused(
+                    "not a sipcfg state database: no schema_version in its meta table".to_string(),
+                ));
+            }
+        }
+    } else {
+        let tables: i64 = tx.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+            [],
+            |row| row.get(0),
+        )?;
+        if tables > 0 {
+            return Err(Fail::Refused("not a sipcfg state database: it has tables but no meta table".to_string()));
+        }
+        tx.execute_batch(SCHEMA)?;
+        tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', 1), ('changes', 0)", [])?;
+        1
+    };
+    while version < SCHEMA_VERSION {
+        let migration = MIGRATIONS
+            .get(usize::try_from(version - 1).unwrap_or(usize::MAX))
+            .ok_or_else(|| Fail::Refused(format!("no migration from schema version {version}")))?;
+        tx.execute_batch(migration)?;
+        version += 1;
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [version])?;
     }
-    let tables: i64 = tx.query_row(
-        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
-        [],
-        |row| row.get(0),
-    )?;
-    if tables > 0 {
-        return Err(Fail::Refused("not a sipcfg state database: it has tables but no meta table".to_string()));
-    }
-    tx.execute_batch(SCHEMA)?;
-    tx.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1), ('changes', 0)", [SCHEMA_VERSION])?;
     tx.commit()?;
     Ok(())
 }
@@ -546,6 +579,40 @@ impl AuthStore for SqliteStore {
             };
             let total = codes + tokens + revocations + keys;
             Ok((total, total > 0))
+        })
+    }
+
+    fn report_node(&self, node: &NodeReport) -> Result<(), StoreError> {
+        // Not a change of the token service's state: the change counter stays, so no node resyncs for it.
+        let mut conn = self.lock()?;
+        let report = |conn: &mut Connection| -> Result<(), Fail> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO nodes (id, name, started, seen, applied) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET name = ?2, seen = ?4, applied = ?5",
+                params![node.id, node.name, node.started, node.seen, i64::try_from(node.applied).unwrap_or(i64::MAX)],
+            )?;
+            tx.execute("DELETE FROM nodes WHERE seen < ?1", [node.seen.saturating_sub(NODE_KEEP)])?;
+            tx.commit()?;
+            Ok(())
+        };
+        report(&mut conn).map_err(|e| self.error(e))
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeReport>, StoreError> {
+        self.read(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT id, name, started, seen, applied FROM nodes ORDER BY name, id")?;
+            let rows = stmt.query_map([], |row| {
+                Ok(NodeReport {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    started: row.get(2)?,
+                    seen: row.get(3)?,
+                    applied: u64::try_from(row.get::<_, i64>(4)?).unwrap_or(0),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
 
