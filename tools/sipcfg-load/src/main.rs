@@ -29,6 +29,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+mod library;
+
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Storm,
@@ -117,22 +119,12 @@ fn main() -> std::process::ExitCode {
 fn mint(args: &Args) -> Result<(), String> {
     let n = args.mint.unwrap_or(0);
     let path = args.config.as_ref().ok_or("--mint needs --config FILE")?;
-    let config = sipcfg::config::Config::load(path).map_err(|e| e.to_string())?;
-    let signer = sipcfg::token::Signer::from_config(&config.auth).map_err(|e| e.to_string())?;
-    let t0 = Instant::now();
-    let inventory = sipcfg::inventory::Inventory::load(&config.inventory.file).map_err(|e| e.to_string())?;
-    let load_time = t0.elapsed();
-    let names: Vec<String> = inventory
-        .device_names_sorted()
-        .into_iter()
-        .filter(|d| inventory.devices[*d].enabled)
-        .take(n)
-        .map(|d| d.to_string())
-        .collect();
+    let deployment = library::Deployment::load(path, n)?;
+    let names = &deployment.names;
     if names.len() < n {
         eprintln!("note: the inventory has only {} enabled devices; minting that many", names.len());
     }
-    let now = sipcfg::token::unix_now();
+    let now = library::now();
     let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(8);
     let chunk = names.len().div_ceil(threads).max(1);
     let t1 = Instant::now();
@@ -140,13 +132,11 @@ fn mint(args: &Args) -> Result<(), String> {
         let handles: Vec<_> = names
             .chunks(chunk)
             .map(|part| {
-                let signer = &signer;
+                let deployment = &deployment;
                 s.spawn(move || {
                     let mut out = String::with_capacity(part.len() * 400);
                     for name in part {
-                        let dn = sipcfg::filename::DeviceName::parse_loose(name).map_err(|e| format!("{name}: {e}"))?;
-                        let subject = sipcfg::token::Subject::Device(dn);
-                        let token = signer.mint_at(&subject, now, args.ttl).map_err(|e| e.to_string())?;
+                        let token = deployment.mint(name, now, args.ttl)?;
                         out.push_str(name);
                         out.push(' ');
                         out.push_str(&token);
@@ -170,8 +160,8 @@ fn mint(args: &Args) -> Result<(), String> {
         "minted {} tokens in {:.2} s ({threads} threads); inventory of {} devices loaded in {:.3} s",
         names.len(),
         t1.elapsed().as_secs_f64(),
-        inventory.devices.len(),
-        load_time.as_secs_f64()
+        deployment.devices,
+        deployment.load_time.as_secs_f64()
     );
     Ok(())
 }
