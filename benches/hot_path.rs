@@ -24,12 +24,12 @@ use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{EncodingKey, Header};
 use sipcfg::auth::token::{TokenMemo, Verifier};
 use sipcfg::config::{Algorithm, AuthConfig, Config, VerifyKeyConfig};
-use sipcfg::provision::filename::{DeviceName, parse_request_path};
-use sipcfg::provision::inventory::{Device, Inventory};
-use sipcfg::provision::xml::check_well_formed;
 use sipcfg::provision::Provisioner;
 use sipcfg::provision::deployment::{self, Loaded, Sources};
+use sipcfg::provision::filename::{DeviceName, parse_request_path};
+use sipcfg::provision::inventory::{Device, Inventory};
 use sipcfg::provision::subject::Subject;
+use sipcfg::provision::xml::check_well_formed;
 use sipcfg::util::time::unix_now;
 
 /// Cache bound of the benchmarked provisioner.

@@ -58,7 +58,8 @@ if [ "$(nproc)" -lt 2 ]; then echo "bootstorm.sh needs 2 cores (server on one, c
 
 # --- 2. Build ---------------------------------------------------------------------------------------------
 say "building sipcfg and sipcfg-load (release, $TARGET)"
-(cd "$ROOT" && cargo build --release --bins -q)
+# The load client is a workspace member outside the product (tools/sipcfg-load); the workspace shares target/.
+(cd "$ROOT" && cargo build --release -q --bin sipcfg && cargo build --release -q -p sipcfg-load)
 
 WORK=$(mktemp -d /tmp/sipcfg-bootstorm.XXXXXX)
 chmod 755 "$WORK"

@@ -37,7 +37,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 say "building sipcfg and sipcfg-load (release, $TARGET)"
-(cd "$ROOT" && cargo build --release --bins -q)
+# The load client is a workspace member outside the product (tools/sipcfg-load); the workspace shares target/.
+(cd "$ROOT" && cargo build --release -q --bin sipcfg && cargo build --release -q -p sipcfg-load)
 LOAD=$TARGET/release/sipcfg-load
 BINS=${BINS:-$TARGET/release/sipcfg}
 
