@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sipcfg::filename::{DeviceName, FileRequest, MAX_FILE_NAME, parse_name, parse_request_path};
+use sipcfg::provision::filename::{DeviceName, FileRequest, MAX_FILE_NAME, parse_name, parse_request_path};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else {

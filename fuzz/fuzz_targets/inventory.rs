@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use sipcfg::filename::DeviceName;
-use sipcfg::inventory::Inventory;
+use sipcfg::provision::filename::DeviceName;
+use sipcfg::provision::inventory::Inventory;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -17,7 +17,9 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::Value;
 use sipcfg::config::{Algorithm, Config};
-use sipcfg::token::{Signer, Subject, Verifier};
+use sipcfg::auth::signer::Signer;
+use sipcfg::auth::token::Verifier;
+use sipcfg::provision::subject::Subject;
 
 pub struct TokenEnv {
     pub verifier: Verifier,

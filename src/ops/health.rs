@@ -18,6 +18,9 @@ use crate::provision::Provisioner;
 use crate::util::stop::Stop;
 use crate::util::time::{Time, rfc3339_utc, unix_now};
 
+/// The log target of certificate warnings, kept from before the modules moved (operators filter on it).
+pub const LOG: &str = "sipcfg::health";
+
 /// What readiness is judged on. Cheap to clone; every clone shares the draining latch.
 #[derive(Clone)]
 pub struct Health(Arc<Inner>);
@@ -79,13 +82,13 @@ impl Health {
         let warn_days = self.0.status.admin().cert_warn_days;
         for (expired, line) in certs.warnings(unix_now() as Time, warn_days) {
             if expired {
-                tracing::error!("certificate expired: {line}");
+                tracing::error!(target: LOG, "certificate expired: {line}");
             } else {
-                tracing::warn!(warn_days, "certificate expires soon: {line}");
+                tracing::warn!(target: LOG, warn_days, "certificate expires soon: {line}");
             }
         }
         for (role, problem) in &certs.problems {
-            tracing::warn!("{} not checked for expiry: {problem}", role.describe());
+            tracing::warn!(target: LOG, "{} not checked for expiry: {problem}", role.describe());
         }
     }
 

@@ -19,6 +19,10 @@ use crate::ops::systemd;
 use crate::util::stop::{Stop, StopHandle, stop_signal};
 use crate::util::time::{Time, unix_now};
 
+/// The log target of reloads, kept from before the modules moved so that operators' `SIPCFG_LOG` filters
+/// keep matching.
+pub const LOG: &str = "sipcfg::reload";
+
 /// How often the token-state watch looks at the token service's database (a read of its change counter):
 /// a revocation made by another process is in force here within this time.
 pub const STATE_POLL: Duration = Duration::from_millis(250);
@@ -36,13 +40,13 @@ fn reload_counted(app: &App, metrics: &Metrics, why: &str) -> bool {
     metrics.reload(outcome.is_ok());
     match outcome {
         Ok(done) => {
-            tracing::info!(why, generation = done.generation, devices = done.devices, "reloaded");
+            tracing::info!(target: LOG, why, generation = done.generation, devices = done.devices, "reloaded");
             true
         }
         Err(errors) => {
             for e in &errors {
                 for line in e.to_string().lines() {
-                    tracing::error!(why, "reload refused, the previous deployment keeps serving: {line}");
+                    tracing::error!(target: LOG, why, "reload refused, the previous deployment keeps serving: {line}");
                 }
             }
             false
@@ -87,12 +91,12 @@ pub async fn watch(app: Arc<App>, monitor: Monitor, every: Duration, mut hup: Ha
         // systemd: RELOADING=1 ... READY=1 around every reload, taken or refused (the previous deployment
         // keeps serving, so the service is ready either way).
         if let Err(e) = systemd::notify_reloading() {
-            tracing::warn!(error = %e, "systemd notification (RELOADING=1) failed");
+            tracing::warn!(target: LOG, error = %e, "systemd notification (RELOADING=1) failed");
         }
         let (reloading, observed) = (app.clone(), monitor.clone());
         let ok = tokio::task::spawn_blocking(move || reload_logged(&reloading, &observed, why)).await.unwrap_or(false);
         if let Err(e) = systemd::notify_ready_status(&status_line(&app, ok)) {
-            tracing::warn!(error = %e, "systemd notification (READY=1) failed");
+            tracing::warn!(target: LOG, error = %e, "systemd notification (READY=1) failed");
         }
     }
 }
@@ -132,9 +136,9 @@ struct Looked {
 fn look_at_state(app: &App, service: &crate::auth::service::TokenService, mut last: Looked) -> Looked {
     let now = unix_now() as Time;
     match app.sync_tokens(now) {
-        Ok(true) => tracing::info!("token service keys or revocations changed; now in force"),
+        Ok(true) => tracing::info!(target: LOG, "token service keys or revocations changed; now in force"),
         Ok(false) => {}
-        Err(e) => tracing::error!(error = %e, "token service state could not be read"),
+        Err(e) => tracing::error!(target: LOG, error = %e, "token service state could not be read"),
     }
     let applied = service.applied_change();
     let due = match (last.reported, applied) {
@@ -145,13 +149,13 @@ fn look_at_state(app: &App, service: &crate::auth::service::TokenService, mut la
     if due && let Some(applied) = applied {
         match app.report_node(now) {
             Ok(()) => last.reported = Some((applied, now)),
-            Err(e) => tracing::warn!(error = %e, "could not report this node to the token store"),
+            Err(e) => tracing::warn!(target: LOG, error = %e, "could not report this node to the token store"),
         }
     }
     if last.purged <= 0 {
         match service.store().purge(now) {
-            Ok(n) => tracing::debug!(rows = n, "expired token state purged"),
-            Err(e) => tracing::error!(error = %e, "purge failed"),
+            Ok(n) => tracing::debug!(target: LOG, rows = n, "expired token state purged"),
+            Err(e) => tracing::error!(target: LOG, error = %e, "purge failed"),
         }
         last.purged = now;
     }

@@ -74,14 +74,14 @@ pub fn profile_problems(p: &Profile) -> Vec<String> {
     problems
 }
 
-/// Whether `id` may name a user: 1 to 128 characters, no `:` (it would be ambiguous in a token's subject)
+/// Whether `id` may name a user: 1 to 128 bytes (UTF-8), no `:` (it would be ambiguous in a token's subject)
 /// and no control characters.
 pub fn valid_user_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_USER_ID && !id.chars().any(|c| c.is_control() || c == ':')
 }
 
 /// The message for a user id that [`valid_user_id`] refuses.
-pub const USER_ID_RULE: &str = "a user id is 1 to 128 characters, without ':' or control characters";
+pub const USER_ID_RULE: &str = "a user id is 1 to 128 bytes of text, without ':' or control characters";
 
 /// A device's fields as they are checked against the rest of the inventory.
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,7 @@
 //! The token service over HTTP: `POST /oauth/token` (RFC 6749, form-encoded), `POST /oauth/revoke`
 //! (RFC 7009) and `GET /.well-known/jwks.json`, on the HTTPS and edge listeners only. Every answer carries
-//! `Cache-Control: no-store`; errors are RFC 6749 §5.2 JSON. Nothing secret is logged.
+//! `Cache-Control: no-store` and `Pragma: no-cache`, except the JWKS document (public keys, `max-age=60`);
+//! errors are RFC 6749 §5.2 JSON. Nothing secret is logged.
 
 use std::net::SocketAddr;
 
@@ -17,7 +18,7 @@ use crate::ops::metrics::{GrantType, Metrics};
 use crate::provision::filename::DeviceName;
 use crate::provision::inventory::Inventory;
 use crate::provision::subject::Subject;
-use crate::server::response::{Body, allow, head_only, json};
+use crate::server::response::{Body, allow, head_only, json, with_body};
 use crate::server::route::{JWKS_PATH, REVOKE_PATH};
 use crate::util::time::unix_now;
 
@@ -47,7 +48,8 @@ where
     if path == JWKS_PATH {
         return match *req.method() {
             Method::GET | Method::HEAD => {
-                let mut r = json(StatusCode::OK, service.jwks());
+                // Public keys: a verifier may keep them a minute (so no Pragma: no-cache either).
+                let mut r = with_body(StatusCode::OK, service.jwks(), "application/json");
                 r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
                 (if req.method() == Method::HEAD { head_only(r) } else { r }, None, "")
             }
