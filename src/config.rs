@@ -332,6 +332,16 @@ pub struct AuthConfig {
     pub signing: Option<SigningConfig>,
 }
 
+impl AuthConfig {
+    /// Whether tokens of an issuer other than sipcfg itself are accepted: a JWKS, or a key of `[[auth.keys]]`
+    /// that is not the `[auth.signing]` key (the one `sipcfg token` signs with, recognised by its `kid`).
+    pub fn has_external_issuer(&self) -> bool {
+        let own_kid = self.signing.as_ref().map(|s| s.kid.as_deref());
+        self.jwks.is_some()
+            || self.keys.iter().any(|k| own_kid.is_none_or(|own| own.is_none() || own != k.kid.as_deref()))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyKeyConfig {

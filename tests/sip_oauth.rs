@@ -367,3 +367,60 @@ fn rcgen_ca(name: &str) -> String {
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params.self_signed(&key).unwrap().pem()
 }
+
+#[test]
+fn the_cluster_switch_comes_last_in_cucms_order() {
+    let d = TempDeployment::new();
+    let config = d.path("example/sipcfg.toml");
+    let inventory = d.path("example/inventory.toml");
+    let run = |args: &[&str]| sipcfg(&config, args);
+
+    // The flow cannot be turned off under the switch: no phone could get or refresh a token.
+    let out = run(&["cluster", "set", "--refresh-login-flow", "off"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("Disable SIP OAuth mode first"), "{}", text(&out.stderr));
+    assert!(std::fs::read_to_string(&inventory).unwrap().contains("refresh_login_flow = true"), "nothing written");
+
+    // Switch off, flow off: the switch refuses to come on, and says which step is missing and how to do it.
+    assert!(run(&["sip-oauth-mode", "disable"]).status.success());
+    assert!(run(&["cluster", "set", "--refresh-login-flow", "off"]).status.success());
+    let out = run(&["sip-oauth-mode", "enable"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("step 2, tokens") && err.contains("--refresh-login-flow on"), "{err}");
+    assert_eq!(text(&run(&["sip-oauth-mode", "status"]).stdout).trim(), "SIP OAuth mode is disabled");
+
+    // An empty Phone-Edge-Trust store is step 1.
+    for entry in std::fs::read_dir(d.path("example/phone-edge-trust")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    assert!(run(&["cluster", "set", "--refresh-login-flow", "on"]).status.success());
+    let out = run(&["sip-oauth-mode", "enable"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("step 1, Phone-Edge-Trust"), "{}", text(&out.stderr));
+
+    // With both done, it comes on.
+    let ca = d.path("certs-example/ca.pem");
+    assert!(run(&["cert", "add", "--purpose", "phone-edge-trust", ca.to_str().unwrap()]).status.success());
+    let out = run(&["sip-oauth-mode", "enable"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&run(&["sip-oauth-mode", "status"]).stdout).trim(), "SIP OAuth mode is enabled");
+}
+
+#[test]
+fn a_new_deployment_starts_with_sip_oauth_mode_off_and_check_names_what_the_switch_lacks() {
+    let d = TempDeployment::new();
+    // The key absent: off, as in a new CUCM cluster.
+    d.edit("example/inventory.toml", "sip_oauth_mode = true", "");
+    let config = d.path("example/sipcfg.toml");
+    assert_eq!(text(&sipcfg(&config, &["sip-oauth-mode", "status"]).stdout).trim(), "SIP OAuth mode is disabled");
+    let out = sipcfg(&config, &["render", "SEP001122334455.cnf.xml"]);
+    assert!(!text(&out.stdout).contains("sipOAuthMode"), "{}", text(&out.stdout));
+
+    // Switched on by hand with the flow off: check warns, naming the step and the fix.
+    d.edit("example/inventory.toml", "refresh_login_flow = true", "refresh_login_flow = false\nsip_oauth_mode = true");
+    let out = sipcfg(&config, &["check"]);
+    assert!(out.status.success(), "a warning, not an error: {}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("warning: SIP OAuth mode is enabled, but step 2, tokens"), "{err}");
+}

@@ -210,8 +210,10 @@ async fn the_endpoint_works_only_while_the_refresh_login_flow_is_enabled() {
     let d = TempDeployment::new();
     let server = started(&d).await;
     let code = code_for(&d, "SEP001122334455");
+    // In CUCM's order: the cluster switch goes off before the refresh login flow can.
+    assert!(sipcfg(&d, &["sip-oauth-mode", "disable"]).status.success());
     let out = sipcfg(&d, &["cluster", "set", "--refresh-login-flow", "off"]);
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.app.provisioner().current().inventory.cluster.refresh_login_flow && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;

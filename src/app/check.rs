@@ -66,6 +66,11 @@ pub fn check(config: &Config) -> Report {
     if let Err(e) = templates.render_default(inventory, trust) {
         errors.push(format!("{templates_dir}: {e}"));
     }
+    if inventory.cluster.sip_oauth_mode {
+        let missing = crate::app::oauth_order::before_the_switch(config, inventory, trust);
+        let steps = missing.blocking.iter().chain(&missing.advice);
+        report.warnings.extend(steps.map(|step| format!("SIP OAuth mode is enabled, but {step}")));
+    }
     for c in trust.iter().filter(|c| c.is_expired(now)) {
         errors.push(format!("Phone-Edge-Trust certificate {} ({}) has expired", c.sha256, c.subject));
     }

@@ -10,10 +10,12 @@
 //! | [`certificates`] | the certificates in force and their validity |
 //! | [`watched`] | the files a node was loaded from, and their fingerprint |
 //! | [`check`] | `sipcfg check`: everything a start would load, every device rendered |
+//! | [`oauth_order`] | CUCM's SIP OAuth task flow: what is missing before the cluster switch |
 
 pub mod certificates;
 pub mod channel;
 pub mod check;
+pub mod oauth_order;
 pub mod watched;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -133,6 +135,7 @@ impl App {
             Some(e) => Some(Arc::new(edge::server_config(&config.tls, e)?)),
             None => None,
         };
+        warn_missing_steps(&config, &loaded);
         let status = Status::default();
         status.certificates.store(Arc::new(Certificates::of(&config, &loaded.phone_edge_trust)));
         status.admin.store(Arc::new(config.admin.clone()));
@@ -234,6 +237,7 @@ impl App {
                  restart"
             );
         }
+        warn_missing_steps(&config, &loaded);
         let certificates = Certificates::of(&config, &loaded.phone_edge_trust);
         let devices = loaded.inventory.devices.len();
         self.tls.store(Arc::new(tls));
@@ -285,6 +289,17 @@ impl App {
             }
             None => Ok(false),
         }
+    }
+}
+
+/// Logs what is missing before the cluster switch while it is on (CUCM's task flow order).
+fn warn_missing_steps(config: &Config, loaded: &Loaded) {
+    if !loaded.inventory.cluster.sip_oauth_mode {
+        return;
+    }
+    let missing = oauth_order::before_the_switch(config, &loaded.inventory, &loaded.phone_edge_trust);
+    for step in missing.blocking.iter().chain(&missing.advice) {
+        tracing::warn!("SIP OAuth mode is enabled, but {step}");
     }
 }
 

@@ -4,8 +4,12 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use crate::app::oauth_order::{self, Missing};
 use crate::cli::{ConfigArg, load_config, load_inventory};
+use crate::config::Config;
 use crate::provision::settings::{self, ClusterChange};
+use crate::provision::trust::TrustStore;
+use crate::util::time::{Time, unix_now};
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
 pub enum ModeAction {
@@ -50,7 +54,20 @@ pub(crate) fn sip_oauth_mode(arg: &ConfigArg, action: ModeAction) -> Result<Exit
     let set = |on| settings::apply(file, &[ClusterChange::SipOAuthMode(on)]).map_err(|e| e.to_string());
     let cluster = match action {
         ModeAction::Status => load_inventory(file)?.cluster,
-        ModeAction::Enable => set(true)?,
+        ModeAction::Enable => {
+            // CUCM's task flow puts the switch last: refuse while a step before it would leave phones unserved.
+            let missing = missing_steps(&config)?;
+            if !missing.blocking.is_empty() {
+                return Err(format!(
+                    "SIP OAuth mode not enabled: the steps before it are not done:\n  {}",
+                    missing.blocking.join("\n  ")
+                ));
+            }
+            for advice in &missing.advice {
+                eprintln!("note: {advice}");
+            }
+            set(true)?
+        }
         ModeAction::Disable => set(false)?,
     };
     let state = if cluster.sip_oauth_mode { "enabled" } else { "disabled" };
@@ -85,9 +102,30 @@ pub(crate) fn cluster(arg: &ConfigArg, action: ClusterAction) -> Result<ExitCode
             if changes.is_empty() {
                 return Err("nothing to set: see `sipcfg cluster set --help`".into());
             }
+            if matches!(refresh_login_flow, Some(OnOff::Off))
+                && load_inventory(file)?.cluster.sip_oauth_mode
+                && !config.auth.has_external_issuer()
+            {
+                return Err(
+                    "the refresh login flow stays on: SIP OAuth mode is enabled and [auth] trusts no other issuer, \
+                     so without it no phone could get or refresh a token. Disable SIP OAuth mode first \
+                     (`sipcfg sip-oauth-mode disable`), or add your issuer's keys to [auth]"
+                        .into(),
+                );
+            }
             settings::apply(file, &changes).map_err(|e| e.to_string())?
         }
     };
     print!("{}", settings::describe(&cluster));
     Ok(ExitCode::SUCCESS)
+}
+
+/// What is missing before the cluster switch in the deployment `config` describes.
+fn missing_steps(config: &Config) -> Result<Missing, String> {
+    let inventory = load_inventory(&config.inventory.file)?;
+    let trust = match &config.trust.phone_edge_trust {
+        Some(dir) => TrustStore::new(dir.clone()).load(unix_now() as Time).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    Ok(oauth_order::before_the_switch(config, &inventory, &trust))
 }

@@ -83,8 +83,9 @@ impl Transport {
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     pub name: String,
-    /// CUCM's `utils sipOAuth-mode`: whether SIP OAuth is enabled for the cluster.
-    #[serde(default = "yes")]
+    /// CUCM's `utils sipOAuth-mode`: whether SIP OAuth is enabled for the cluster. Off until enabled, as in
+    /// CUCM: the last step of the task flow (`sipcfg sip-oauth-mode enable`).
+    #[serde(default)]
     pub sip_oauth_mode: bool,
     /// CUCM's enterprise parameter "OAuth with Refresh Login Flow": access and refresh tokens.
     #[serde(default)]
