@@ -212,7 +212,8 @@ async fn healthz_readyz_and_the_rest() {
     let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(json["ready"], true);
     let names: Vec<&str> = json["checks"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["inventory", "certificate", "draining"]);
+    assert_eq!(names, ["inventory", "certificate", "draining", "files"]);
+    assert_eq!(json["degraded"], false);
     let r = admin.get("/metrics", None).await;
     assert_eq!(r.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
     let r = admin.get("/SEP001122334455.cnf.xml", None).await;

@@ -31,6 +31,7 @@ use crate::auth::store::sqlite::SqliteStore;
 use crate::auth::token::Verifier;
 use crate::config::{AdminConfig, Config};
 use crate::provision::deployment::{self, LoadError, Loaded, Sources};
+use crate::provision::snapshot::Snapshots;
 use crate::provision::{PrerenderOutcome, Provisioner};
 use crate::tls::{PhoneTls, TlsError, edge};
 use crate::util::time::{Time, unix_now};
@@ -53,9 +54,27 @@ pub enum StartupError {
 pub struct Status {
     certificates: ArcSwap<Certificates>,
     admin: ArcSwap<AdminConfig>,
+    on_disk: ArcSwap<OnDisk>,
+}
+
+/// Whether what serves is what the files on disk say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum OnDisk {
+    /// The files loaded: they are what serves.
+    #[default]
+    Loaded,
+    /// The files do not load. What serves instead: the deployment a reload left in force, or the last
+    /// deployment that loaded, kept in the state folder (`last_good`).
+    Broken { since: Time, errors: Vec<String>, serving: String, last_good: bool },
 }
 
 impl Status {
+    /// Whether the files on disk are what serves.
+    pub fn on_disk(&self) -> Arc<OnDisk> {
+        self.on_disk.load_full()
+    }
+
     /// The certificates in force, as read when the deployment in force was loaded.
     pub fn certificates(&self) -> Arc<Certificates> {
         self.certificates.load_full()
@@ -93,6 +112,8 @@ pub struct App {
     reloading: Mutex<()>,
     /// Who this node is, in the token store's list of running nodes.
     node: NodeReport,
+    /// Where the last deployment that loaded is kept, with `[state]`.
+    snapshots: Option<Snapshots>,
 }
 
 /// Everything a reload reads, loaded and checked, not yet in force.
@@ -111,9 +132,16 @@ impl App {
     pub fn from_config(config: Config) -> Result<App, StartupError> {
         let sources = Sources::from_config(&config);
         let fingerprint = watched::fingerprint(&watched::files(&config));
-        let loaded = deployment::load(&sources).map_err(StartupError::Load)?;
-        let mut verifier = Verifier::from_config(&config.auth)?;
+        let snapshots = snapshots_of(&config);
         let now = unix_now() as Time;
+        let (loaded, on_disk) = match deployment::load(&sources) {
+            Ok(loaded) => {
+                save_last_good(snapshots.as_ref(), &sources, 1, now);
+                (loaded, OnDisk::Loaded)
+            }
+            Err(errors) => start_from_last_good(snapshots.as_ref(), &sources, errors, now)?,
+        };
+        let mut verifier = Verifier::from_config(&config.auth)?;
         let token_service = match &config.state {
             Some(s) => {
                 let store = SqliteStore::open(&s.database).map_err(|e| StartupError::State(e.to_string()))?;
@@ -139,6 +167,7 @@ impl App {
         let status = Status::default();
         status.certificates.store(Arc::new(Certificates::of(&config, &loaded.phone_edge_trust)));
         status.admin.store(Arc::new(config.admin.clone()));
+        status.on_disk.store(Arc::new(on_disk));
         let provisioner = Arc::new(Provisioner::new(loaded, config.cache.max_bytes));
         if config.cache.prerender
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
@@ -165,6 +194,7 @@ impl App {
             },
             config,
             reloading: Mutex::new(()),
+            snapshots,
         })
     }
 
@@ -228,7 +258,13 @@ impl App {
         let result = self.load_all();
         // Even a refused set was seen: it is not retried until the files change again.
         self.loaded_fingerprint.store(fingerprint, Ordering::SeqCst);
-        let (config, verifier, tls, edge_tls, loaded) = result?;
+        let (config, verifier, tls, edge_tls, loaded) = match result {
+            Ok(candidate) => candidate,
+            Err(errors) => {
+                self.files_broken(&errors);
+                return Err(errors);
+            }
+        };
         let changed = self.live().restart_only_changes(&config);
         if !changed.is_empty() {
             tracing::warn!(
@@ -244,10 +280,34 @@ impl App {
         self.edge_tls.store(edge_tls.map(Arc::new));
         self.verifier.store(Arc::new(verifier));
         self.status.admin.store(Arc::new(config.admin.clone()));
+        let sources = Sources::from_config(&config);
         self.live.store(Arc::new(config));
         let generation = self.provisioner.replace(loaded);
         self.status.certificates.store(Arc::new(certificates));
+        self.status.on_disk.store(Arc::new(OnDisk::Loaded));
+        save_last_good(self.snapshots.as_ref(), &sources, generation, unix_now() as Time);
         Ok(Reloaded { generation, devices })
+    }
+
+    /// A reload was refused: the deployment in force keeps serving, and the files on disk are broken until
+    /// one loads (the start's fallback, if that is what serves, stays named).
+    fn files_broken(&self, errors: &[LoadError]) {
+        let now = unix_now() as Time;
+        let errors: Vec<String> =
+            errors.iter().flat_map(|e| e.to_string().lines().map(str::to_owned).collect::<Vec<_>>()).collect();
+        let previous = self.status.on_disk();
+        let (since, serving, last_good) = match &*previous {
+            OnDisk::Broken { since, serving, last_good, .. } => (*since, serving.clone(), *last_good),
+            OnDisk::Loaded => {
+                let generation = self.provisioner.current().generation;
+                (
+                    now,
+                    format!("the deployment in force (generation {generation}), loaded before the files broke"),
+                    false,
+                )
+            }
+        };
+        self.status.on_disk.store(Arc::new(OnDisk::Broken { since, errors, serving, last_good }));
     }
 
     fn load_all(&self) -> Result<Candidate, Vec<LoadError>> {
@@ -290,6 +350,65 @@ impl App {
             None => Ok(false),
         }
     }
+}
+
+/// The snapshot folder of `config`: `last-good/` beside the state database, when there is one.
+fn snapshots_of(config: &Config) -> Option<Snapshots> {
+    let database = &config.state.as_ref()?.database;
+    let dir = database.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    Some(Snapshots::new(dir.join("deployments")))
+}
+
+/// Keeps what just loaded from `sources` as the last good deployment. A failure only costs the fallback:
+/// it is logged, never fatal.
+fn save_last_good(snapshots: Option<&Snapshots>, sources: &Sources, generation: u64, now: Time) {
+    let Some(snapshots) = snapshots else { return };
+    let fingerprint = watched::fingerprint(&sources.watched());
+    match snapshots.save(sources, generation, fingerprint, now) {
+        Ok(true) => tracing::debug!(dir = %snapshots.dir().display(), generation, "last good deployment kept"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(
+            dir = %snapshots.dir().display(),
+            error = %e,
+            "the deployment that just loaded could not be kept as the last good one: a start with broken files \
+             will fail instead of serving it"
+        ),
+    }
+}
+
+/// The files do not load at start: the last deployment that loaded serves instead, loudly; without one, the
+/// start fails with the files' errors.
+fn start_from_last_good(
+    snapshots: Option<&Snapshots>,
+    sources: &Sources,
+    errors: Vec<LoadError>,
+    now: Time,
+) -> Result<(Loaded, OnDisk), StartupError> {
+    let Some((about, kept)) = snapshots.and_then(|s| s.last_good(sources)) else {
+        return Err(StartupError::Load(errors));
+    };
+    let loaded = match deployment::load(&kept) {
+        Ok(loaded) => loaded,
+        Err(kept_errors) => {
+            tracing::error!(
+                "the last good deployment ({}) does not load either: {}",
+                about.describe(),
+                kept_errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            );
+            return Err(StartupError::Load(errors));
+        }
+    };
+    let lines: Vec<String> =
+        errors.iter().flat_map(|e| e.to_string().lines().map(str::to_owned).collect::<Vec<_>>()).collect();
+    for line in &lines {
+        tracing::error!("the deployment's files do not load: {line}");
+    }
+    let serving = format!("the last deployment that loaded ({})", about.describe());
+    tracing::error!(
+        "STARTED FROM THE LAST GOOD DEPLOYMENT: {serving}, because the files on disk do not load (above). Fix them \
+         (`sipcfg check` lists every problem): the file watch loads them as soon as they do"
+    );
+    Ok((loaded, OnDisk::Broken { since: now, errors: lines, serving, last_good: true }))
 }
 
 /// Logs what is missing before the cluster switch while it is on (CUCM's task flow order).

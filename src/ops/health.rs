@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::app::Status;
 use crate::app::certificates::{CertRole, CertValidity, Certificates, DAY, left};
+use crate::app::{OnDisk, Status};
 use crate::config::AdminConfig;
 use crate::provision::Provisioner;
 use crate::util::stop::Stop;
@@ -45,6 +45,11 @@ impl Health {
         self.0.draining.load(Ordering::SeqCst)
     }
 
+    /// Whether the files on disk are what serves.
+    pub fn on_disk(&self) -> Arc<OnDisk> {
+        self.0.status.on_disk()
+    }
+
     /// The certificates in force.
     pub fn certificates(&self) -> Arc<Certificates> {
         self.0.status.certificates()
@@ -56,6 +61,7 @@ impl Health {
         let inventory = Check {
             name: "inventory",
             ok: true,
+            required: true,
             detail: format!(
                 "generation {}: {} devices, {} users, {} profiles",
                 deployment.generation,
@@ -69,10 +75,11 @@ impl Health {
         let draining = Check {
             name: "draining",
             ok: !draining,
+            required: true,
             detail: if draining { "shutdown began: open requests are finishing".into() } else { "no".into() },
         };
-        let checks = vec![inventory, certificate, draining];
-        Readiness { ready: checks.iter().all(|c| c.ok), checks }
+        let files = files_check(&self.0.status.on_disk());
+        Readiness::of(vec![inventory, certificate, draining, files])
     }
 
     /// Logs a warning per certificate that expires within `admin.cert_warn_days` (an error once expired),
@@ -110,6 +117,9 @@ impl Health {
 pub struct Check {
     pub name: &'static str,
     pub ok: bool,
+    /// A failed check that is not required leaves the node ready, but degraded: it still serves, and taking
+    /// it out of a balancer would not help (every node reads the same files).
+    pub required: bool,
     pub detail: String,
 }
 
@@ -117,28 +127,62 @@ pub struct Check {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Readiness {
     pub ready: bool,
+    /// Ready, but a check that is not required failed (the files on disk do not load).
+    pub degraded: bool,
     pub checks: Vec<Check>,
 }
 
 impl Readiness {
-    /// `ready`, or `not ready: certificate, draining`, then one line per check.
+    fn of(checks: Vec<Check>) -> Readiness {
+        let ready = checks.iter().all(|c| c.ok || !c.required);
+        let degraded = ready && checks.iter().any(|c| !c.ok);
+        Readiness { ready, degraded, checks }
+    }
+
+    /// `ready`, `ready, degraded: files` or `not ready: certificate, draining`, then one line per check.
     pub fn text(&self) -> String {
-        let mut out = if self.ready {
-            "ready\n".to_owned()
-        } else {
-            let failed: Vec<&str> = self.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+        let failed: Vec<&str> = self.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
+        let mut out = if !self.ready {
             format!("not ready: {}\n", failed.join(", "))
+        } else if self.degraded {
+            format!("ready, degraded: {}\n", failed.join(", "))
+        } else {
+            "ready\n".to_owned()
         };
         for c in &self.checks {
-            out.push_str(&format!("{}: {} ({})\n", c.name, if c.ok { "ok" } else { "FAILED" }, c.detail));
+            let state = match (c.ok, c.required) {
+                (true, _) => "ok",
+                (false, true) => "FAILED",
+                (false, false) => "DEGRADED",
+            };
+            out.push_str(&format!("{}: {state} ({})\n", c.name, c.detail));
         }
         out
     }
 }
 
+/// The files on disk: what serves is what they say, or they do not load and something older serves.
+fn files_check(on_disk: &OnDisk) -> Check {
+    match on_disk {
+        OnDisk::Loaded => Check { name: "files", ok: true, required: false, detail: "the files on disk serve".into() },
+        OnDisk::Broken { since, errors, serving, .. } => Check {
+            name: "files",
+            ok: false,
+            required: false,
+            detail: format!(
+                "the files on disk do not load since {} ({} error(s), first: {}); serving {serving}; `sipcfg check` \
+                 lists every problem",
+                rfc3339_utc(*since),
+                errors.len(),
+                errors.first().map_or("?", String::as_str)
+            ),
+        },
+    }
+}
+
 /// The server certificate chain: valid now, and for longer than `cert_unready_days`.
 fn certificate_check(certs: &Certificates, admin: &AdminConfig, now: Time) -> Check {
-    let fail = |detail: String| Check { name: "certificate", ok: false, detail };
+    let fail = |detail: String| Check { name: "certificate", ok: false, required: true, detail };
     if let Some((_, problem)) = certs.problems.iter().find(|(role, _)| *role == CertRole::Server) {
         return fail(format!("server certificate: {problem}"));
     }
@@ -165,6 +209,7 @@ fn certificate_check(certs: &Certificates, admin: &AdminConfig, now: Time) -> Ch
     Check {
         name: "certificate",
         ok: true,
+        required: true,
         detail: format!(
             "server certificate {} valid until {} (in {})",
             first.subject,

@@ -229,6 +229,10 @@ pub struct Snapshot {
     pub certificate_expiry: Vec<(&'static str, i64)>,
     pub ready: bool,
     pub draining: bool,
+    /// The files on disk loaded and serve (0: they do not load, and an older deployment serves).
+    pub files_loaded: bool,
+    /// The node started from the last good deployment kept in the state folder.
+    pub serving_last_good: bool,
     /// Revocations the token service has taken in since start.
     pub revocations: u64,
 }
@@ -261,6 +265,8 @@ pub struct Metrics {
     certificate_expiry: Family<Labels1, Gauge>,
     ready: Gauge,
     draining: Gauge,
+    files_loaded: Gauge,
+    serving_last_good: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -407,6 +413,18 @@ impl Metrics {
         );
         let ready = gauge(&mut registry, "ready", "1 when /readyz answers 200, else 0");
         let draining = gauge(&mut registry, "draining", "1 once shutdown began (open requests finishing), else 0");
+        let files_loaded = gauge(
+            &mut registry,
+            "files_loaded",
+            "1 when the deployment's files on disk loaded and serve; 0 when they do not load (a refused reload, or \
+             a start from the last good deployment) and an older deployment serves",
+        );
+        let serving_last_good = gauge(
+            &mut registry,
+            "serving_last_good",
+            "1 when the node started from the last good deployment kept in the state folder because its files did \
+             not load, until they do",
+        );
         let start: Gauge = Gauge::default();
         registry.register_with_unit("start_time", "When the process started, unix time", Unit::Seconds, start.clone());
         start.set(crate::util::time::unix_now() as i64);
@@ -442,6 +460,8 @@ impl Metrics {
             certificate_expiry,
             ready,
             draining,
+            files_loaded,
+            serving_last_good,
         }
     }
 
@@ -522,6 +542,8 @@ impl Metrics {
         }
         self.ready.set(i64::from(snapshot.ready));
         self.draining.set(i64::from(snapshot.draining));
+        self.files_loaded.set(i64::from(snapshot.files_loaded));
+        self.serving_last_good.set(i64::from(snapshot.serving_last_good));
         let mut text = String::with_capacity(16 * 1024);
         if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry) {
             tracing::error!(error = %e, "metrics could not be encoded");

@@ -17,7 +17,7 @@ pub mod systemd;
 
 use std::sync::Arc;
 
-use crate::app::App;
+use crate::app::{App, OnDisk};
 use crate::auth::service::TokenService;
 use crate::ops::health::Health;
 use crate::ops::metrics::{Metrics, Snapshot};
@@ -51,7 +51,8 @@ impl Monitor {
     pub async fn snapshot(&self) -> Snapshot {
         let (cache_entries, cache_bytes) = self.provisioner.cache().usage().await;
         let deployment = self.provisioner.current();
-        let ready = self.health.readiness(unix_now() as Time).ready;
+        let readiness = self.health.readiness(unix_now() as Time);
+        let on_disk = self.health.on_disk();
         Snapshot {
             cache_entries,
             cache_bytes,
@@ -60,8 +61,10 @@ impl Monitor {
             profiles: deployment.inventory.profiles.len(),
             generation: deployment.generation,
             certificate_expiry: self.health.certificates().earliest_expiry(),
-            ready,
+            ready: readiness.ready,
             draining: self.health.is_draining(),
+            files_loaded: matches!(*on_disk, OnDisk::Loaded),
+            serving_last_good: matches!(*on_disk, OnDisk::Broken { last_good: true, .. }),
             revocations: self.tokens.as_ref().map_or(0, |s| s.revocations_seen()),
         }
     }

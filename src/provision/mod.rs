@@ -11,6 +11,7 @@
 //! | [`cache`] | rendered files, bounded by bytes, one render per miss |
 //! | [`files`], [`trust`] | common files; the Phone-Edge-Trust store and `caconfig.json` |
 //! | [`import`], [`settings`], [`export`] | changes an administrator makes: BAT import, cluster settings; `render --all` |
+//! | [`snapshot`] | the last deployment that loaded, kept on disk for a start with broken files |
 
 pub mod authorize;
 pub mod cache;
@@ -24,6 +25,7 @@ pub mod model;
 pub mod render;
 pub mod rules;
 pub mod settings;
+pub mod snapshot;
 pub mod subject;
 pub mod trust;
 pub mod xml;
