@@ -387,17 +387,24 @@ fn the_cluster_switch_comes_last_in_cucms_order() {
     let out = run(&["sip-oauth-mode", "enable"]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("step 2, tokens") && err.contains("--refresh-login-flow on"), "{err}");
+    assert!(
+        err.contains("step 3 of docs/sip-oauth-task-flow.md, tokens") && err.contains("--refresh-login-flow on"),
+        "{err}"
+    );
     assert_eq!(text(&run(&["sip-oauth-mode", "status"]).stdout).trim(), "SIP OAuth mode is disabled");
 
-    // An empty Phone-Edge-Trust store is step 1.
+    // An empty Phone-Edge-Trust store is step 2.
     for entry in std::fs::read_dir(d.path("example/phone-edge-trust")).unwrap() {
         std::fs::remove_file(entry.unwrap().path()).unwrap();
     }
     assert!(run(&["cluster", "set", "--refresh-login-flow", "on"]).status.success());
     let out = run(&["sip-oauth-mode", "enable"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("step 1, Phone-Edge-Trust"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("step 2 of docs/sip-oauth-task-flow.md, Phone-Edge-Trust"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // With both done, it comes on.
     let ca = d.path("certs-example/ca.pem");
@@ -422,5 +429,8 @@ fn a_new_deployment_starts_with_sip_oauth_mode_off_and_check_names_what_the_swit
     let out = sipcfg(&config, &["check"]);
     assert!(out.status.success(), "a warning, not an error: {}", text(&out.stderr));
     let err = text(&out.stderr);
-    assert!(err.contains("warning: SIP OAuth mode is enabled, but step 2, tokens"), "{err}");
+    assert!(
+        err.contains("warning: SIP OAuth mode is enabled, but step 3 of docs/sip-oauth-task-flow.md, tokens"),
+        "{err}"
+    );
 }

@@ -29,7 +29,7 @@ pub fn before_the_switch(config: &Config, inventory: &Inventory, trust: &[TrustC
     let mut missing = Missing::default();
     if trust.is_empty() {
         missing.blocking.push(
-            "step 1, Phone-Edge-Trust: the store holds no certificate, so OAuth phones could not validate this \
+            "step 2 of docs/sip-oauth-task-flow.md, Phone-Edge-Trust: the store holds no certificate, so OAuth phones could not validate this \
              server on 6971; add the CA that issued the server certificate with `sipcfg cert add --purpose \
              phone-edge-trust <ca.pem>`"
                 .to_owned(),
@@ -37,7 +37,7 @@ pub fn before_the_switch(config: &Config, inventory: &Inventory, trust: &[TrustC
     }
     if !inventory.cluster.refresh_login_flow && !config.auth.has_external_issuer() {
         missing.blocking.push(
-            "step 2, tokens: the refresh login flow is off and [auth] trusts no other issuer's keys, so no phone \
+            "step 3 of docs/sip-oauth-task-flow.md, tokens: the refresh login flow is off and [auth] trusts no other issuer's keys, so no phone \
              can get a token; turn it on with `sipcfg cluster set --refresh-login-flow on` (or add the keys of \
              the issuer your phones get tokens from to [auth])"
                 .to_owned(),
@@ -45,7 +45,7 @@ pub fn before_the_switch(config: &Config, inventory: &Inventory, trust: &[TrustC
     }
     if !inventory.profiles.values().any(|p| p.oauth) {
         missing.advice.push(
-            "step 5, profiles: no phone security profile has OAuth on, so the switch changes no phone's file; \
+            "step 7 of docs/sip-oauth-task-flow.md, profiles: no phone security profile has OAuth on, so the switch changes no phone's file; \
              set `oauth = true` on the profiles of the phones that should use SIP OAuth"
                 .to_owned(),
         );
