@@ -263,7 +263,8 @@ async fn signed_names_encrypted_names_and_xmldefault() {
     assert_eq!(default.status, StatusCode::OK);
     let xml = default.text();
     sipcfg::provision::xml::check_well_formed(&xml).unwrap();
-    assert!(xml.contains("<processNodeName>cucm-pub</processNodeName>"));
+    assert!(xml.contains("<processNodeName>cucm-pub.example.test</processNodeName>"), "{xml}");
+    assert!(!xml.contains("<processNodeName>cucm-pub<"), "phones register to the address, not the node's name");
     assert!(xml.contains("<sipOAuthPort>5090</sipOAuthPort>"));
     assert!(!xml.contains("<line"), "no device data in XMLDefault");
     assert_eq!(server.client().get("/XMLDefault.cnf.xml", None).await.status, StatusCode::UNAUTHORIZED);

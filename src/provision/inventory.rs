@@ -162,9 +162,9 @@ fn default_network_locale() -> String {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallManager {
-    /// Host name or address the phones register to.
+    /// Host name or address the phones register to: what the files carry as `processNodeName`.
     pub address: String,
-    /// CUCM's process node name; defaults to the address.
+    /// A name for people; not rendered. Empty: the address.
     #[serde(default)]
     pub name: String,
 }
