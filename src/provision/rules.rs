@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::provision::filename::DeviceName;
-use crate::provision::inventory::{Cluster, Line, Profile, SecurityMode, Transport, User};
+use crate::provision::inventory::{CallManager, Cluster, Line, Profile, SecurityMode, Transport, User};
 use crate::provision::model::{self, PhoneType, Prefix};
 use crate::provision::subject::MAX_USER_ID;
 
@@ -38,6 +38,59 @@ pub fn cluster_problems(cluster: &Cluster) -> Vec<String> {
     }
     if cluster.sip_oauth_port == cluster.sip_mra_oauth_port {
         problems.push("sip_oauth_port and sip_mra_oauth_port must differ".into());
+    }
+    for (key, port) in [("sip_oauth_port", cluster.sip_oauth_port), ("sip_mra_oauth_port", cluster.sip_mra_oauth_port)]
+    {
+        if let Some(sip_key) = sip_port_taken(cluster, port) {
+            problems.push(format!(
+                "{key} {port} is also {sip_key}: a node's OAuth ports must differ from its SIP and secure SIP ports; \
+                 give the OAuth port a number of its own"
+            ));
+        }
+    }
+    problems
+}
+
+/// The key of the cluster's SIP port that `port` is, if it is one: every node listens on both.
+fn sip_port_taken(cluster: &Cluster, port: u16) -> Option<&'static str> {
+    if port == cluster.sip_port {
+        Some("sip_port")
+    } else if port == cluster.secured_sip_port {
+        Some("secured_sip_port")
+    } else {
+        None
+    }
+}
+
+/// One call manager's problems, as messages naming the key; the caller names the call manager. A node's OAuth
+/// ports are its own where it sets them, else the cluster's (whose own problems [`cluster_problems`] reports,
+/// so a node that sets none has nothing to add).
+pub fn call_manager_problems(cluster: &Cluster, cm: &CallManager) -> Vec<String> {
+    let mut problems = Vec::new();
+    if cm.address.trim().is_empty() {
+        problems.push("address is empty: give the host name or address phones register to".into());
+    }
+    for (key, port) in [("sip_oauth_port", cm.sip_oauth_port), ("sip_mra_oauth_port", cm.sip_mra_oauth_port)] {
+        let Some(port) = port else { continue };
+        if !OAUTH_PORTS.contains(&port) {
+            problems.push(format!("{key} {port} is outside {}-{}", OAUTH_PORTS.start(), OAUTH_PORTS.end()));
+        }
+        if let Some(sip_key) = sip_port_taken(cluster, port) {
+            problems.push(format!(
+                "{key} {port} is the node's {} (cluster {sip_key}): give the OAuth port a number of its own",
+                if sip_key == "sip_port" { "SIP port" } else { "secure SIP port" }
+            ));
+        }
+    }
+    let ports = cm.oauth_ports(cluster);
+    if cm.overrides_oauth_ports() && ports.sip == ports.mra {
+        let from = |own: Option<u16>| if own.is_some() { "its own" } else { "the cluster's" };
+        problems.push(format!(
+            "sip_oauth_port ({}) and sip_mra_oauth_port ({}) are both {}: they must differ",
+            from(cm.sip_oauth_port),
+            from(cm.sip_mra_oauth_port),
+            ports.sip
+        ));
     }
     problems
 }
