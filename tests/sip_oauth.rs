@@ -110,6 +110,12 @@ profile = "auth-tcp"
 [devices.SEP0000000000AB]
 model = "Cisco 8841"
 profile = "auth-tcp"
+
+[profiles."nonsecure-encrypted-config"]
+phone_type = "Cisco 7821"
+security_mode = "non-secure"
+transport = "tcp"
+tftp_encrypted_config = true
 "#,
     );
     let out = sipcfg(&d.path("example/sipcfg.toml"), &["check"]);
@@ -124,6 +130,7 @@ profile = "auth-tcp"
         "profile \"unknown-type\": unknown phone type \"Cisco 9971\"",
         "device \"SEP0000000000AA\": unknown model \"Cisco 9971\"",
         "device \"SEP0000000000AB\": profile \"auth-tcp\" belongs to phone type \"Cisco 8811\", not to \"Cisco 8841\"",
+        "profile \"nonsecure-encrypted-config\": tftp_encrypted_config: sipcfg never serves TFTP-encrypted files",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }

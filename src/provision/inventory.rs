@@ -550,6 +550,23 @@ mod tests {
     }
 
     #[test]
+    fn no_profile_may_ask_for_tftp_encrypted_config() {
+        let errs = parse(
+            "[profiles.plain]\nphone_type = \"Cisco 7821\"\nsecurity_mode = \"non-secure\"\ntransport = \"udp\"\n\
+             tftp_encrypted_config = true\n\
+             [profiles.tls]\nphone_type = \"Cisco 7811\"\nsecurity_mode = \"authenticated\"\ntransport = \"tls\"\n\
+             tftp_encrypted_config = false\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            errs,
+            "inv.toml: profile \"plain\": tftp_encrypted_config: sipcfg never serves TFTP-encrypted files \
+             (.cnf.xml.enc.sgn), so its phones would get no configuration; set tftp_encrypted_config = false"
+        );
+    }
+
+    #[test]
     fn syntax_errors_have_a_line() {
         let errs = parse("[devices.SEP001122334455]\nmodel = \n").unwrap_err().to_string();
         assert!(errs.starts_with("inv.toml: line "), "{errs}");

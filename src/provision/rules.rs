@@ -123,6 +123,14 @@ pub fn profile_problems(p: &Profile) -> Vec<String> {
         if p.tftp_encrypted_config {
             problems.push("OAuth authentication cannot be combined with TFTP encrypted config".into());
         }
+    } else if p.tftp_encrypted_config {
+        // CUCM allows it without OAuth, but its phones then ask only for the encrypted file, which sipcfg never
+        // serves (docs/decisions.md): such a profile describes phones sipcfg cannot configure.
+        problems.push(
+            "tftp_encrypted_config: sipcfg never serves TFTP-encrypted files (.cnf.xml.enc.sgn), so its phones \
+             would get no configuration; set tftp_encrypted_config = false"
+                .into(),
+        );
     }
     problems
 }
