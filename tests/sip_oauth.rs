@@ -116,6 +116,17 @@ phone_type = "Cisco 7821"
 security_mode = "non-secure"
 transport = "tcp"
 tftp_encrypted_config = true
+
+[profiles."Cisco 8811 - TLS"]
+phone_type = "Cisco 8811"
+security_mode = "encrypted"
+transport = "tls"
+
+[devices.SEP0000000000AC]
+model = "Cisco 8811"
+profile = "Cisco 8811 - TLS"
+allow_activation_code_via_mra = true
+mra_service_domain = "mra.example.test"
 "#,
     );
     let out = sipcfg(&d.path("example/sipcfg.toml"), &["check"]);
@@ -131,6 +142,8 @@ tftp_encrypted_config = true
         "device \"SEP0000000000AA\": unknown model \"Cisco 9971\"",
         "device \"SEP0000000000AB\": profile \"auth-tcp\" belongs to phone type \"Cisco 8811\", not to \"Cisco 8841\"",
         "profile \"nonsecure-encrypted-config\": tftp_encrypted_config: sipcfg never serves TFTP-encrypted files",
+        "device \"SEP0000000000AC\": allow_activation_code_via_mra needs a profile with OAuth, and profile \
+         \"Cisco 8811 - TLS\" has oauth = false",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }

@@ -567,6 +567,25 @@ mod tests {
     }
 
     #[test]
+    fn activation_via_mra_needs_an_oauth_profile() {
+        let tls = "[profiles.tls]\nphone_type = \"Cisco 8851\"\nsecurity_mode = \"encrypted\"\ntransport = \"tls\"\n";
+        let device = |profile: &str| {
+            format!(
+                "{tls}[devices.SEP001122334455]\nmodel = \"Cisco 8851\"\nprofile = \"{profile}\"\n\
+                 allow_activation_code_via_mra = true\nmra_service_domain = \"mra.example.test\"\n"
+            )
+        };
+        let errs = parse(&device("tls")).unwrap_err().to_string();
+        assert_eq!(
+            errs,
+            "inv.toml: device \"SEP001122334455\": allow_activation_code_via_mra needs a profile with OAuth, and \
+             profile \"tls\" has oauth = false: give the device an OAuth profile, or remove \
+             allow_activation_code_via_mra"
+        );
+        assert!(parse(&device("oauth")).is_ok());
+    }
+
+    #[test]
     fn syntax_errors_have_a_line() {
         let errs = parse("[devices.SEP001122334455]\nmodel = \n").unwrap_err().to_string();
         assert!(errs.starts_with("inv.toml: line "), "{errs}");

@@ -187,6 +187,11 @@ pub enum DeviceProblem {
     },
     /// "Allow Activation Code via MRA" needs the "Activation Code MRA Service Domain".
     MraWithoutServiceDomain,
+    /// "Allow Activation Code via MRA" on a device whose profile does not enable OAuth: over MRA a phone
+    /// joins only with an activation code, and the code's tokens are SIP OAuth.
+    MraWithoutOAuth {
+        profile: String,
+    },
     /// Line `line` (from 1) has no directory number.
     EmptyDirectoryNumber {
         line: usize,
@@ -217,6 +222,11 @@ impl fmt::Display for DeviceProblem {
             DeviceProblem::MraWithoutServiceDomain => {
                 write!(f, "allow_activation_code_via_mra needs mra_service_domain")
             }
+            DeviceProblem::MraWithoutOAuth { profile } => write!(
+                f,
+                "allow_activation_code_via_mra needs a profile with OAuth, and profile {profile:?} has oauth = false: \
+                 give the device an OAuth profile, or remove allow_activation_code_via_mra"
+            ),
             DeviceProblem::EmptyDirectoryNumber { line } => write!(f, "line {line}: dn must not be empty"),
         }
     }
@@ -264,6 +274,9 @@ pub fn check_device(
                     profile_type: p.phone_type.clone(),
                     model: t.name,
                 });
+            }
+            if device.allow_activation_code_via_mra && !p.oauth {
+                problems.push(DeviceProblem::MraWithoutOAuth { profile: device.profile.to_owned() });
             }
         }
     }
