@@ -344,6 +344,22 @@ fn cluster_show_names_the_nodes_with_their_own_ports_and_a_clashing_default_is_r
 }
 
 #[tokio::test]
+async fn jabber_files_carry_no_phone_edge_trust_and_phones_still_do() {
+    let server = TestServer::start().await;
+    let token = server.token("user:jsmith");
+    let phone = server.client().get("/SEP001122334455.cnf.xml", Some(&token)).await;
+    assert!(phone.text().contains("<phoneEdgeTrust>\n    <certificate sha256="), "{}", phone.text());
+    for jabber in ["CSFJSMITH", "BOTJSMITH", "TCTJSMITH", "TABJSMITH"] {
+        let r = server.client().get(&format!("/{jabber}.cnf.xml"), Some(&token)).await;
+        assert_eq!(r.status, StatusCode::OK, "{jabber}");
+        let xml = r.text();
+        assert!(xml.contains("<sipOAuthMode>1</sipOAuthMode>"), "{jabber} is an OAuth client:\n{xml}");
+        assert!(!xml.contains("phoneEdgeTrust"), "{jabber} carries the Phone-Edge-Trust element:\n{xml}");
+        assert!(!xml.contains("<certificate"), "{jabber}");
+    }
+}
+
+#[tokio::test]
 async fn signed_names_encrypted_names_and_xmldefault() {
     let server = TestServer::start().await;
     let token = server.token("device:SEP001122334455");
