@@ -34,10 +34,12 @@ async fn a_phone_downloads_its_own_config() {
         "<displayName>John Smith</displayName>",
         "<featureLabel>1001 John</featureLabel>",
         "<loadInformation>sip88xx.14-3-1-0001-63</loadInformation>",
-        "<processNodeName>cucm-pub</processNodeName>",
+        "<processNodeName>cucm-pub.example.test</processNodeName>",
+        "<processNodeName>cucm-sub1.example.test</processNodeName>",
     ] {
         assert!(xml.contains(needle), "missing {needle} in\n{xml}");
     }
+    assert!(!xml.contains("<processNodeName>cucm-pub<"), "phones register to the address, not the node's name");
     sipcfg::provision::xml::check_well_formed(&xml).unwrap();
     // Under OAuth the file carries no digest credentials.
     assert!(!xml.contains("<authPassword>"));

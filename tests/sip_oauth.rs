@@ -110,6 +110,23 @@ profile = "auth-tcp"
 [devices.SEP0000000000AB]
 model = "Cisco 8841"
 profile = "auth-tcp"
+
+[profiles."nonsecure-encrypted-config"]
+phone_type = "Cisco 7821"
+security_mode = "non-secure"
+transport = "tcp"
+tftp_encrypted_config = true
+
+[profiles."Cisco 8811 - TLS"]
+phone_type = "Cisco 8811"
+security_mode = "encrypted"
+transport = "tls"
+
+[devices.SEP0000000000AC]
+model = "Cisco 8811"
+profile = "Cisco 8811 - TLS"
+allow_activation_code_via_mra = true
+mra_service_domain = "mra.example.test"
 "#,
     );
     let out = sipcfg(&d.path("example/sipcfg.toml"), &["check"]);
@@ -124,6 +141,9 @@ profile = "auth-tcp"
         "profile \"unknown-type\": unknown phone type \"Cisco 9971\"",
         "device \"SEP0000000000AA\": unknown model \"Cisco 9971\"",
         "device \"SEP0000000000AB\": profile \"auth-tcp\" belongs to phone type \"Cisco 8811\", not to \"Cisco 8841\"",
+        "profile \"nonsecure-encrypted-config\": tftp_encrypted_config: sipcfg never serves TFTP-encrypted files",
+        "device \"SEP0000000000AC\": allow_activation_code_via_mra needs a profile with OAuth, and profile \
+         \"Cisco 8811 - TLS\" has oauth = false",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
@@ -240,6 +260,105 @@ async fn oauth_devices_carry_the_phone_edge_trust_and_a_profile_change_shows_at_
     assert!(!r.text().contains("sipOAuthMode"));
 }
 
+/// The `<callManager>` of the member at `priority` in a rendered file.
+fn call_manager(xml: &str, priority: usize) -> &str {
+    let start =
+        xml.find(&format!("<member priority=\"{priority}\">")).unwrap_or_else(|| panic!("no member {priority}"));
+    let end = start + xml[start..].find("</member>").unwrap();
+    &xml[start..end]
+}
+
+#[tokio::test]
+async fn each_call_manager_carries_its_own_oauth_ports_in_device_files_and_xmldefault() {
+    // The example's cucm-sub1 sets 5092/5093; cucm-pub has the cluster's 5090/5091.
+    let server = TestServer::start().await;
+    let token = server.token("user:jsmith");
+    for path in ["/SEP001122334455.cnf.xml", "/CSFJSMITH.cnf.xml", "/XMLDefault.cnf.xml"] {
+        let r = server.client().get(path, Some(&token)).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        let xml = r.text();
+        let (publisher, sub) = (call_manager(&xml, 0), call_manager(&xml, 1));
+        for needle in [
+            "<sipOAuthPort>5090</sipOAuthPort>",
+            "<sipMRAOAuthPort>5091</sipMRAOAuthPort>",
+            "<processNodeName>cucm-pub.example.test</processNodeName>",
+        ] {
+            assert!(publisher.contains(needle), "{path}: missing {needle} in\n{publisher}");
+        }
+        for needle in [
+            "<sipOAuthPort>5092</sipOAuthPort>",
+            "<sipMRAOAuthPort>5093</sipMRAOAuthPort>",
+            "<processNodeName>cucm-sub1.example.test</processNodeName>",
+            "<sipPort>5060</sipPort>",
+            "<securedSipPort>5061</securedSipPort>",
+        ] {
+            assert!(sub.contains(needle), "{path}: missing {needle} in\n{sub}");
+        }
+    }
+    // The line port of an OAuth device stays the cluster's.
+    let r = server.client().get("/SEP001122334455.cnf.xml", Some(&token)).await;
+    assert!(r.text().contains("<port>5090</port>"), "{}", r.text());
+}
+
+#[test]
+fn cluster_show_names_the_nodes_with_their_own_ports_and_a_clashing_default_is_refused() {
+    let d = TempDeployment::new();
+    let config = d.path("example/sipcfg.toml");
+    let out = sipcfg(&config, &["cluster", "show"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("SIP phone OAuth port: 5090\nSIP MRA OAuth port: 5091\n"), "{shown}");
+    assert!(
+        shown.contains(
+            "  call manager \"cucm-sub1\" (cucm-sub1.example.test): SIP phone OAuth port 5092 (its own), \
+             SIP MRA OAuth port 5093 (its own)\n"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains("\"cucm-pub\""), "a node on the cluster's ports gets no line: {shown}");
+
+    // cucm-sub1 keeps its own phone port and takes the cluster's MRA port: a default equal to its phone
+    // port is refused, naming the node and the keys, and nothing is written.
+    d.edit("example/inventory.toml", ", sip_mra_oauth_port = 5093", "");
+    let before = std::fs::read(d.path("example/inventory.toml")).unwrap();
+    let out = sipcfg(&config, &["cluster", "show"]);
+    assert!(text(&out.stdout).contains("SIP MRA OAuth port 5091 (the cluster's)"), "{}", text(&out.stdout));
+    let out = sipcfg(&config, &["cluster", "set", "--sip-mra-oauth-port", "5092"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "call manager \"cucm-sub1\": sip_oauth_port (its own) and sip_mra_oauth_port (the cluster's) are both \
+             5092: they must differ"
+        ),
+        "{err}"
+    );
+    let out = sipcfg(&config, &["cluster", "set", "--sip-oauth-port", "5061"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cluster: sip_oauth_port 5061 is also secured_sip_port"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(d.path("example/inventory.toml")).unwrap(), before, "nothing written");
+}
+
+#[tokio::test]
+async fn jabber_files_carry_no_phone_edge_trust_and_phones_still_do() {
+    let server = TestServer::start().await;
+    let token = server.token("user:jsmith");
+    let phone = server.client().get("/SEP001122334455.cnf.xml", Some(&token)).await;
+    assert!(phone.text().contains("<phoneEdgeTrust>\n    <certificate sha256="), "{}", phone.text());
+    for jabber in ["CSFJSMITH", "BOTJSMITH", "TCTJSMITH", "TABJSMITH"] {
+        let r = server.client().get(&format!("/{jabber}.cnf.xml"), Some(&token)).await;
+        assert_eq!(r.status, StatusCode::OK, "{jabber}");
+        let xml = r.text();
+        assert!(xml.contains("<sipOAuthMode>1</sipOAuthMode>"), "{jabber} is an OAuth client:\n{xml}");
+        assert!(!xml.contains("phoneEdgeTrust"), "{jabber} carries the Phone-Edge-Trust element:\n{xml}");
+        assert!(!xml.contains("<certificate"), "{jabber}");
+    }
+}
+
 #[tokio::test]
 async fn signed_names_encrypted_names_and_xmldefault() {
     let server = TestServer::start().await;
@@ -263,7 +382,8 @@ async fn signed_names_encrypted_names_and_xmldefault() {
     assert_eq!(default.status, StatusCode::OK);
     let xml = default.text();
     sipcfg::provision::xml::check_well_formed(&xml).unwrap();
-    assert!(xml.contains("<processNodeName>cucm-pub</processNodeName>"));
+    assert!(xml.contains("<processNodeName>cucm-pub.example.test</processNodeName>"), "{xml}");
+    assert!(!xml.contains("<processNodeName>cucm-pub<"), "phones register to the address, not the node's name");
     assert!(xml.contains("<sipOAuthPort>5090</sipOAuthPort>"));
     assert!(!xml.contains("<line"), "no device data in XMLDefault");
     assert_eq!(server.client().get("/XMLDefault.cnf.xml", None).await.status, StatusCode::UNAUTHORIZED);

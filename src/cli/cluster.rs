@@ -26,7 +26,7 @@ pub enum OnOff {
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterAction {
-    /// Print the SIP OAuth cluster settings.
+    /// Print the SIP OAuth cluster settings, and the OAuth ports of each call manager that sets its own.
     Show,
     /// Change settings; every change is validated and written atomically.
     Set {

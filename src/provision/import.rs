@@ -120,6 +120,11 @@ fn bat_words(problem: &DeviceProblem) -> String {
             "unknown owner user {owner:?}{} (an import never creates users)",
             did_you_mean(suggestion.as_deref())
         ),
+        DeviceProblem::MraWithoutOAuth { profile } => format!(
+            "device security profile {profile:?} does not enable OAuth, and the device allows activation code via \
+             MRA (allow_activation_code_via_mra in the inventory, which --update keeps): choose an OAuth profile, \
+             or remove that key from the inventory first"
+        ),
         other => other.to_string(),
     }
 }
@@ -552,14 +557,16 @@ impl Header {
             lines.push(Line { dn: dn.to_owned(), display_name: display.to_owned(), label: label.to_owned() });
         }
 
+        // An update keeps the device's MRA keys (a BAT file has no columns for them): the row is checked with them.
+        let kept = name.as_ref().and_then(|n| inventory.device(n)).filter(|_| update);
         let fields = DeviceFields {
             name: name.as_ref(),
             model,
             profile,
             owner: Some(owner).filter(|o| !o.is_empty()),
             lines: &lines,
-            allow_activation_code_via_mra: false,
-            mra_service_domain: "",
+            allow_activation_code_via_mra: kept.is_some_and(|d| d.allow_activation_code_via_mra),
+            mra_service_domain: kept.map_or("", |d| d.mra_service_domain.as_str()),
         };
         let (phone_type, broken) = rules::check_device(fields, &inventory.profiles, &inventory.users);
         for problem in broken {
@@ -829,6 +836,30 @@ lines = [{ dn = "1001" }]
         let plan = plan(&inventory(), same.as_bytes(), true, &mut Silent).unwrap();
         assert_eq!(plan.report.unchanged.len(), 1);
         assert_eq!(apply(Path::new("inv.toml"), INVENTORY, &plan).unwrap(), INVENTORY);
+    }
+
+    #[test]
+    fn an_update_checks_the_kept_mra_keys_against_the_new_profile() {
+        let text = format!(
+            "{INVENTORY}\n[profiles.\"8851 TLS\"]\nphone_type = \"Cisco 8851\"\nsecurity_mode = \"encrypted\"\n\
+             transport = \"tls\"\n\n[devices.SEP0011223344AA]\nmodel = \"Cisco 8851\"\nprofile = \"8851 OAuth\"\n\
+             allow_activation_code_via_mra = true\nmra_service_domain = \"mra.example.test\"\n"
+        );
+        let inventory = Inventory::parse(Path::new("inv.toml"), &text).unwrap();
+        let csv = "DEVICE NAME,DEVICE TYPE,DEVICE SECURITY PROFILE\n\
+                   SEP0011223344AA,Cisco 8851,8851 TLS\n\
+                   SEP001122334455,Cisco 8851,8851 TLS\n";
+        let errs = match plan(&inventory, csv.as_bytes(), true, &mut Silent) {
+            Err(ImportError::Rows(e)) => e.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            other => panic!("expected row errors, got {other:?}"),
+        };
+        assert_eq!(
+            errs,
+            ["line 2 (SEP0011223344AA): device security profile \"8851 TLS\" does not enable OAuth, and the device \
+              allows activation code via MRA (allow_activation_code_via_mra in the inventory, which --update keeps): \
+              choose an OAuth profile, or remove that key from the inventory first"],
+            "the device without MRA may take the profile"
+        );
     }
 
     #[test]

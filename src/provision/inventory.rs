@@ -106,7 +106,9 @@ pub struct Cluster {
     pub sip_mra_oauth_port: u16,
     #[serde(default = "default_ethernet_phone_port")]
     pub ethernet_phone_port: u16,
-    /// Call managers of the phones' Call Manager group, in priority order.
+    /// Call managers of the phones' Call Manager group, in priority order. Templates see them through the
+    /// render context, with each node's ports resolved ([`CallManager::oauth_ports`]), never these.
+    #[serde(skip_serializing)]
     pub call_managers: Vec<CallManager>,
     #[serde(default)]
     pub ntp_servers: Vec<String>,
@@ -160,14 +162,48 @@ fn default_network_locale() -> String {
     "United_States".into()
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallManager {
-    /// Host name or address the phones register to.
+    /// Host name or address the phones register to: what the files carry as `processNodeName`.
     pub address: String,
-    /// CUCM's process node name; defaults to the address.
+    /// How sipcfg names the node to people (messages, `sipcfg cluster show`); not rendered. Empty: the
+    /// address ([`CallManager::label`]).
     #[serde(default)]
     pub name: String,
+    /// The node's own SIP phone OAuth port, when it differs from the cluster's (CUCM sets it per node).
+    #[serde(default)]
+    pub sip_oauth_port: Option<u16>,
+    /// The node's own SIP MRA OAuth port, when it differs from the cluster's.
+    #[serde(default)]
+    pub sip_mra_oauth_port: Option<u16>,
+}
+
+/// A node's SIP OAuth ports as phones use them: its own, else the cluster's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OAuthPorts {
+    pub sip: u16,
+    pub mra: u16,
+}
+
+impl CallManager {
+    /// The node's name for people: its `name`, else its address.
+    pub fn label(&self) -> &str {
+        if self.name.is_empty() { &self.address } else { &self.name }
+    }
+
+    /// Whether the node sets an OAuth port of its own.
+    pub fn overrides_oauth_ports(&self) -> bool {
+        self.sip_oauth_port.is_some() || self.sip_mra_oauth_port.is_some()
+    }
+
+    /// The OAuth ports in force on this node: each of its own, else the cluster's default.
+    pub fn oauth_ports(&self, cluster: &Cluster) -> OAuthPorts {
+        OAuthPorts {
+            sip: self.sip_oauth_port.unwrap_or(cluster.sip_oauth_port),
+            mra: self.sip_mra_oauth_port.unwrap_or(cluster.sip_mra_oauth_port),
+        }
+    }
 }
 
 /// A phone security profile (CUCM: System > Security > Phone Security Profile).
@@ -302,6 +338,11 @@ impl Inventory {
         let cluster = raw.cluster;
         for problem in rules::cluster_problems(&cluster) {
             err("cluster".into(), problem);
+        }
+        for cm in &cluster.call_managers {
+            for problem in rules::call_manager_problems(&cluster, cm) {
+                err(format!("call manager {:?}", cm.label()), problem);
+            }
         }
 
         let mut profiles = BTreeMap::new();
@@ -441,6 +482,108 @@ mod tests {
         ] {
             assert!(errs.contains(needle), "missing {needle:?} in:\n{errs}");
         }
+    }
+
+    fn cluster_with(call_managers: &str, extra: &str) -> Result<Inventory, InventoryErrors> {
+        let text = format!("[cluster]\nname = \"c\"\n{extra}\ncall_managers = [\n{call_managers}\n]\n");
+        Inventory::parse(Path::new("inv.toml"), &text)
+    }
+
+    #[test]
+    fn a_call_manager_may_set_its_own_oauth_ports_and_the_cluster_is_the_default() {
+        let inv = cluster_with(
+            "{ address = \"pub.example.test\", name = \"pub\" },\n\
+             { address = \"sub.example.test\", sip_oauth_port = 5190 },",
+            "sip_mra_oauth_port = 5095",
+        )
+        .unwrap();
+        let [publisher, sub] = &inv.cluster.call_managers[..] else { panic!() };
+        assert_eq!(publisher.oauth_ports(&inv.cluster), OAuthPorts { sip: 5090, mra: 5095 });
+        assert_eq!(sub.oauth_ports(&inv.cluster), OAuthPorts { sip: 5190, mra: 5095 });
+        assert_eq!((publisher.label(), sub.label()), ("pub", "sub.example.test"), "the name, else the address");
+        assert!(!publisher.overrides_oauth_ports() && sub.overrides_oauth_ports());
+    }
+
+    #[test]
+    fn a_call_managers_oauth_ports_are_in_range_distinct_and_not_its_sip_ports() {
+        let errs = cluster_with(
+            "{ address = \"a.example.test\", name = \"a\", sip_oauth_port = 80, sip_mra_oauth_port = 5060 },\n\
+             { address = \"b.example.test\", name = \"b\", sip_oauth_port = 5161 },\n\
+             { address = \"c.example.test\", name = \"c\", sip_oauth_port = 5091 },\n\
+             { address = \"d.example.test\", name = \"d\", sip_oauth_port = 5300, sip_mra_oauth_port = 5300 },\n\
+             { address = \"\", name = \"e\" },\n\
+             { address = \"f.example.test\", name = \"f\" },",
+            "secured_sip_port = 5161",
+        )
+        .unwrap_err();
+        let messages: Vec<String> = errs.0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "inv.toml: call manager \"a\": sip_oauth_port 80 is outside 1024-49151",
+                "inv.toml: call manager \"a\": sip_mra_oauth_port 5060 is the node's SIP port (cluster sip_port): \
+                 give the OAuth port a number of its own",
+                "inv.toml: call manager \"b\": sip_oauth_port 5161 is the node's secure SIP port (cluster \
+                 secured_sip_port): give the OAuth port a number of its own",
+                "inv.toml: call manager \"c\": sip_oauth_port (its own) and sip_mra_oauth_port (the cluster's) are \
+                 both 5091: they must differ",
+                "inv.toml: call manager \"d\": sip_oauth_port (its own) and sip_mra_oauth_port (its own) are both \
+                 5300: they must differ",
+                "inv.toml: call manager \"e\": address is empty: give the host name or address phones register to",
+            ],
+            "a node without ports of its own (f) has the cluster's, checked once, for the cluster"
+        );
+    }
+
+    #[test]
+    fn the_clusters_oauth_ports_are_not_its_sip_ports() {
+        let errs = cluster_with("{ address = \"a.example.test\" },", "sip_port = 5090\nsecured_sip_port = 5091")
+            .unwrap_err()
+            .to_string();
+        for needle in [
+            "inv.toml: cluster: sip_oauth_port 5090 is also sip_port: a node's OAuth ports must differ from its SIP \
+             and secure SIP ports",
+            "inv.toml: cluster: sip_mra_oauth_port 5091 is also secured_sip_port",
+        ] {
+            assert!(errs.contains(needle), "missing {needle:?} in:\n{errs}");
+        }
+        assert!(!errs.contains("call manager"), "the node has the cluster's ports, reported once: {errs}");
+    }
+
+    #[test]
+    fn no_profile_may_ask_for_tftp_encrypted_config() {
+        let errs = parse(
+            "[profiles.plain]\nphone_type = \"Cisco 7821\"\nsecurity_mode = \"non-secure\"\ntransport = \"udp\"\n\
+             tftp_encrypted_config = true\n\
+             [profiles.tls]\nphone_type = \"Cisco 7811\"\nsecurity_mode = \"authenticated\"\ntransport = \"tls\"\n\
+             tftp_encrypted_config = false\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            errs,
+            "inv.toml: profile \"plain\": tftp_encrypted_config: sipcfg never serves TFTP-encrypted files \
+             (.cnf.xml.enc.sgn), so its phones would get no configuration; set tftp_encrypted_config = false"
+        );
+    }
+
+    #[test]
+    fn activation_via_mra_needs_an_oauth_profile() {
+        let tls = "[profiles.tls]\nphone_type = \"Cisco 8851\"\nsecurity_mode = \"encrypted\"\ntransport = \"tls\"\n";
+        let device = |profile: &str| {
+            format!(
+                "{tls}[devices.SEP001122334455]\nmodel = \"Cisco 8851\"\nprofile = \"{profile}\"\n\
+                 allow_activation_code_via_mra = true\nmra_service_domain = \"mra.example.test\"\n"
+            )
+        };
+        let errs = parse(&device("tls")).unwrap_err().to_string();
+        assert_eq!(
+            errs,
+            "inv.toml: device \"SEP001122334455\": allow_activation_code_via_mra needs a profile with OAuth, and \
+             profile \"tls\" has oauth = false: give the device an OAuth profile, or remove \
+             allow_activation_code_via_mra"
+        );
+        assert!(parse(&device("oauth")).is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::provision::inventory::{Cluster, Device, Inventory, Profile, User};
+use crate::provision::inventory::{CallManager, Cluster, Device, Inventory, Profile, User};
 use crate::provision::model::{PHONE_TYPES, PhoneType};
 use crate::provision::trust::TrustCert;
 use crate::provision::xml::check_well_formed;
@@ -146,7 +146,7 @@ impl Templates {
     /// Renders `XMLDefault.cnf.xml` from the cluster settings.
     pub fn render_default(&self, inventory: &Inventory, trust: &[TrustCert]) -> Result<String, RenderError> {
         let ctx = DefaultContext {
-            cluster: &inventory.cluster,
+            cluster: ClusterView::new(&inventory.cluster),
             oauth: inventory.cluster.sip_oauth_mode,
             phone_edge_trust: trust.iter().map(TrustView::from).collect(),
         };
@@ -261,7 +261,7 @@ struct RenderContext<'a> {
     device: DeviceView<'a>,
     profile: ProfileView<'a>,
     owner: Option<&'a User>,
-    cluster: &'a Cluster,
+    cluster: ClusterView<'a>,
     /// SIP OAuth in force for this device: the cluster mode is on and the profile enables OAuth.
     oauth: bool,
     /// The Phone-Edge-Trust certificates phones use to validate this server.
@@ -270,9 +270,44 @@ struct RenderContext<'a> {
 
 #[derive(Serialize)]
 struct DefaultContext<'a> {
-    cluster: &'a Cluster,
+    cluster: ClusterView<'a>,
     oauth: bool,
     phone_edge_trust: Vec<TrustView<'a>>,
+}
+
+/// The `[cluster]` keys, with the call managers as phones see them: every value resolved here, so that no
+/// template works out a default.
+#[derive(Serialize)]
+struct ClusterView<'a> {
+    #[serde(flatten)]
+    cluster: &'a Cluster,
+    call_managers: Vec<CallManagerView<'a>>,
+}
+
+#[derive(Serialize)]
+struct CallManagerView<'a> {
+    /// What phones register to (`processNodeName`).
+    address: &'a str,
+    /// The node's name for people: `name`, else the address.
+    name: &'a str,
+    /// The node's OAuth ports: its own, else the cluster's.
+    sip_oauth_port: u16,
+    sip_mra_oauth_port: u16,
+}
+
+impl<'a> ClusterView<'a> {
+    fn new(cluster: &'a Cluster) -> Self {
+        let view = |cm: &'a CallManager| {
+            let ports = cm.oauth_ports(cluster);
+            CallManagerView {
+                address: &cm.address,
+                name: cm.label(),
+                sip_oauth_port: ports.sip,
+                sip_mra_oauth_port: ports.mra,
+            }
+        };
+        ClusterView { cluster, call_managers: cluster.call_managers.iter().map(view).collect() }
+    }
 }
 
 #[derive(Serialize)]
@@ -369,7 +404,7 @@ impl<'a> RenderContext<'a> {
                 transport_code: profile.transport.code(),
             },
             owner,
-            cluster,
+            cluster: ClusterView::new(cluster),
             oauth: cluster.sip_oauth_mode && profile.oauth,
             phone_edge_trust: trust.iter().map(TrustView::from).collect(),
         }

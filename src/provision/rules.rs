@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::provision::filename::DeviceName;
-use crate::provision::inventory::{Cluster, Line, Profile, SecurityMode, Transport, User};
+use crate::provision::inventory::{CallManager, Cluster, Line, Profile, SecurityMode, Transport, User};
 use crate::provision::model::{self, PhoneType, Prefix};
 use crate::provision::subject::MAX_USER_ID;
 
@@ -38,6 +38,59 @@ pub fn cluster_problems(cluster: &Cluster) -> Vec<String> {
     }
     if cluster.sip_oauth_port == cluster.sip_mra_oauth_port {
         problems.push("sip_oauth_port and sip_mra_oauth_port must differ".into());
+    }
+    for (key, port) in [("sip_oauth_port", cluster.sip_oauth_port), ("sip_mra_oauth_port", cluster.sip_mra_oauth_port)]
+    {
+        if let Some(sip_key) = sip_port_taken(cluster, port) {
+            problems.push(format!(
+                "{key} {port} is also {sip_key}: a node's OAuth ports must differ from its SIP and secure SIP ports; \
+                 give the OAuth port a number of its own"
+            ));
+        }
+    }
+    problems
+}
+
+/// The key of the cluster's SIP port that `port` is, if it is one: every node listens on both.
+fn sip_port_taken(cluster: &Cluster, port: u16) -> Option<&'static str> {
+    if port == cluster.sip_port {
+        Some("sip_port")
+    } else if port == cluster.secured_sip_port {
+        Some("secured_sip_port")
+    } else {
+        None
+    }
+}
+
+/// One call manager's problems, as messages naming the key; the caller names the call manager. A node's OAuth
+/// ports are its own where it sets them, else the cluster's (whose own problems [`cluster_problems`] reports,
+/// so a node that sets none has nothing to add).
+pub fn call_manager_problems(cluster: &Cluster, cm: &CallManager) -> Vec<String> {
+    let mut problems = Vec::new();
+    if cm.address.trim().is_empty() {
+        problems.push("address is empty: give the host name or address phones register to".into());
+    }
+    for (key, port) in [("sip_oauth_port", cm.sip_oauth_port), ("sip_mra_oauth_port", cm.sip_mra_oauth_port)] {
+        let Some(port) = port else { continue };
+        if !OAUTH_PORTS.contains(&port) {
+            problems.push(format!("{key} {port} is outside {}-{}", OAUTH_PORTS.start(), OAUTH_PORTS.end()));
+        }
+        if let Some(sip_key) = sip_port_taken(cluster, port) {
+            problems.push(format!(
+                "{key} {port} is the node's {} (cluster {sip_key}): give the OAuth port a number of its own",
+                if sip_key == "sip_port" { "SIP port" } else { "secure SIP port" }
+            ));
+        }
+    }
+    let ports = cm.oauth_ports(cluster);
+    if cm.overrides_oauth_ports() && ports.sip == ports.mra {
+        let from = |own: Option<u16>| if own.is_some() { "its own" } else { "the cluster's" };
+        problems.push(format!(
+            "sip_oauth_port ({}) and sip_mra_oauth_port ({}) are both {}: they must differ",
+            from(cm.sip_oauth_port),
+            from(cm.sip_mra_oauth_port),
+            ports.sip
+        ));
     }
     problems
 }
@@ -70,6 +123,14 @@ pub fn profile_problems(p: &Profile) -> Vec<String> {
         if p.tftp_encrypted_config {
             problems.push("OAuth authentication cannot be combined with TFTP encrypted config".into());
         }
+    } else if p.tftp_encrypted_config {
+        // CUCM allows it without OAuth, but its phones then ask only for the encrypted file, which sipcfg never
+        // serves (docs/decisions.md): such a profile describes phones sipcfg cannot configure.
+        problems.push(
+            "tftp_encrypted_config: sipcfg never serves TFTP-encrypted files (.cnf.xml.enc.sgn), so its phones \
+             would get no configuration; set tftp_encrypted_config = false"
+                .into(),
+        );
     }
     problems
 }
@@ -126,6 +187,11 @@ pub enum DeviceProblem {
     },
     /// "Allow Activation Code via MRA" needs the "Activation Code MRA Service Domain".
     MraWithoutServiceDomain,
+    /// "Allow Activation Code via MRA" on a device whose profile does not enable OAuth: over MRA a phone
+    /// joins only with an activation code, and the code's tokens are SIP OAuth.
+    MraWithoutOAuth {
+        profile: String,
+    },
     /// Line `line` (from 1) has no directory number.
     EmptyDirectoryNumber {
         line: usize,
@@ -156,6 +222,11 @@ impl fmt::Display for DeviceProblem {
             DeviceProblem::MraWithoutServiceDomain => {
                 write!(f, "allow_activation_code_via_mra needs mra_service_domain")
             }
+            DeviceProblem::MraWithoutOAuth { profile } => write!(
+                f,
+                "allow_activation_code_via_mra needs a profile with OAuth, and profile {profile:?} has oauth = false: \
+                 give the device an OAuth profile, or remove allow_activation_code_via_mra"
+            ),
             DeviceProblem::EmptyDirectoryNumber { line } => write!(f, "line {line}: dn must not be empty"),
         }
     }
@@ -203,6 +274,9 @@ pub fn check_device(
                     profile_type: p.phone_type.clone(),
                     model: t.name,
                 });
+            }
+            if device.allow_activation_code_via_mra && !p.oauth {
+                problems.push(DeviceProblem::MraWithoutOAuth { profile: device.profile.to_owned() });
             }
         }
     }

@@ -61,17 +61,33 @@ pub fn apply(path: &Path, changes: &[ClusterChange]) -> Result<Cluster, Settings
     Ok(inventory.cluster)
 }
 
-/// The cluster settings as an administrator reads them.
+/// The cluster settings as an administrator reads them. The OAuth ports are the cluster's, which every call
+/// manager uses unless it sets its own: such a node gets a line with the ports in force on it.
 pub fn describe(cluster: &Cluster) -> String {
     let on = |b: bool| if b { "enabled" } else { "disabled" };
-    format!(
-        "SIP OAuth mode: {}\nOAuth with refresh login flow: {}\nSIP phone OAuth port: {}\nSIP MRA OAuth port: {}\n\
-         Access token expiry: {} minutes\nRefresh token expiry: {} days\n",
+    let mut text = format!(
+        "SIP OAuth mode: {}\nOAuth with refresh login flow: {}\nSIP phone OAuth port: {}\nSIP MRA OAuth port: {}\n",
         on(cluster.sip_oauth_mode),
         on(cluster.refresh_login_flow),
         cluster.sip_oauth_port,
         cluster.sip_mra_oauth_port,
-        cluster.access_token_minutes,
-        cluster.refresh_token_days
-    )
+    );
+    for cm in cluster.call_managers.iter().filter(|cm| cm.overrides_oauth_ports()) {
+        let ports = cm.oauth_ports(cluster);
+        let whose = |own: Option<u16>| if own.is_some() { "its own" } else { "the cluster's" };
+        text.push_str(&format!(
+            "  call manager {:?} ({}): SIP phone OAuth port {} ({}), SIP MRA OAuth port {} ({})\n",
+            cm.label(),
+            cm.address,
+            ports.sip,
+            whose(cm.sip_oauth_port),
+            ports.mra,
+            whose(cm.sip_mra_oauth_port),
+        ));
+    }
+    text.push_str(&format!(
+        "Access token expiry: {} minutes\nRefresh token expiry: {} days\n",
+        cluster.access_token_minutes, cluster.refresh_token_days
+    ));
+    text
 }

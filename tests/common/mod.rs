@@ -411,9 +411,8 @@ pub struct TempDeployment {
 impl TempDeployment {
     pub fn new() -> TempDeployment {
         let dir = tempfile::tempdir().unwrap();
-        copy_dir(&repo().join("example"), &dir.path().join("example"));
-        // A state database left by a local `sipcfg serve` of the example is not part of the deployment.
-        let _ = std::fs::remove_dir_all(dir.path().join("example/state"));
+        // A state folder left by a local `sipcfg serve` of the example is not part of the deployment.
+        copy_dir_except(&repo().join("example"), &dir.path().join("example"), &["state"]);
         copy_dir(&repo().join("templates"), &dir.path().join("templates"));
         copy_dir(&repo().join("certs-example"), &dir.path().join("certs-example"));
         TempDeployment { dir }
@@ -440,9 +439,16 @@ impl TempDeployment {
 }
 
 fn copy_dir(from: &Path, to: &Path) {
+    copy_dir_except(from, to, &[]);
+}
+
+fn copy_dir_except(from: &Path, to: &Path, skip: &[&str]) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
+        if skip.iter().any(|s| entry.file_name() == *s) {
+            continue;
+        }
         let target = to.join(entry.file_name());
         if entry.file_type().unwrap().is_dir() {
             copy_dir(&entry.path(), &target);
