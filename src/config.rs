@@ -182,6 +182,11 @@ pub struct StateConfig {
     /// How often expired codes, tokens, revocations and retired keys are purged.
     #[serde(default = "default_purge_interval")]
     pub purge_interval_secs: u64,
+    /// A refresh token presented again within this many seconds of its rotation, before its successor was
+    /// used, is a client that lost the answer (it gets a valid answer and its family lives on); later, or
+    /// after the successor was used, it is a replay and revokes the family. 0 turns retries off.
+    #[serde(default = "default_reuse_grace")]
+    pub reuse_grace_secs: u64,
 }
 
 fn default_failed_grants() -> u32 {
@@ -192,6 +197,9 @@ fn default_failed_window() -> i64 {
 }
 fn default_purge_interval() -> u64 {
     3600
+}
+fn default_reuse_grace() -> u64 {
+    30
 }
 
 /// Listener and connection limits.
@@ -626,6 +634,15 @@ impl Config {
             }
             if !(10..=86_400).contains(&s.purge_interval_secs) {
                 return Err(invalid("state.purge_interval_secs", "must be between 10 and 86400".into()));
+            }
+            if s.reuse_grace_secs > 600 {
+                return Err(invalid(
+                    "state.reuse_grace_secs",
+                    format!(
+                        "{} is above 600: a longer window gives a stolen refresh token as long to be replayed",
+                        s.reuse_grace_secs
+                    ),
+                ));
             }
         }
         if let Some(edge) = &raw.edge {

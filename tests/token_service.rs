@@ -137,10 +137,59 @@ async fn a_rotated_refresh_token_presented_again_revokes_its_family() {
     let t =
         json(&client.post_form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &first)]).await);
     let second = t["refresh_token"].as_str().unwrap().to_owned();
-    // Replay of the rotated token (a thief, or a duplicate): refused, and the live one dies with it.
+    // The phone uses its new token, so the first one is spent for good.
+    let t =
+        json(&client.post_form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &second)]).await);
+    let third = t["refresh_token"].as_str().unwrap().to_owned();
+    // Replay of the first token (a thief, or a duplicate), even within the reuse grace window: refused, and
+    // the live one dies with it.
     let r = client.post_form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &first)]).await;
     assert_grant_error(&r, StatusCode::BAD_REQUEST, "invalid_grant");
     assert!(json(&r)["error_description"].as_str().unwrap().contains("family"));
+    let r = client.post_form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &third)]).await;
+    assert_grant_error(&r, StatusCode::BAD_REQUEST, "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_phone_that_lost_the_answer_to_its_refresh_retries_within_the_grace_window() {
+    let d = TempDeployment::new();
+    let server = started(&d).await;
+    let client = server.client();
+    let refresh = |token: String| {
+        let client = client.clone();
+        async move { client.post_form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &token)]).await }
+    };
+    let code = code_for(&d, "SEP001122334455");
+    let t = json(&client.post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await);
+    let first = t["refresh_token"].as_str().unwrap().to_owned();
+    // The answer to this refresh never reaches the phone...
+    let lost = json(&refresh(first.clone()).await)["refresh_token"].as_str().unwrap().to_owned();
+    // ...so it presents the same token again: a valid answer, and the family lives on.
+    let r = refresh(first.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let retried = json(&r);
+    let access = retried["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(client.get(PHONE, Some(&access)).await.status, StatusCode::OK);
+    let next = retried["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(refresh(next).await.status, StatusCode::OK, "the retried token refreshes");
+    // The answer that was lost is superseded: refused, without harm to the family.
+    assert_grant_error(&refresh(lost).await, StatusCode::BAD_REQUEST, "invalid_grant");
+}
+
+#[tokio::test]
+async fn without_a_grace_window_the_first_replay_revokes_the_family() {
+    let d = TempDeployment::new();
+    d.edit("example/sipcfg.toml", "purge_interval_secs = 3600", "purge_interval_secs = 3600\nreuse_grace_secs = 0");
+    let server = started(&d).await;
+    let client = server.client();
+    let code = code_for(&d, "SEP001122334455");
+    let t = json(&client.post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await);
+    let first = t["refresh_token"].as_str().unwrap().to_owned();
+    let t =
+        json(&client.post_form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &first)]).await);
+    let second = t["refresh_token"].as_str().unwrap().to_owned();
+    let r = client.post_form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &first)]).await;
+    assert_grant_error(&r, StatusCode::BAD_REQUEST, "invalid_grant");
     let r = client.post_form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &second)]).await;
     assert_grant_error(&r, StatusCode::BAD_REQUEST, "invalid_grant");
 }

@@ -145,7 +145,7 @@ impl App {
         let token_service = match &config.state {
             Some(s) => {
                 let store = SqliteStore::open(&s.database).map_err(|e| StartupError::State(e.to_string()))?;
-                let service = TokenService::open(Arc::new(store), &config.auth, now)
+                let service = TokenService::open(Arc::new(store), &config.auth, s.reuse_grace_secs as Time, now)
                     .map_err(|e| StartupError::State(e.to_string()))?;
                 if let Some(v) = service.sync(now).map_err(|e| StartupError::State(e.to_string()))? {
                     verifier = v;

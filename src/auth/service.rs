@@ -168,11 +168,19 @@ pub struct TokenService {
     /// Revocations that appeared in the store since this process opened it: its own (`/oauth/revoke`) and
     /// other processes' (`sipcfg token revoke`), counted when the view takes them in.
     revocations_seen: AtomicU64,
+    /// `[state] reuse_grace_secs`: how long after its rotation a refresh token presented again counts as a
+    /// client's retry rather than a replay (0: never).
+    reuse_grace: Time,
 }
 
 impl TokenService {
     /// Opens the service on `store`, creating a first signing key if there is none.
-    pub fn open(store: Arc<dyn AuthStore>, auth: &AuthConfig, now: Time) -> Result<TokenService, ServiceError> {
+    pub fn open(
+        store: Arc<dyn AuthStore>,
+        auth: &AuthConfig,
+        reuse_grace: Time,
+        now: Time,
+    ) -> Result<TokenService, ServiceError> {
         if store.signing_keys()?.is_empty() {
             store.add_signing_key(&generate_key(now)?, None)?;
         }
@@ -187,6 +195,7 @@ impl TokenService {
             }),
             sync: Mutex::new(()),
             revocations_seen: AtomicU64::new(0),
+            reuse_grace,
         };
         Ok(service)
     }
@@ -363,11 +372,24 @@ impl TokenService {
             return Err(GrantError::InvalidGrant("the refresh token is invalid"));
         }
         let (refresh, next) = new_refresh_token(now, life)?;
-        match self.store.rotate_refresh_token(&digest(token.as_bytes()), now, &next)? {
+        match self.store.rotate_refresh_token(&digest(token.as_bytes()), now, &next, self.reuse_grace)? {
             Rotation::Rotated { subject, family } => {
                 let subject =
                     Subject::parse(&subject).ok_or_else(|| GrantError::Server(format!("stored subject {subject}")))?;
                 tracing::info!(target: "sipcfg::tokens", %subject, family, "refresh token rotated");
+                self.respond(&subject, refresh, now, life)
+            }
+            Rotation::Retried { subject, family } => {
+                let subject =
+                    Subject::parse(&subject).ok_or_else(|| GrantError::Server(format!("stored subject {subject}")))?;
+                tracing::info!(
+                    target: "sipcfg::tokens",
+                    %subject,
+                    family,
+                    grace_secs = self.reuse_grace,
+                    "the previous refresh token presented again within the reuse grace window: a new one replaces \
+                     the one whose answer was lost"
+                );
                 self.respond(&subject, refresh, now, life)
             }
             Rotation::Reused { subject, family } => {

@@ -84,7 +84,8 @@ pub(crate) fn token_service(config: &Config) -> Result<TokenService, String> {
         format!("{}: no [state] database is configured (the token service needs one)", config.path.display())
     })?;
     let store = SqliteStore::open(&state.database).map_err(|e| e.to_string())?;
-    let service = TokenService::open(Arc::new(store), &config.auth, unix_now() as Time).map_err(|e| e.to_string())?;
+    let service = TokenService::open(Arc::new(store), &config.auth, state.reuse_grace_secs as Time, unix_now() as Time)
+        .map_err(|e| e.to_string())?;
     service.sync(unix_now() as Time).map_err(|e| e.to_string())?;
     Ok(service)
 }

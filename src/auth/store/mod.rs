@@ -49,6 +49,10 @@ pub struct NewRefreshToken {
 pub enum Rotation {
     /// The token was the family's live one: it is now rotated and `next` is the live one.
     Rotated { subject: String, family: String },
+    /// The token was the previous one, presented again within the reuse grace window and before its
+    /// successor was used: a client that lost the answer to its refresh. The successor is superseded and
+    /// `next` is the live one; the family lives on.
+    Retried { subject: String, family: String },
     /// The token had already been rotated: replay of a stolen or duplicated token. The whole family is now
     /// revoked (RFC 9700 §4.14.2).
     Reused { subject: String, family: String },
@@ -113,12 +117,15 @@ pub trait AuthStore: Send + Sync {
 
     // Refresh tokens.
     /// Rotates `presented` into `next` (same family, same subject: `next.family` and `next.subject` are
-    /// ignored and taken from the presented token) in one transaction.
+    /// ignored and taken from the presented token) in one transaction. A rotated token presented again within
+    /// `grace` seconds of its rotation, while its successor was never used, is a retry ([`Rotation::Retried`]);
+    /// otherwise it is a reuse and its family is revoked. `grace` 0 turns retries off.
     fn rotate_refresh_token(
         &self,
         presented: &Digest,
         now: Time,
         next: &NewRefreshToken,
+        grace: Time,
     ) -> Result<Rotation, StoreError>;
     /// Revokes the family of a refresh token; returns its subject, if the token is known.
     fn revoke_refresh_family(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError>;
