@@ -29,6 +29,7 @@ use crate::auth::store::sqlite::SqliteStore;
 use crate::auth::token::Verifier;
 use crate::config::{AdminConfig, Config};
 use crate::provision::deployment::{self, LoadError, Loaded, Sources};
+use crate::provision::trust::{self, ServerChain, ServerNotTrusted};
 use crate::provision::{PrerenderOutcome, Provisioner};
 use crate::tls::{PhoneTls, TlsError, edge};
 use crate::util::time::{Time, unix_now};
@@ -43,6 +44,24 @@ pub enum StartupError {
     Tls(#[from] TlsError),
     #[error("token service: {0}")]
     State(String),
+}
+
+/// Phone-Edge-Trust must hold the issuer of the server certificate (`chain`, the `[tls]` file) while OAuth
+/// devices exist ([`trust::check_phone_edge_trust`]): `serve`, a reload and `sipcfg check` refuse otherwise.
+pub fn check_server_trusted(
+    config: &Config,
+    chain: &[rustls_pki_types::CertificateDer<'_>],
+    loaded: &Loaded,
+    now: Time,
+) -> Result<(), Box<ServerNotTrusted>> {
+    trust::check_phone_edge_trust(
+        &config.path,
+        ServerChain { file: &config.tls.certificate, certs: chain },
+        config.trust.phone_edge_trust.as_deref(),
+        &loaded.phone_edge_trust,
+        &loaded.inventory,
+        now,
+    )
 }
 
 /// What observers (readiness, metrics, certificate expiry warnings) read about what is in force. The
@@ -112,6 +131,9 @@ impl App {
         let loaded = deployment::load(&sources).map_err(StartupError::Load)?;
         let mut verifier = Verifier::from_config(&config.auth)?;
         let now = unix_now() as Time;
+        let tls = PhoneTls::new(&config.tls, None)?;
+        check_server_trusted(&config, tls.chain(), &loaded, now)
+            .map_err(|e| StartupError::Load(vec![LoadError::Untrusted(e)]))?;
         let token_service = match &config.state {
             Some(s) => {
                 let store = SqliteStore::open(&s.database).map_err(|e| StartupError::State(e.to_string()))?;
@@ -128,7 +150,6 @@ impl App {
             Some(s) => FailureLimiter::new(s.max_failed_grants, s.failed_grant_window_secs),
             None => FailureLimiter::new(10, 60),
         };
-        let tls = PhoneTls::new(&config.tls, None)?;
         let edge_tls = match &config.edge {
             Some(e) => Some(Arc::new(edge::server_config(&config.tls, e)?)),
             None => None,
@@ -250,14 +271,16 @@ impl App {
         let one = |message: String| vec![LoadError::Config(message)];
         let mut config = Config::load(&self.config.path).map_err(|e| one(e.to_string()))?;
         config.apply_overrides(self.config.overrides);
+        let now = unix_now() as Time;
         let tls = PhoneTls::new(&config.tls, Some(&self.tls.load())).map_err(|e| one(e.to_string()))?;
         let edge_tls = match &config.edge {
             Some(e) => Some(edge::server_config(&config.tls, e).map_err(|e| one(e.to_string()))?),
             None => None,
         };
         let loaded = deployment::load(&Sources::from_config(&config))?;
+        check_server_trusted(&config, tls.chain(), &loaded, now).map_err(|e| vec![LoadError::Untrusted(e)])?;
         let verifier = match &self.token_service {
-            Some(service) => service.set_auth(&config.auth, unix_now() as Time).map_err(|e| one(e.to_string()))?,
+            Some(service) => service.set_auth(&config.auth, now).map_err(|e| one(e.to_string()))?,
             None => Verifier::from_config(&config.auth).map_err(|e| one(e.to_string()))?,
         };
         Ok((config, verifier, tls, edge_tls, loaded))

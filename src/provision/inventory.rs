@@ -382,6 +382,19 @@ impl Inventory {
         device.owner.as_ref().and_then(|o| self.users.get(o))
     }
 
+    /// The enabled devices whose profile enables OAuth, whatever the cluster's SIP OAuth mode, sorted: the
+    /// phones that download only over HTTPS and must trust the server through Phone-Edge-Trust.
+    pub fn oauth_devices(&self) -> Vec<&DeviceName> {
+        let mut names: Vec<_> = self
+            .devices
+            .values()
+            .filter(|d| d.enabled && self.profile_of(d).is_some_and(|p| p.oauth))
+            .map(|d| &d.name)
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Device names in a stable order (for `check` and reports).
     pub fn device_names_sorted(&self) -> Vec<&DeviceName> {
         let mut names: Vec<_> = self.devices.keys().collect();

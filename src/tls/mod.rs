@@ -78,6 +78,11 @@ impl PhoneTls {
         }
         Ok(PhoneTls { config: Arc::new(config), chain, resumption })
     }
+
+    /// The certificate chain presented: the leaf first, then the intermediates of the `[tls]` file.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
 }
 
 /// aws-lc-rs with the TLS 1.3 suites in the order we prefer: AES-128-GCM-SHA256 first. It is TLS 1.3's
