@@ -57,9 +57,10 @@ async fn the_legacy_port_is_off_unless_configured() {
 }
 
 /// A test PKI: a CA for edge proxies, a proxy certificate it issued, a stranger from the same CA, and a
-/// proxy-named certificate from another CA.
+/// proxy-named certificate from another CA; `ca` issues more.
 struct EdgePki {
     ca_pem: String,
+    ca: rcgen::Issuer<'static, rcgen::KeyPair>,
     proxy: (String, String),
     stranger: (String, String),
     rogue: (String, String),
@@ -69,6 +70,26 @@ fn issue(ca: &rcgen::Issuer<'_, rcgen::KeyPair>, name: &str) -> (String, String)
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
     params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    (params.signed_by(&key, ca).unwrap().pem(), key.serialize_pem())
+}
+
+/// A client certificate whose only name is an IP address SAN (no subject CN).
+fn issue_ip_only(ca: &rcgen::Issuer<'_, rcgen::KeyPair>, ip: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress(ip.parse().unwrap())];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    (params.signed_by(&key, ca).unwrap().pem(), key.serialize_pem())
+}
+
+/// A client certificate whose only name is the subject CN `cn` (no subject alternative name).
+fn issue_cn_only(ca: &rcgen::Issuer<'_, rcgen::KeyPair>, cn: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     (params.signed_by(&key, ca).unwrap().pem(), key.serialize_pem())
 }
@@ -91,6 +112,7 @@ fn edge_pki() -> EdgePki {
         proxy: issue(&ca, "expc1.example.test"),
         stranger: issue(&ca, "laptop.example.test"),
         rogue: issue(&other_ca, "expc1.example.test"),
+        ca,
     }
 }
 
@@ -118,19 +140,74 @@ fn client_with_cert(identity: Option<&(String, String)>) -> rustls::ClientConfig
 }
 
 async fn edge_server(d: &TempDeployment, pki: &EdgePki) -> TestServer {
+    let proxy = EdgeProxy {
+        host: "expc1.example.test".into(),
+        description: "Expressway-C".into(),
+        subject_names: vec!["expc1.example.test".into()],
+    };
+    edge_server_for(d, pki, vec![proxy]).await
+}
+
+/// The example deployment with an edge listener admitting `proxies` whose certificates chain to the PKI's CA
+/// (`edge.client_ca`).
+async fn edge_server_for(d: &TempDeployment, pki: &EdgePki, proxies: Vec<EdgeProxy>) -> TestServer {
     let ca = d.path("tomcat-trust.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     let mut config = d.config();
-    config.edge = Some(EdgeConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        client_ca: ca,
-        proxies: vec![EdgeProxy {
-            host: "expc1.example.test".into(),
-            description: "Expressway-C".into(),
-            subject_names: vec!["expc1.example.test".into()],
-        }],
-    });
+    config.edge = Some(EdgeConfig { listen: "127.0.0.1:0".parse().unwrap(), client_ca: ca, proxies });
     TestServer::with_config(config).await
+}
+
+/// Whether the edge listener admits a proxy with this client certificate: its handshake and a request with
+/// the phone's token succeed.
+async fn admitted(server: &TestServer, identity: &(String, String)) -> bool {
+    let token = server.token("device:SEP001122334455");
+    let client = server.edge_client(client_with_cert(Some(identity)));
+    let outcome = match client.connect().await {
+        Err(e) => Err(e),
+        Ok(mut conn) => {
+            let auth = format!("Bearer {token}");
+            conn.try_send("GET", "/SEP001122334455.cnf.xml", &[("authorization", &auth)]).await
+        }
+    };
+    match outcome {
+        Ok(r) => {
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+fn proxy(host: &str, subject_names: &[&str]) -> EdgeProxy {
+    EdgeProxy {
+        host: host.into(),
+        description: String::new(),
+        subject_names: subject_names.iter().map(|n| (*n).to_owned()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_given_by_ip_address_is_matched_by_an_ip_address_san_only() {
+    let d = TempDeployment::new();
+    let pki = edge_pki();
+    let by_ip = issue_ip_only(&pki.ca, "192.0.2.7");
+    let by_ipv6 = issue_ip_only(&pki.ca, "2001:db8::7");
+    let cn_only = issue_cn_only(&pki.ca, "192.0.2.7");
+
+    let server =
+        edge_server_for(&d, &pki, vec![proxy("192.0.2.7", &[]), proxy("expc6.example.test", &["[2001:db8::7]"])]).await;
+    assert!(admitted(&server, &by_ip).await, "an IP address SAN matches the proxy's host");
+    assert!(admitted(&server, &by_ipv6).await, "an IPv6 subject name in brackets matches the IP address SAN");
+    assert!(!admitted(&server, &cn_only).await, "an IP address in the CN is no IP address SAN");
+    assert!(!admitted(&server, &pki.proxy).await, "a name that is no proxy's");
+
+    let proxies =
+        vec![proxy("192.0.2.8", &[]), proxy("expc6.example.test", &["2001:db8::8"]), proxy("expc1.example.test", &[])];
+    let other = edge_server_for(&d, &pki, proxies).await;
+    assert!(!admitted(&other, &by_ip).await, "another IP address is refused");
+    assert!(!admitted(&other, &by_ipv6).await, "another IPv6 address is refused");
+    assert!(admitted(&other, &pki.proxy).await, "DNS names still match");
 }
 
 #[tokio::test]
@@ -168,6 +245,7 @@ async fn only_configured_proxies_with_trusted_certificates_are_admitted() {
         };
         assert!(outcome.is_err(), "{what}: admitted with {:?}", outcome.map(|r| r.status));
     }
+    assert!(admitted(&server, &pki.proxy).await);
     // The phone port does not ask for client certificates at all.
     assert_eq!(server.client().get("/SEP001122334455.cnf.xml", Some(&token)).await.status, StatusCode::OK);
 }

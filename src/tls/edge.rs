@@ -1,10 +1,12 @@
 //! The edge-proxy listener's TLS: mutual TLS where a client certificate must chain to the configured trust
-//! store (CUCM's Tomcat-trust for Expressway-C) and name one of the configured proxies. A proxy that does
-//! not match is refused during the handshake. Behind it, the phone's bearer token is still required.
+//! store (CUCM's Tomcat-trust for Expressway-C) and name one of the configured proxies: by DNS name (subject
+//! CN or DNS SAN) or, for a proxy given by IP address, by IP address SAN. A proxy that does not match is refused during the
+//! handshake. Behind it, the phone's bearer token is still required.
 //!
 //! This listener has its own `ServerConfig`, hence its own session cache: a session resumed here was
 //! always established here, never on the phone port.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -13,7 +15,7 @@ use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
-use crate::config::{EdgeConfig, EdgeProxy, TlsConfig};
+use crate::config::{EdgeConfig, EdgeProxy, ProxyName, TlsConfig};
 use crate::tls::{TlsError, load_certificates, load_private_key};
 
 pub fn server_config(tls: &TlsConfig, edge: &EdgeConfig) -> Result<ServerConfig, TlsError> {
@@ -37,15 +39,42 @@ pub fn server_config(tls: &TlsConfig, edge: &EdgeConfig) -> Result<ServerConfig,
     Ok(config)
 }
 
-/// The subject common names and DNS subject alternative names of a certificate.
-pub fn certificate_names(der: &[u8]) -> Vec<String> {
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
-    let mut names: Vec<String> =
-        cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok().map(str::to_owned)).collect();
+/// The names a client certificate carries: subject common names and DNS subject alternative names (`dns`),
+/// and IP address subject alternative names (`ips`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CertificateNames {
+    pub dns: Vec<String>,
+    pub ips: Vec<IpAddr>,
+}
+
+impl CertificateNames {
+    /// Whether the certificate carries `want` where a name of its kind must be: an IP address only as an IP
+    /// address SAN (never as a CN: RFC 6125), a host name as the CN or a DNS SAN, in any letter case.
+    pub fn carries(&self, want: ProxyName<'_>) -> bool {
+        match want {
+            ProxyName::Ip(ip) => self.ips.iter().any(|have| have.to_canonical() == ip.to_canonical()),
+            ProxyName::Dns(name) => self.dns.iter().any(|have| have.eq_ignore_ascii_case(name)),
+        }
+    }
+}
+
+/// The names of a certificate (nothing for one that does not parse).
+pub fn certificate_names(der: &[u8]) -> CertificateNames {
+    let mut names = CertificateNames::default();
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return names };
+    names.dns = cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok().map(str::to_owned)).collect();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for name in &san.value.general_names {
-            if let x509_parser::extensions::GeneralName::DNSName(d) = name {
-                names.push((*d).to_owned());
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => names.dns.push((*d).to_owned()),
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*bytes) {
+                        names.ips.push(IpAddr::from(v4));
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*bytes) {
+                        names.ips.push(IpAddr::from(v6));
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -55,7 +84,7 @@ pub fn certificate_names(der: &[u8]) -> Vec<String> {
 /// The configured proxy a client certificate belongs to.
 pub fn matching_proxy<'a>(proxies: &'a [EdgeProxy], der: &[u8]) -> Option<&'a EdgeProxy> {
     let names = certificate_names(der);
-    proxies.iter().find(|p| p.names().any(|want| names.iter().any(|have| have.eq_ignore_ascii_case(want))))
+    proxies.iter().find(|p| p.match_names().any(|want| names.carries(want)))
 }
 
 #[derive(Debug)]
@@ -79,7 +108,12 @@ impl ClientCertVerifier for ProxyVerifier {
         match matching_proxy(&self.proxies, end_entity) {
             Some(_) => Ok(ClientCertVerified::assertion()),
             None => {
-                tracing::warn!(names = ?certificate_names(end_entity), "edge proxy refused: certificate matches no configured proxy");
+                let names = certificate_names(end_entity);
+                tracing::warn!(
+                    names = ?names.dns,
+                    ip_addresses = ?names.ips,
+                    "edge proxy refused: certificate matches no configured proxy"
+                );
                 Err(Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure))
             }
         }
