@@ -389,6 +389,9 @@ pub struct TrustConfig {
     /// Folder of the Phone-Edge-Trust certificates (at most 16), published to phones: the CA that issued the
     /// server certificate, or the server certificate itself when it is self-signed.
     pub phone_edge_trust: Option<PathBuf>,
+    /// Folder of the Tomcat-trust certificates: what the edge listener checks Expressway-C client
+    /// certificates against (with `edge.client_ca`, if set).
+    pub tomcat_trust: Option<PathBuf>,
 }
 
 /// The optional plain-HTTP listener (CUCM's 6970).
@@ -403,8 +406,10 @@ pub struct LegacyConfig {
 #[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     pub listen: SocketAddr,
-    /// PEM CA certificates a proxy's client certificate must chain to (CUCM's Tomcat-trust for Expressway-C).
-    pub client_ca: PathBuf,
+    /// A PEM file of CA certificates a proxy's client certificate may chain to, besides the Tomcat-trust store
+    /// (`[trust] tomcat_trust`); at least one of the two is required.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
     /// The admitted proxies; a client certificate must match one of them.
     #[serde(default)]
     pub proxies: Vec<EdgeProxy>,
@@ -664,6 +669,14 @@ impl Config {
                     ));
                 }
             }
+            if edge.client_ca.is_none() && raw.trust.tomcat_trust.is_none() {
+                return Err(invalid(
+                    "edge.client_ca",
+                    "the edge listener needs the CAs of the Expressway-C certificates: set [trust] tomcat_trust \
+                     (a folder managed with `sipcfg cert add --purpose tomcat-trust`) or edge.client_ca (a PEM file)"
+                        .into(),
+                ));
+            }
             if listeners_clash(edge.listen, server.listen) {
                 return Err(invalid("edge.listen", format!("takes the port of server.listen ({})", server.listen)));
             }
@@ -704,9 +717,12 @@ impl Config {
             },
             cache: raw.cache,
             files: FilesConfig { root: raw.files.root.map(at), ..raw.files },
-            trust: TrustConfig { phone_edge_trust: raw.trust.phone_edge_trust.map(at) },
+            trust: TrustConfig {
+                phone_edge_trust: raw.trust.phone_edge_trust.map(at),
+                tomcat_trust: raw.trust.tomcat_trust.map(at),
+            },
             legacy: raw.legacy,
-            edge: raw.edge.map(|e| EdgeConfig { client_ca: at(e.client_ca), ..e }),
+            edge: raw.edge.map(|e| EdgeConfig { client_ca: e.client_ca.map(at), ..e }),
             state: raw.state.map(|s| StateConfig { database: at(s.database), ..s }),
             log: LogConfig { audit_file: raw.log.audit_file.map(at), ..raw.log },
             admin: raw.admin,

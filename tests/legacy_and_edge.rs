@@ -94,6 +94,17 @@ fn issue_cn_only(ca: &rcgen::Issuer<'_, rcgen::KeyPair>, cn: &str) -> (String, S
     (params.signed_by(&key, ca).unwrap().pem(), key.serialize_pem())
 }
 
+/// An Expressway-C's self-signed client certificate for `name`.
+fn self_signed(name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.extended_key_usages =
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    (params.self_signed(&key).unwrap().pem(), key.serialize_pem())
+}
+
 fn new_ca(name: &str) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -154,7 +165,7 @@ async fn edge_server_for(d: &TempDeployment, pki: &EdgePki, proxies: Vec<EdgePro
     let ca = d.path("tomcat-trust.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     let mut config = d.config();
-    config.edge = Some(EdgeConfig { listen: "127.0.0.1:0".parse().unwrap(), client_ca: ca, proxies });
+    config.edge = Some(EdgeConfig { listen: "127.0.0.1:0".parse().unwrap(), client_ca: Some(ca), proxies });
     TestServer::with_config(config).await
 }
 
@@ -176,6 +187,15 @@ async fn admitted(server: &TestServer, identity: &(String, String)) -> bool {
             true
         }
         Err(_) => false,
+    }
+}
+
+/// Waits (up to 10 s) for the running server's file watch to make `admitted` what `want` says.
+async fn eventually_admitted(server: &TestServer, identity: &(String, String), want: bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while admitted(server, identity).await != want {
+        assert!(std::time::Instant::now() < deadline, "still {}admitted after 10 s", if want { "not " } else { "" });
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
 
@@ -367,4 +387,82 @@ async fn through_an_edge_proxy_only_devices_allowed_mra_activation_redeem_their_
     // Single use, wherever it is presented next.
     let r = server.client().post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+}
+
+fn sipcfg(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sipcfg")).args(args).arg("--config").arg(config).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn tomcat_trust_with_client_ca_admits_proxies_and_cert_changes_reach_the_running_server() {
+    let d = TempDeployment::new();
+    let config = d.path("example/sipcfg.toml");
+    // edge.client_ca trusts one CA, the Tomcat-trust store (managed with `sipcfg cert`) another.
+    let (client_ca_pem, client_ca) = new_ca("Client-CA file CA");
+    std::fs::write(d.path("client-ca.pem"), &client_ca_pem).unwrap();
+    d.edit(
+        "example/sipcfg.toml",
+        "phone_edge_trust = \"phone-edge-trust\"",
+        "phone_edge_trust = \"phone-edge-trust\"\ntomcat_trust = \"tomcat-trust\"",
+    );
+    d.append(
+        "example/sipcfg.toml",
+        "\n[edge]\nlisten = \"127.0.0.1:0\"\nclient_ca = \"../client-ca.pem\"\n\
+         [[edge.proxies]]\nhost = \"expc1.example.test\"\ndescription = \"Expressway-C, site 1\"\n\
+         [[edge.proxies]]\nhost = \"expc2.example.test\"\n\
+         [[edge.proxies]]\nhost = \"192.0.2.7\"\ndescription = \"by address\"\n",
+    );
+    let pki = edge_pki();
+    std::fs::write(d.path("tomcat-ca.pem"), &pki.ca_pem).unwrap();
+    let out = sipcfg(&config, &["cert", "add", "--purpose", "tomcat-trust", d.path("tomcat-ca.pem").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("added: "), "{}", text(&out.stdout));
+    let out = sipcfg(&config, &["cert", "list", "--purpose", "tomcat-trust"]);
+    assert!(text(&out.stdout).contains("CN=Test Tomcat-trust CA") && text(&out.stdout).contains("1 of 256"));
+    let out = sipcfg(&config, &["check"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let mut server = TestServer::with_config(d.config()).await;
+    server.watch_files();
+    let from_client_ca = issue(&client_ca, "expc1.example.test");
+    assert!(admitted(&server, &from_client_ca).await, "a proxy whose CA is in edge.client_ca");
+    assert!(admitted(&server, &pki.proxy).await, "a proxy whose CA is in Tomcat-trust");
+    assert!(!admitted(&server, &pki.rogue).await, "a proxy whose CA is in neither");
+
+    // A self-signed Expressway-C certificate, added to Tomcat-trust: the running server admits it.
+    let own = self_signed("expc2.example.test");
+    assert!(!admitted(&server, &own).await);
+    std::fs::write(d.path("expc2.pem"), &own.0).unwrap();
+    let out = sipcfg(&config, &["cert", "add", "--purpose", "tomcat-trust", d.path("expc2.pem").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("(self-signed, not a CA)"), "{}", text(&out.stdout));
+    eventually_admitted(&server, &own, true).await;
+
+    // The Tomcat-trust CA removed: its proxies are refused; edge.client_ca's are not.
+    let sha = text(&out.stdout).split_whitespace().nth(1).unwrap().to_owned();
+    let listed = text(&sipcfg(&config, &["cert", "list", "--purpose", "tomcat-trust"]).stdout);
+    let ca_sha =
+        listed.lines().find(|l| l.contains("Test Tomcat-trust CA")).unwrap().split_whitespace().next().unwrap();
+    assert_ne!(ca_sha, sha);
+    let out = sipcfg(&config, &["cert", "remove", "--purpose", "tomcat-trust", &ca_sha[..12]]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually_admitted(&server, &pki.proxy, false).await;
+    assert!(admitted(&server, &from_client_ca).await);
+    assert!(admitted(&server, &own).await);
+}
+
+#[test]
+fn the_edge_listener_needs_tomcat_trust_or_a_client_ca() {
+    let path = repo().join("example/sipcfg.toml");
+    let text = example_with_listeners("[::]:6970", "[::]:6972").replace("client_ca = \"tomcat-trust.pem\"", "");
+    let err = sipcfg::config::Config::parse(&path, &text).expect_err("no CA for proxies").to_string();
+    assert!(err.contains("edge.client_ca") && err.contains("[trust] tomcat_trust"), "{err}");
+    let with_store = text.replace("[trust]", "[trust]\ntomcat_trust = \"tomcat-trust\"");
+    let config = sipcfg::config::Config::parse(&path, &with_store).expect("Tomcat-trust alone is enough");
+    assert_eq!(config.trust.tomcat_trust, Some(repo().join("example/tomcat-trust")));
+    assert_eq!(config.edge.and_then(|e| e.client_ca), None);
 }

@@ -1,9 +1,9 @@
-//! `sipcfg check`: everything a start would load (keys, certificates, inventory, templates, trust store),
+//! `sipcfg check`: everything a start would load (keys, certificates, inventory, templates, trust stores),
 //! every device rendered, whether Phone-Edge-Trust holds the issuer of the server certificate, and the
 //! certificates' validity; every problem reported, not only the first.
 
 use crate::app::certificates::Certificates;
-use crate::app::check_server_trusted;
+use crate::app::{check_server_trusted, edge_tls};
 use crate::auth::signer::Signer;
 use crate::auth::token::Verifier;
 use crate::config::Config;
@@ -45,12 +45,22 @@ pub fn check(config: &Config) -> Report {
     if let Err(e) = tls::server_config(&config.tls) {
         errors.push(e.to_string());
     }
-    if let Some(edge) = &config.edge
-        && let Err(e) = tls::edge::server_config(&config.tls, edge)
-    {
-        errors.push(e.to_string());
-    }
     let now = unix_now() as Time;
+    let tomcat_trust = match edge_tls(config, now) {
+        Ok((_, certs)) => certs,
+        Err(e) => {
+            errors.push(e.to_string());
+            Vec::new()
+        }
+    };
+    if config.edge.is_none()
+        && let Some(dir) = &config.trust.tomcat_trust
+    {
+        report.warnings.push(format!(
+            "{}: trust.tomcat_trust is set, but without an [edge] section no listener uses it",
+            dir.display()
+        ));
+    }
     let loaded = match deployment::load(&Sources::from_config(config)) {
         Ok(loaded) => loaded,
         Err(load_errors) => {
@@ -80,7 +90,7 @@ pub fn check(config: &Config) -> Report {
         errors.push(format!("Phone-Edge-Trust certificate {} ({}) has expired", c.sha256, c.subject));
     }
     // The server chain and the edge client CA: expired is an error, expiring soon a warning.
-    let certificates = Certificates::of(config, &[]);
+    let certificates = Certificates::of(config, &[], &tomcat_trust);
     for (expired, line) in certificates.warnings(now, config.admin.cert_warn_days) {
         if expired {
             errors.push(format!("certificate expired: {line}"));

@@ -29,7 +29,7 @@ use crate::auth::store::sqlite::SqliteStore;
 use crate::auth::token::Verifier;
 use crate::config::{AdminConfig, Config};
 use crate::provision::deployment::{self, LoadError, Loaded, Sources};
-use crate::provision::trust::{self, ServerChain, ServerNotTrusted};
+use crate::provision::trust::{self, Purpose, ServerChain, ServerNotTrusted, TrustCert, TrustError, TrustStore};
 use crate::provision::{PrerenderOutcome, Provisioner};
 use crate::tls::{PhoneTls, TlsError, edge};
 use crate::util::time::{Time, unix_now};
@@ -42,8 +42,34 @@ pub enum StartupError {
     Key(#[from] crate::auth::keys::KeyError),
     #[error("{0}")]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Edge(#[from] EdgeError),
     #[error("token service: {0}")]
     State(String),
+}
+
+/// Why the edge listener's TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("Tomcat-trust: {0}")]
+    Trust(#[from] TrustError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+}
+
+/// The edge listener's TLS configuration when `[edge]` is configured, with the Tomcat-trust certificates it
+/// trusts (besides `edge.client_ca`). The store is read only for an edge listener.
+pub fn edge_tls(config: &Config, now: Time) -> Result<(Option<rustls::ServerConfig>, Vec<TrustCert>), EdgeError> {
+    let Some(edge) = &config.edge else { return Ok((None, Vec::new())) };
+    let certs = match &config.trust.tomcat_trust {
+        Some(dir) => TrustStore::new(Purpose::TomcatTrust, dir.clone()).load(now)?,
+        None => Vec::new(),
+    };
+    let ders: Vec<rustls_pki_types::CertificateDer<'static>> =
+        certs.iter().map(|c| rustls_pki_types::CertificateDer::from(c.der.clone())).collect();
+    let store = config.trust.tomcat_trust.as_deref().map(|dir| edge::TomcatTrust { dir, certs: &ders });
+    let server = edge::server_config(&config.tls, edge, store)?;
+    Ok((Some(server), certs))
 }
 
 /// Phone-Edge-Trust must hold the issuer of the server certificate (`chain`, the `[tls]` file) while OAuth
@@ -112,8 +138,9 @@ pub struct App {
     node: NodeReport,
 }
 
-/// Everything a reload reads, loaded and checked, not yet in force.
-type Candidate = (Config, Verifier, PhoneTls, Option<rustls::ServerConfig>, Loaded);
+/// Everything a reload reads, loaded and checked, not yet in force: the configuration, the token verifier, the
+/// phone port's TLS, the edge listener's TLS and its Tomcat-trust certificates, the deployment.
+type Candidate = (Config, Verifier, PhoneTls, Option<rustls::ServerConfig>, Vec<TrustCert>, Loaded);
 
 /// What [`App::reload`] put in force.
 #[derive(Debug, Clone)]
@@ -150,12 +177,9 @@ impl App {
             Some(s) => FailureLimiter::new(s.max_failed_grants, s.failed_grant_window_secs),
             None => FailureLimiter::new(10, 60),
         };
-        let edge_tls = match &config.edge {
-            Some(e) => Some(Arc::new(edge::server_config(&config.tls, e)?)),
-            None => None,
-        };
+        let (edge_tls, tomcat_trust) = edge_tls(&config, now)?;
         let status = Status::default();
-        status.certificates.store(Arc::new(Certificates::of(&config, &loaded.phone_edge_trust)));
+        status.certificates.store(Arc::new(Certificates::of(&config, &loaded.phone_edge_trust, &tomcat_trust)));
         status.admin.store(Arc::new(config.admin.clone()));
         let provisioner = Arc::new(Provisioner::new(loaded, config.cache.max_bytes));
         if config.cache.prerender
@@ -167,7 +191,7 @@ impl App {
             provisioner,
             verifier: ArcSwap::from_pointee(verifier),
             tls: ArcSwap::from_pointee(tls),
-            edge_tls: ArcSwapOption::new(edge_tls),
+            edge_tls: ArcSwapOption::new(edge_tls.map(Arc::new)),
             status: Arc::new(status),
             loaded_fingerprint: AtomicU64::new(fingerprint),
             token_service,
@@ -246,7 +270,7 @@ impl App {
         let result = self.load_all();
         // Even a refused set was seen: it is not retried until the files change again.
         self.loaded_fingerprint.store(fingerprint, Ordering::SeqCst);
-        let (config, verifier, tls, edge_tls, loaded) = result?;
+        let (config, verifier, tls, edge_tls, tomcat_trust, loaded) = result?;
         let changed = self.live().restart_only_changes(&config);
         if !changed.is_empty() {
             tracing::warn!(
@@ -255,7 +279,7 @@ impl App {
                  restart"
             );
         }
-        let certificates = Certificates::of(&config, &loaded.phone_edge_trust);
+        let certificates = Certificates::of(&config, &loaded.phone_edge_trust, &tomcat_trust);
         let devices = loaded.inventory.devices.len();
         self.tls.store(Arc::new(tls));
         self.edge_tls.store(edge_tls.map(Arc::new));
@@ -273,17 +297,14 @@ impl App {
         config.apply_overrides(self.config.overrides);
         let now = unix_now() as Time;
         let tls = PhoneTls::new(&config.tls, Some(&self.tls.load())).map_err(|e| one(e.to_string()))?;
-        let edge_tls = match &config.edge {
-            Some(e) => Some(edge::server_config(&config.tls, e).map_err(|e| one(e.to_string()))?),
-            None => None,
-        };
+        let (edge_tls, tomcat_trust) = edge_tls(&config, now).map_err(|e| one(e.to_string()))?;
         let loaded = deployment::load(&Sources::from_config(&config))?;
         check_server_trusted(&config, tls.chain(), &loaded, now).map_err(|e| vec![LoadError::Untrusted(e)])?;
         let verifier = match &self.token_service {
             Some(service) => service.set_auth(&config.auth, now).map_err(|e| one(e.to_string()))?,
             None => Verifier::from_config(&config.auth).map_err(|e| one(e.to_string()))?,
         };
-        Ok((config, verifier, tls, edge_tls, loaded))
+        Ok((config, verifier, tls, edge_tls, tomcat_trust, loaded))
     }
 
     /// Tells the token store that this node is running and has applied its changes up to what the view in

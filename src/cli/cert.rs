@@ -1,4 +1,4 @@
-//! `sipcfg cert`: the certificate stores.
+//! `sipcfg cert`: the certificate stores (Phone-Edge-Trust, Tomcat-trust).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,23 +17,27 @@ pub enum Purpose {
     /// What phones validate the server with on 6971, published to them (at most 16): the CA that issued the
     /// server certificate, or the server certificate itself when it is self-signed ([trust] phone_edge_trust).
     PhoneEdgeTrust,
+    /// What the edge listener validates Expressway-C client certificates with: the CA that issued them, or
+    /// an Expressway-C's self-signed certificate ([trust] tomcat_trust).
+    TomcatTrust,
 }
 
 impl Purpose {
     fn store(self) -> trust::Purpose {
         match self {
             Purpose::PhoneEdgeTrust => trust::Purpose::PhoneEdgeTrust,
+            Purpose::TomcatTrust => trust::Purpose::TomcatTrust,
         }
     }
 }
 
 #[derive(Subcommand, Debug)]
 pub enum CertAction {
-    /// Add the certificates of a PEM file: a CA, the server's own [tls] certificate when it is self-signed, or
-    /// a chain, whose CAs are added one file each (its other certificates are skipped, and said why). Every
-    /// certificate added must be valid now.
+    /// Add the certificates of a PEM file: a CA, a self-signed certificate (phone-edge-trust: only the
+    /// server's own [tls] certificate), or a chain, whose CAs are added one file each (its other certificates
+    /// are skipped, and said why). Every certificate added must be valid now.
     Add {
-        /// The store: phone-edge-trust.
+        /// The store: phone-edge-trust or tomcat-trust.
         #[arg(long, value_enum)]
         purpose: Purpose,
         /// The PEM file: one certificate, or a chain.
@@ -41,13 +45,13 @@ pub enum CertAction {
     },
     /// List the certificates of a store.
     List {
-        /// The store: phone-edge-trust.
+        /// The store: phone-edge-trust or tomcat-trust.
         #[arg(long, value_enum, default_value = "phone-edge-trust")]
         purpose: Purpose,
     },
     /// Remove a certificate by its SHA-256 (or a unique prefix of 8+ hex digits).
     Remove {
-        /// The store: phone-edge-trust.
+        /// The store: phone-edge-trust or tomcat-trust.
         #[arg(long, value_enum, default_value = "phone-edge-trust")]
         purpose: Purpose,
         /// The certificate's SHA-256 as `cert list` shows it (or a unique prefix of 8+ hex digits), or its
@@ -60,7 +64,10 @@ pub(crate) fn cert(arg: &ConfigArg, action: CertAction) -> Result<ExitCode, Stri
     let config = load_config(arg)?;
     let store = |purpose: Purpose| {
         let purpose = purpose.store();
-        let dir = config.trust.phone_edge_trust.clone();
+        let dir = match purpose {
+            trust::Purpose::PhoneEdgeTrust => config.trust.phone_edge_trust.clone(),
+            trust::Purpose::TomcatTrust => config.trust.tomcat_trust.clone(),
+        };
         dir.map(|dir| TrustStore::new(purpose, dir)).ok_or_else(|| {
             format!(
                 "{}: no {} folder is configured: set it under [trust] (e.g. {} = \"{}\")",

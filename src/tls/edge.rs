@@ -1,12 +1,14 @@
-//! The edge-proxy listener's TLS: mutual TLS where a client certificate must chain to the configured trust
-//! store (CUCM's Tomcat-trust for Expressway-C) and name one of the configured proxies: by DNS name (subject
-//! CN or DNS SAN) or, for a proxy given by IP address, by IP address SAN. A proxy that does not match is refused during the
+//! The edge-proxy listener's TLS: mutual TLS where a client certificate must chain to a CA of CUCM's
+//! Tomcat-trust (the store `[trust] tomcat_trust`, and the PEM file `edge.client_ca` if set) or be one of its
+//! self-signed certificates, and name one of the configured proxies: by DNS name (subject CN or DNS SAN) or,
+//! for a proxy given by IP address, by IP address SAN. A proxy that does not match is refused during the
 //! handshake. Behind it, the phone's bearer token is still required.
 //!
 //! This listener has its own `ServerConfig`, hence its own session cache: a session resumed here was
 //! always established here, never on the phone port.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -18,18 +20,53 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use crate::config::{EdgeConfig, EdgeProxy, ProxyName, TlsConfig};
 use crate::tls::{TlsError, load_certificates, load_private_key};
 
-pub fn server_config(tls: &TlsConfig, edge: &EdgeConfig) -> Result<ServerConfig, TlsError> {
+/// The Tomcat-trust store's certificates, loaded by the caller, and its folder (named in errors).
+#[derive(Debug, Clone, Copy)]
+pub struct TomcatTrust<'a> {
+    pub dir: &'a Path,
+    pub certs: &'a [CertificateDer<'static>],
+}
+
+/// The edge listener's configuration: client certificates are checked against `edge.client_ca` and
+/// `tomcat_trust` together (a certificate that chains to either is trusted).
+pub fn server_config(
+    tls: &TlsConfig,
+    edge: &EdgeConfig,
+    tomcat_trust: Option<TomcatTrust<'_>>,
+) -> Result<ServerConfig, TlsError> {
     let provider = crate::tls::provider();
     let mut roots = RootCertStore::empty();
-    for cert in load_certificates(&edge.client_ca)? {
-        roots.add(cert).map_err(|e| TlsError::File {
-            path: edge.client_ca.clone(),
-            message: format!("not a usable CA certificate: {e}"),
-        })?;
+    if let Some(client_ca) = &edge.client_ca {
+        for cert in load_certificates(client_ca)? {
+            roots.add(cert).map_err(|e| TlsError::File {
+                path: client_ca.clone(),
+                message: format!("not a usable CA certificate: {e}"),
+            })?;
+        }
+    }
+    if let Some(store) = tomcat_trust {
+        for cert in store.certs {
+            roots.add(cert.clone()).map_err(|e| TlsError::File {
+                path: store.dir.to_owned(),
+                message: format!("a certificate is not usable as a trust anchor: {e}"),
+            })?;
+        }
+    }
+    if roots.is_empty() {
+        let message = match tomcat_trust {
+            Some(store) => format!(
+                "{}: the Tomcat-trust store is empty and edge.client_ca is not set, so no Expressway-C can be \
+                 admitted: add the CA of its certificate (or the certificate, if self-signed) with `sipcfg cert add \
+                 --purpose tomcat-trust FILE`",
+                store.dir.display()
+            ),
+            None => "edge: no CA for Expressway-C certificates: set [trust] tomcat_trust or edge.client_ca".into(),
+        };
+        return Err(TlsError::Edge(message));
     }
     let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
-        .map_err(|e| TlsError::File { path: edge.client_ca.clone(), message: e.to_string() })?;
+        .map_err(|e| TlsError::Edge(format!("edge client certificate verifier: {e}")))?;
     let verifier = Arc::new(ProxyVerifier { inner, proxies: edge.proxies.clone() });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?

@@ -18,6 +18,8 @@ pub enum TlsError {
     File { path: PathBuf, message: String },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("{0}")]
+    Edge(String),
 }
 
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
