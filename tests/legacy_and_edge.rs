@@ -453,6 +453,22 @@ async fn tomcat_trust_with_client_ca_admits_proxies_and_cert_changes_reach_the_r
     eventually_admitted(&server, &pki.proxy, false).await;
     assert!(admitted(&server, &from_client_ca).await);
     assert!(admitted(&server, &own).await);
+
+    // `sipcfg edge list`: every proxy, its names, where they must be in the certificate, what it chains to.
+    let out = sipcfg(&config, &["edge", "list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listing = text(&out.stdout);
+    for line in [
+        "proxy expc1.example.test (Expressway-C, site 1)\n  subject name expc1.example.test (the host): matched by DNS name SAN or subject CN\n",
+        "proxy expc2.example.test\n",
+        "proxy 192.0.2.7 (by address)\n  subject name 192.0.2.7 (the host): matched by IP address SAN\n",
+        "3 proxies on the edge listener 127.0.0.1:0",
+    ] {
+        assert!(listing.contains(line), "missing {line:?} in:\n{listing}");
+    }
+    let tomcat = d.path("example/tomcat-trust").display().to_string();
+    assert!(listing.contains(&format!("the Tomcat-trust store {tomcat} (1 certificate)")), "{listing}");
+    assert!(listing.contains("or edge.client_ca "), "{listing}");
 }
 
 #[test]

@@ -187,6 +187,9 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
                 "sipcfg cert add --purpose tomcat-trust expressway-ca.pem",
             ),
         ],
+        "sipcfg-edge" | "sipcfg-edge-list" => {
+            &[("The Expressway-C proxies and the names their certificates must carry:", "sipcfg edge list")]
+        }
         "sipcfg-manpage" => &[("The pages of this version:", "sipcfg manpage --out /usr/local/share/man/man1")],
         "sipcfg-completions" => &[(
             "Bash completion for the current user:",
