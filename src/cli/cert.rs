@@ -33,9 +33,12 @@ impl Purpose {
 
 #[derive(Subcommand, Debug)]
 pub enum CertAction {
-    /// Add the certificates of a PEM file: a CA, a self-signed certificate (phone-edge-trust: only the
-    /// server's own [tls] certificate), or a chain, whose CAs are added one file each (its other certificates
-    /// are skipped, and said why). Every certificate added must be valid now.
+    /// Add the certificates of a PEM file: a CA, a self-signed certificate, or a chain.
+    ///
+    /// A CA goes in as it is. A self-signed certificate that is not a CA goes into phone-edge-trust only when
+    /// it is the server's own ([tls] certificate), into tomcat-trust as an Expressway-C's own. Of a chain,
+    /// each CA goes into a file of its own and the other certificates are skipped, each with the reason.
+    /// Every certificate added must be valid now; nothing is written if the store would hold too many.
     Add {
         /// The store: phone-edge-trust or tomcat-trust.
         #[arg(long, value_enum)]
