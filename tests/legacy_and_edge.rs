@@ -474,10 +474,10 @@ async fn tomcat_trust_with_client_ca_admits_proxies_and_cert_changes_reach_the_r
 #[test]
 fn the_edge_listener_needs_tomcat_trust_or_a_client_ca() {
     let path = repo().join("example/sipcfg.toml");
-    let text = example_with_listeners("[::]:6970", "[::]:6972").replace("client_ca = \"tomcat-trust.pem\"", "");
+    let text = example_with_listeners("[::]:6970", "[::]:6972").replace("client_ca = \"expressway-ca.pem\"", "");
     let err = sipcfg::config::Config::parse(&path, &text).expect_err("no CA for proxies").to_string();
     assert!(err.contains("edge.client_ca") && err.contains("[trust] tomcat_trust"), "{err}");
-    let with_store = text.replace("[trust]", "[trust]\ntomcat_trust = \"tomcat-trust\"");
+    let with_store = text.replacen("[trust]", "[trust]\ntomcat_trust = \"tomcat-trust\"", 1);
     let config = sipcfg::config::Config::parse(&path, &with_store).expect("Tomcat-trust alone is enough");
     assert_eq!(config.trust.tomcat_trust, Some(repo().join("example/tomcat-trust")));
     assert_eq!(config.edge.and_then(|e| e.client_ca), None);
