@@ -717,8 +717,7 @@ pub fn check_phone_edge_trust(
     inventory: &Inventory,
     now: i64,
 ) -> Result<(), Box<ServerNotTrusted>> {
-    let oauth_devices = inventory.oauth_devices();
-    if oauth_devices.is_empty() {
+    if !inventory.has_oauth_devices() {
         return Ok(());
     }
     let mut reason = match server_chain_anchor(server.certs, store, now) {
@@ -741,7 +740,7 @@ pub fn check_phone_edge_trust(
         store: store_dir.map(Path::to_owned),
         holds: store.iter().map(|c| c.subject.clone()).collect(),
         reason,
-        oauth_devices: oauth_devices.into_iter().map(|d| d.to_string()).collect(),
+        oauth_devices: inventory.oauth_devices().into_iter().map(|d| d.to_string()).collect(),
     }))
 }
 
