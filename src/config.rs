@@ -1,7 +1,7 @@
 //! The server's configuration file (TOML): where the inventory, templates, keys and certificates are, and
 //! every limit. Relative paths are resolved against the directory of the configuration file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -404,8 +404,12 @@ impl Default for FilesConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustConfig {
-    /// Folder of the Phone-Edge-Trust CA certificates (at most 16), published to phones.
+    /// Folder of the Phone-Edge-Trust certificates (at most 16), published to phones: the CA that issued the
+    /// server certificate, or the server certificate itself when it is self-signed.
     pub phone_edge_trust: Option<PathBuf>,
+    /// Folder of the Tomcat-trust certificates: what the edge listener checks Expressway-C client
+    /// certificates against (with `edge.client_ca`, if set).
+    pub tomcat_trust: Option<PathBuf>,
 }
 
 /// The optional plain-HTTP listener (CUCM's 6970).
@@ -420,8 +424,10 @@ pub struct LegacyConfig {
 #[serde(deny_unknown_fields)]
 pub struct EdgeConfig {
     pub listen: SocketAddr,
-    /// PEM CA certificates a proxy's client certificate must chain to (CUCM's Tomcat-trust for Expressway-C).
-    pub client_ca: PathBuf,
+    /// A PEM file of CA certificates a proxy's client certificate may chain to, besides the Tomcat-trust store
+    /// (`[trust] tomcat_trust`); at least one of the two is required.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
     /// The admitted proxies; a client certificate must match one of them.
     #[serde(default)]
     pub proxies: Vec<EdgeProxy>,
@@ -434,16 +440,49 @@ pub struct EdgeProxy {
     pub host: String,
     #[serde(default)]
     pub description: String,
-    /// Names (subject CN or DNS subject alternative names) the proxy's certificate may carry; empty means
-    /// the host name.
+    /// Names the proxy's certificate may carry (a subject CN or DNS subject alternative name; an IP address
+    /// SAN for an IP address); empty means the host.
     #[serde(default)]
     pub subject_names: Vec<String>,
 }
 
+/// A name a proxy's client certificate must carry, and where in the certificate it is looked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyName<'a> {
+    /// An IP address (IPv6 with or without brackets): only an IP address subject alternative name matches.
+    Ip(IpAddr),
+    /// A host name: the subject CN or a DNS subject alternative name, in any letter case.
+    Dns(&'a str),
+}
+
+impl<'a> ProxyName<'a> {
+    pub fn parse(name: &'a str) -> ProxyName<'a> {
+        let bare = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => ProxyName::Ip(ip),
+            Err(_) => ProxyName::Dns(name),
+        }
+    }
+
+    /// Where the name is looked for, for people.
+    pub fn matched_by(self) -> &'static str {
+        match self {
+            ProxyName::Ip(_) => "IP address SAN",
+            ProxyName::Dns(_) => "DNS name SAN or subject CN",
+        }
+    }
+}
+
 impl EdgeProxy {
+    /// The names a client certificate must carry one of: `subject_names`, or else `host`.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         let own = self.subject_names.is_empty().then_some(self.host.as_str());
         self.subject_names.iter().map(String::as_str).chain(own)
+    }
+
+    /// [`Self::names`], each with where a certificate must carry it.
+    pub fn match_names(&self) -> impl Iterator<Item = ProxyName<'_>> {
+        self.names().map(ProxyName::parse)
     }
 }
 
@@ -649,6 +688,22 @@ impl Config {
             if edge.proxies.is_empty() {
                 return Err(invalid("edge.proxies", "the edge listener needs at least one proxy entry".into()));
             }
+            for proxy in &edge.proxies {
+                if proxy.host.trim().is_empty() || proxy.subject_names.iter().any(|n| n.trim().is_empty()) {
+                    return Err(invalid(
+                        "edge.proxies",
+                        format!("proxy {:?}: host and every subject name must not be empty", proxy.host),
+                    ));
+                }
+            }
+            if edge.client_ca.is_none() && raw.trust.tomcat_trust.is_none() {
+                return Err(invalid(
+                    "edge.client_ca",
+                    "the edge listener needs the CAs of the Expressway-C certificates: set [trust] tomcat_trust \
+                     (a folder managed with `sipcfg cert add --purpose tomcat-trust`) or edge.client_ca (a PEM file)"
+                        .into(),
+                ));
+            }
             if listeners_clash(edge.listen, server.listen) {
                 return Err(invalid("edge.listen", format!("takes the port of server.listen ({})", server.listen)));
             }
@@ -689,9 +744,12 @@ impl Config {
             },
             cache: raw.cache,
             files: FilesConfig { root: raw.files.root.map(at), ..raw.files },
-            trust: TrustConfig { phone_edge_trust: raw.trust.phone_edge_trust.map(at) },
+            trust: TrustConfig {
+                phone_edge_trust: raw.trust.phone_edge_trust.map(at),
+                tomcat_trust: raw.trust.tomcat_trust.map(at),
+            },
             legacy: raw.legacy,
-            edge: raw.edge.map(|e| EdgeConfig { client_ca: at(e.client_ca), ..e }),
+            edge: raw.edge.map(|e| EdgeConfig { client_ca: e.client_ca.map(at), ..e }),
             state: raw.state.map(|s| StateConfig { database: at(s.database), ..s }),
             log: LogConfig { audit_file: raw.log.audit_file.map(at), ..raw.log },
             admin: raw.admin,

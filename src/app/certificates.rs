@@ -1,6 +1,7 @@
 //! The certificates in force, read when a deployment loads (at start and at each reload): the server's
-//! chain, the edge proxies' client CA and the Phone-Edge-Trust CAs, with their validity. Readiness, the
-//! expiry metrics and the expiry warnings read them; nothing here reads a file on a request's path.
+//! chain, what the edge listener trusts (`edge.client_ca` and the Tomcat-trust store) and the
+//! Phone-Edge-Trust store, with their validity. Readiness, the expiry metrics and the expiry warnings read
+//! them; nothing here reads a file on a request's path.
 
 use std::path::Path;
 
@@ -18,7 +19,7 @@ pub(crate) const DAY: i64 = 86_400;
 pub enum CertRole {
     /// The chain presented on the phone port (and to edge proxies): its expiry makes the server unready.
     Server,
-    /// The CA that edge proxies' client certificates must chain to.
+    /// What edge proxies' client certificates must chain to: `edge.client_ca` and the Tomcat-trust store.
     EdgeClientCa,
     /// A CA published to phones in `caconfig.json` and the configuration files.
     PhoneEdgeTrust,
@@ -62,20 +63,24 @@ pub struct Certificates {
 }
 
 impl Certificates {
-    /// Reads the certificates `config` names (server chain, edge client CA) and takes the Phone-Edge-Trust
-    /// ones from the loaded store.
-    pub fn of(config: &Config, phone_edge_trust: &[TrustCert]) -> Certificates {
+    /// Reads the certificates `config` names (server chain, `edge.client_ca`) and takes the Phone-Edge-Trust
+    /// and Tomcat-trust ones from the loaded stores.
+    pub fn of(config: &Config, phone_edge_trust: &[TrustCert], tomcat_trust: &[TrustCert]) -> Certificates {
         let mut out = Certificates::default();
         out.read(CertRole::Server, &config.tls.certificate);
-        if let Some(edge) = &config.edge {
-            out.read(CertRole::EdgeClientCa, &edge.client_ca);
+        if let Some(client_ca) = config.edge.as_ref().and_then(|e| e.client_ca.as_ref()) {
+            out.read(CertRole::EdgeClientCa, client_ca);
         }
-        out.certs.extend(phone_edge_trust.iter().map(|c| CertValidity {
-            role: CertRole::PhoneEdgeTrust,
-            subject: c.subject.clone(),
-            not_before: c.not_before,
-            not_after: c.not_after,
-        }));
+        let stored = |role: CertRole| {
+            move |c: &TrustCert| CertValidity {
+                role,
+                subject: c.subject.clone(),
+                not_before: c.not_before,
+                not_after: c.not_after,
+            }
+        };
+        out.certs.extend(tomcat_trust.iter().map(stored(CertRole::EdgeClientCa)));
+        out.certs.extend(phone_edge_trust.iter().map(stored(CertRole::PhoneEdgeTrust)));
         out
     }
 

@@ -1,11 +1,15 @@
-//! `sipcfg check`: everything a start would load (keys, certificates, inventory, templates, trust store),
-//! every device rendered, and the certificates' validity; every problem reported, not only the first.
+//! `sipcfg check`: everything a start would load (keys, certificates, inventory, templates, trust stores),
+//! every device rendered, whether Phone-Edge-Trust holds the issuer of the server certificate, and the
+//! certificates' validity; every problem reported, not only the first.
 
 use crate::app::certificates::Certificates;
+use crate::app::{check_server_trusted, edge_tls};
 use crate::auth::signer::Signer;
 use crate::auth::token::Verifier;
 use crate::config::Config;
 use crate::provision::deployment::{self, Sources};
+use crate::provision::inventory::Inventory;
+use crate::provision::trust::{self, Purpose, ServerChain, TrustStore};
 use crate::tls;
 use crate::util::time::{Time, unix_now};
 
@@ -41,12 +45,22 @@ pub fn check(config: &Config) -> Report {
     if let Err(e) = tls::server_config(&config.tls) {
         errors.push(e.to_string());
     }
-    if let Some(edge) = &config.edge
-        && let Err(e) = tls::edge::server_config(&config.tls, edge)
-    {
-        errors.push(e.to_string());
-    }
     let now = unix_now() as Time;
+    let tomcat_trust = match edge_tls(config, now) {
+        Ok((_, certs)) => certs,
+        Err(e) => {
+            errors.push(e.to_string());
+            Vec::new()
+        }
+    };
+    if config.edge.is_none()
+        && let Some(dir) = &config.trust.tomcat_trust
+    {
+        report.warnings.push(format!(
+            "{}: trust.tomcat_trust is set, but without an [edge] section no listener uses it",
+            dir.display()
+        ));
+    }
     let loaded = match deployment::load(&Sources::from_config(config)) {
         Ok(loaded) => loaded,
         Err(load_errors) => {
@@ -55,6 +69,12 @@ pub fn check(config: &Config) -> Report {
             return report;
         }
     };
+    // Only when the chain reads: otherwise the [tls] error above says why.
+    if let Ok(chain) = tls::load_certificates(&config.tls.certificate)
+        && let Err(e) = check_server_trusted(config, &chain, &loaded, now)
+    {
+        errors.push(e.to_string());
+    }
     let (inventory, templates, trust) = (&loaded.inventory, &loaded.templates, &loaded.phone_edge_trust);
     let templates_dir = config.inventory.templates.display();
     for name in inventory.device_names_sorted() {
@@ -75,7 +95,7 @@ pub fn check(config: &Config) -> Report {
         errors.push(format!("Phone-Edge-Trust certificate {} ({}) has expired", c.sha256, c.subject));
     }
     // The server chain and the edge client CA: expired is an error, expiring soon a warning.
-    let certificates = Certificates::of(config, &[]);
+    let certificates = Certificates::of(config, &[], &tomcat_trust);
     for (expired, line) in certificates.warnings(now, config.admin.cert_warn_days) {
         if expired {
             errors.push(format!("certificate expired: {line}"));
@@ -92,4 +112,20 @@ pub fn check(config: &Config) -> Report {
         }
     }
     report
+}
+
+/// Whether Phone-Edge-Trust lacks the issuer of the server certificate while OAuth devices exist, read from
+/// the files now (for `sipcfg cert add|remove`, which cannot know what else the change needs). `None` when it
+/// holds it, or when a file does not load: `sipcfg check` reports that.
+pub fn phone_edge_trust_problem(config: &Config) -> Option<String> {
+    let now = unix_now() as Time;
+    let chain = tls::load_certificates(&config.tls.certificate).ok()?;
+    let inventory = Inventory::load(&config.inventory.file).ok()?;
+    let dir = config.trust.phone_edge_trust.as_deref();
+    let store = match dir {
+        Some(dir) => TrustStore::new(Purpose::PhoneEdgeTrust, dir).load(now).ok()?,
+        None => Vec::new(),
+    };
+    let server = ServerChain { file: &config.tls.certificate, certs: &chain };
+    trust::check_phone_edge_trust(&config.path, server, dir, &store, &inventory, now).err().map(|e| e.to_string())
 }

@@ -32,6 +32,7 @@ use crate::auth::token::Verifier;
 use crate::config::{AdminConfig, Config};
 use crate::provision::deployment::{self, LoadError, Loaded, Sources};
 use crate::provision::snapshot::Snapshots;
+use crate::provision::trust::{self, Purpose, ServerChain, ServerNotTrusted, TrustCert, TrustError, TrustStore};
 use crate::provision::{PrerenderOutcome, Provisioner};
 use crate::tls::{PhoneTls, TlsError, edge};
 use crate::util::time::{Time, unix_now};
@@ -44,8 +45,52 @@ pub enum StartupError {
     Key(#[from] crate::auth::keys::KeyError),
     #[error("{0}")]
     Tls(#[from] TlsError),
+    #[error("{0}")]
+    Edge(#[from] EdgeError),
     #[error("token service: {0}")]
     State(String),
+}
+
+/// Why the edge listener's TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("Tomcat-trust: {0}")]
+    Trust(#[from] TrustError),
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+}
+
+/// The edge listener's TLS configuration when `[edge]` is configured, with the Tomcat-trust certificates it
+/// trusts (besides `edge.client_ca`). The store is read only for an edge listener.
+pub fn edge_tls(config: &Config, now: Time) -> Result<(Option<rustls::ServerConfig>, Vec<TrustCert>), EdgeError> {
+    let Some(edge) = &config.edge else { return Ok((None, Vec::new())) };
+    let certs = match &config.trust.tomcat_trust {
+        Some(dir) => TrustStore::new(Purpose::TomcatTrust, dir.clone()).load(now)?,
+        None => Vec::new(),
+    };
+    let ders: Vec<rustls_pki_types::CertificateDer<'static>> =
+        certs.iter().map(|c| rustls_pki_types::CertificateDer::from(c.der.clone())).collect();
+    let store = config.trust.tomcat_trust.as_deref().map(|dir| edge::TomcatTrust { dir, certs: &ders });
+    let server = edge::server_config(&config.tls, edge, store)?;
+    Ok((Some(server), certs))
+}
+
+/// Phone-Edge-Trust must hold the issuer of the server certificate (`chain`, the `[tls]` file) while OAuth
+/// devices exist ([`trust::check_phone_edge_trust`]): `serve`, a reload and `sipcfg check` refuse otherwise.
+pub fn check_server_trusted(
+    config: &Config,
+    chain: &[rustls_pki_types::CertificateDer<'_>],
+    loaded: &Loaded,
+    now: Time,
+) -> Result<(), Box<ServerNotTrusted>> {
+    trust::check_phone_edge_trust(
+        &config.path,
+        ServerChain { file: &config.tls.certificate, certs: chain },
+        config.trust.phone_edge_trust.as_deref(),
+        &loaded.phone_edge_trust,
+        &loaded.inventory,
+        now,
+    )
 }
 
 /// What observers (readiness, metrics, certificate expiry warnings) read about what is in force. The
@@ -116,8 +161,9 @@ pub struct App {
     snapshots: Option<Snapshots>,
 }
 
-/// Everything a reload reads, loaded and checked, not yet in force.
-type Candidate = (Config, Verifier, PhoneTls, Option<rustls::ServerConfig>, Loaded);
+/// Everything a reload reads, loaded and checked, not yet in force: the configuration, the token verifier, the
+/// phone port's TLS, the edge listener's TLS and its Tomcat-trust certificates, the deployment.
+type Candidate = (Config, Verifier, PhoneTls, Option<rustls::ServerConfig>, Vec<TrustCert>, Loaded);
 
 /// What [`App::reload`] put in force.
 #[derive(Debug, Clone)]
@@ -134,12 +180,19 @@ impl App {
         let fingerprint = watched::fingerprint(&watched::files(&config));
         let snapshots = snapshots_of(&config);
         let now = unix_now() as Time;
-        let (loaded, on_disk) = match deployment::load(&sources) {
+        let tls = PhoneTls::new(&config.tls, None)?;
+        // What loads, and whose Phone-Edge-Trust holds the server chain's issuer (else phones fail on 6971).
+        let load_checked = |sources: &Sources| -> Result<Loaded, Vec<LoadError>> {
+            let loaded = deployment::load(sources)?;
+            check_server_trusted(&config, tls.chain(), &loaded, now).map_err(|e| vec![LoadError::Untrusted(e)])?;
+            Ok(loaded)
+        };
+        let (loaded, on_disk) = match load_checked(&sources) {
             Ok(loaded) => {
                 save_last_good(snapshots.as_ref(), &sources, 1, now);
                 (loaded, OnDisk::Loaded)
             }
-            Err(errors) => start_from_last_good(snapshots.as_ref(), &sources, errors, now)?,
+            Err(errors) => start_from_last_good(snapshots.as_ref(), &sources, errors, now, load_checked)?,
         };
         let mut verifier = Verifier::from_config(&config.auth)?;
         let token_service = match &config.state {
@@ -158,14 +211,10 @@ impl App {
             Some(s) => FailureLimiter::new(s.max_failed_grants, s.failed_grant_window_secs),
             None => FailureLimiter::new(10, 60),
         };
-        let tls = PhoneTls::new(&config.tls, None)?;
-        let edge_tls = match &config.edge {
-            Some(e) => Some(Arc::new(edge::server_config(&config.tls, e)?)),
-            None => None,
-        };
+        let (edge_tls, tomcat_trust) = edge_tls(&config, now)?;
         warn_missing_steps(&config, &loaded);
         let status = Status::default();
-        status.certificates.store(Arc::new(Certificates::of(&config, &loaded.phone_edge_trust)));
+        status.certificates.store(Arc::new(Certificates::of(&config, &loaded.phone_edge_trust, &tomcat_trust)));
         status.admin.store(Arc::new(config.admin.clone()));
         status.on_disk.store(Arc::new(on_disk));
         let provisioner = Arc::new(Provisioner::new(loaded, config.cache.max_bytes));
@@ -178,7 +227,7 @@ impl App {
             provisioner,
             verifier: ArcSwap::from_pointee(verifier),
             tls: ArcSwap::from_pointee(tls),
-            edge_tls: ArcSwapOption::new(edge_tls),
+            edge_tls: ArcSwapOption::new(edge_tls.map(Arc::new)),
             status: Arc::new(status),
             loaded_fingerprint: AtomicU64::new(fingerprint),
             token_service,
@@ -258,7 +307,7 @@ impl App {
         let result = self.load_all();
         // Even a refused set was seen: it is not retried until the files change again.
         self.loaded_fingerprint.store(fingerprint, Ordering::SeqCst);
-        let (config, verifier, tls, edge_tls, loaded) = match result {
+        let (config, verifier, tls, edge_tls, tomcat_trust, loaded) = match result {
             Ok(candidate) => candidate,
             Err(errors) => {
                 self.files_broken(&errors);
@@ -274,7 +323,7 @@ impl App {
             );
         }
         warn_missing_steps(&config, &loaded);
-        let certificates = Certificates::of(&config, &loaded.phone_edge_trust);
+        let certificates = Certificates::of(&config, &loaded.phone_edge_trust, &tomcat_trust);
         let devices = loaded.inventory.devices.len();
         self.tls.store(Arc::new(tls));
         self.edge_tls.store(edge_tls.map(Arc::new));
@@ -314,17 +363,16 @@ impl App {
         let one = |message: String| vec![LoadError::Config(message)];
         let mut config = Config::load(&self.config.path).map_err(|e| one(e.to_string()))?;
         config.apply_overrides(self.config.overrides);
+        let now = unix_now() as Time;
         let tls = PhoneTls::new(&config.tls, Some(&self.tls.load())).map_err(|e| one(e.to_string()))?;
-        let edge_tls = match &config.edge {
-            Some(e) => Some(edge::server_config(&config.tls, e).map_err(|e| one(e.to_string()))?),
-            None => None,
-        };
+        let (edge_tls, tomcat_trust) = edge_tls(&config, now).map_err(|e| one(e.to_string()))?;
         let loaded = deployment::load(&Sources::from_config(&config))?;
+        check_server_trusted(&config, tls.chain(), &loaded, now).map_err(|e| vec![LoadError::Untrusted(e)])?;
         let verifier = match &self.token_service {
-            Some(service) => service.set_auth(&config.auth, unix_now() as Time).map_err(|e| one(e.to_string()))?,
+            Some(service) => service.set_auth(&config.auth, now).map_err(|e| one(e.to_string()))?,
             None => Verifier::from_config(&config.auth).map_err(|e| one(e.to_string()))?,
         };
-        Ok((config, verifier, tls, edge_tls, loaded))
+        Ok((config, verifier, tls, edge_tls, tomcat_trust, loaded))
     }
 
     /// Tells the token store that this node is running and has applied its changes up to what the view in
@@ -383,11 +431,12 @@ fn start_from_last_good(
     sources: &Sources,
     errors: Vec<LoadError>,
     now: Time,
+    load: impl Fn(&Sources) -> Result<Loaded, Vec<LoadError>>,
 ) -> Result<(Loaded, OnDisk), StartupError> {
     let Some((about, kept)) = snapshots.and_then(|s| s.last_good(sources)) else {
         return Err(StartupError::Load(errors));
     };
-    let loaded = match deployment::load(&kept) {
+    let loaded = match load(&kept) {
         Ok(loaded) => loaded,
         Err(kept_errors) => {
             tracing::error!(

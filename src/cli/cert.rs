@@ -1,39 +1,60 @@
-//! `sipcfg cert`: the certificate stores.
+//! `sipcfg cert`: the certificate stores (Phone-Edge-Trust, Tomcat-trust).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use crate::app::check;
 use crate::cli::{ConfigArg, load_config};
-use crate::provision::trust::{self, TrustCert, TrustStore};
+use crate::config::Config;
+use crate::provision::trust::{self, CertKind, TrustCert, TrustStore};
+use crate::tls;
 use crate::util::time::{Time, rfc3339_utc, unix_now};
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// The CA that issued the server's certificate on 6971, published to phones (at most 16).
+    /// What phones validate the server with on 6971, published to them (at most 16): the CA that issued the
+    /// server certificate, or the server certificate itself when it is self-signed ([trust] phone_edge_trust).
     PhoneEdgeTrust,
+    /// What the edge listener validates Expressway-C client certificates with: the CA that issued them, or
+    /// an Expressway-C's self-signed certificate ([trust] tomcat_trust).
+    TomcatTrust,
+}
+
+impl Purpose {
+    fn store(self) -> trust::Purpose {
+        match self {
+            Purpose::PhoneEdgeTrust => trust::Purpose::PhoneEdgeTrust,
+            Purpose::TomcatTrust => trust::Purpose::TomcatTrust,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
 pub enum CertAction {
-    /// Add a CA certificate (one PEM certificate, a CA, currently valid).
+    /// Add the certificates of a PEM file: a CA, a self-signed certificate, or a chain.
+    ///
+    /// A CA goes in as it is. A self-signed certificate that is not a CA goes into phone-edge-trust only when
+    /// it is the server's own ([tls] certificate), into tomcat-trust as an Expressway-C's own. Of a chain,
+    /// each CA goes into a file of its own and the other certificates are skipped, each with the reason.
+    /// Every certificate added must be valid now; nothing is written if the store would hold too many.
     Add {
-        /// The store: phone-edge-trust.
+        /// The store: phone-edge-trust or tomcat-trust.
         #[arg(long, value_enum)]
         purpose: Purpose,
-        /// The PEM file of the certificate.
+        /// The PEM file: one certificate, or a chain.
         file: PathBuf,
     },
     /// List the certificates of a store.
     List {
-        /// The store: phone-edge-trust.
+        /// The store: phone-edge-trust or tomcat-trust.
         #[arg(long, value_enum, default_value = "phone-edge-trust")]
         purpose: Purpose,
     },
     /// Remove a certificate by its SHA-256 (or a unique prefix of 8+ hex digits).
     Remove {
-        /// The store: phone-edge-trust.
+        /// The store: phone-edge-trust or tomcat-trust.
         #[arg(long, value_enum, default_value = "phone-edge-trust")]
         purpose: Purpose,
         /// The certificate's SHA-256 as `cert list` shows it (or a unique prefix of 8+ hex digits), or its
@@ -44,37 +65,71 @@ pub enum CertAction {
 
 pub(crate) fn cert(arg: &ConfigArg, action: CertAction) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let store = |purpose: Purpose| match purpose {
-        Purpose::PhoneEdgeTrust => config
-            .trust
-            .phone_edge_trust
-            .clone()
-            .map(TrustStore::new)
-            .ok_or_else(|| format!("{}: no [trust] phone_edge_trust folder is configured", config.path.display())),
+    let store = |purpose: Purpose| {
+        let purpose = purpose.store();
+        let dir = match purpose {
+            trust::Purpose::PhoneEdgeTrust => config.trust.phone_edge_trust.clone(),
+            trust::Purpose::TomcatTrust => config.trust.tomcat_trust.clone(),
+        };
+        dir.map(|dir| TrustStore::new(purpose, dir)).ok_or_else(|| {
+            format!(
+                "{}: no {} folder is configured: set it under [trust] (e.g. {} = \"{}\")",
+                config.path.display(),
+                purpose.key(),
+                purpose.key().trim_start_matches("trust."),
+                purpose.option()
+            )
+        })
     };
     let now = unix_now() as Time;
     let show = |c: &TrustCert| {
         let state = if c.is_expired(now) { "  EXPIRED" } else { "" };
-        println!("{}  {}  (until {}){state}", c.sha256, c.subject, rfc3339_utc(c.not_after));
+        let kind = if c.kind == CertKind::SelfSigned { "  (self-signed, not a CA)" } else { "" };
+        println!("{}  {}  (until {}){kind}{state}", c.sha256, c.subject, rfc3339_utc(c.not_after));
     };
     match action {
         CertAction::Add { purpose, file } => {
-            let c = store(purpose)?.add(&file, now).map_err(|e| e.to_string())?;
-            print!("added: ");
-            show(&c);
+            // The server's own certificate, which Phone-Edge-Trust takes when it is self-signed.
+            let server_leaf = tls::load_certificates(&config.tls.certificate).ok().and_then(|c| c.into_iter().next());
+            let outcome =
+                store(purpose)?.add(&file, now, server_leaf.as_ref().map(|c| c.as_ref())).map_err(|e| e.to_string())?;
+            for c in &outcome.added {
+                print!("added: ");
+                show(c);
+            }
+            for (c, existing) in &outcome.present {
+                println!("already present: {}  {}  ({})", c.sha256, c.subject, existing.display());
+            }
+            for (c, why) in &outcome.skipped {
+                println!("skipped: {}  {}: {why}", c.sha256, c.subject);
+            }
+            warn_if_untrusted(&config, purpose);
         }
         CertAction::List { purpose } => {
-            let certs = store(purpose)?.load(now).map_err(|e| e.to_string())?;
+            let store = store(purpose)?;
+            let certs = store.load(now).map_err(|e| e.to_string())?;
             for c in &certs {
                 show(c);
             }
-            println!("{} of {} certificates", certs.len(), trust::MAX_PHONE_EDGE_TRUST);
+            println!("{} of {} certificates", certs.len(), store.purpose().max());
         }
         CertAction::Remove { purpose, id } => {
             let c = store(purpose)?.remove(&id).map_err(|e| e.to_string())?;
             print!("removed: ");
             show(&c);
+            warn_if_untrusted(&config, purpose);
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// After a change to Phone-Edge-Trust: says so when the store still does not hold the issuer of the server
+/// certificate while OAuth devices exist, since a running server then refuses the reload.
+fn warn_if_untrusted(config: &Config, purpose: Purpose) {
+    if purpose != Purpose::PhoneEdgeTrust {
+        return;
+    }
+    if let Some(problem) = check::phone_edge_trust_problem(config) {
+        eprintln!("warning: {problem}; until it does, a running server refuses the change and `sipcfg check` fails");
+    }
 }

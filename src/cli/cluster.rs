@@ -8,7 +8,7 @@ use crate::app::oauth_order::{self, Missing};
 use crate::cli::{ConfigArg, load_config, load_inventory};
 use crate::config::Config;
 use crate::provision::settings::{self, ClusterChange};
-use crate::provision::trust::TrustStore;
+use crate::provision::trust::{Purpose, TrustStore};
 use crate::util::time::{Time, unix_now};
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -124,7 +124,9 @@ pub(crate) fn cluster(arg: &ConfigArg, action: ClusterAction) -> Result<ExitCode
 fn missing_steps(config: &Config) -> Result<Missing, String> {
     let inventory = load_inventory(&config.inventory.file)?;
     let trust = match &config.trust.phone_edge_trust {
-        Some(dir) => TrustStore::new(dir.clone()).load(unix_now() as Time).map_err(|e| e.to_string())?,
+        Some(dir) => {
+            TrustStore::new(Purpose::PhoneEdgeTrust, dir.clone()).load(unix_now() as Time).map_err(|e| e.to_string())?
+        }
         None => Vec::new(),
     };
     Ok(oauth_order::before_the_switch(config, &inventory, &trust))

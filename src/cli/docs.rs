@@ -111,6 +111,9 @@ The token signing key pair the package generates (\\fB[auth]\\fR).
 .I /etc/sipcfg/phone\\-edge\\-trust/
 The Phone\\-Edge\\-Trust certificates (\\fBsipcfg cert\\fR).
 .TP
+.I /etc/sipcfg/tomcat\\-trust/
+The Tomcat\\-trust certificates the edge listener checks Expressway\\-C certificates against (\\fBsipcfg cert\\fR).
+.TP
 .I /var/lib/sipcfg/sipcfg.db
 The token service's state: activation codes, refresh tokens, revocations, signing keys (\\fB[state]\\fR).
 .TP
@@ -179,7 +182,14 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
         "sipcfg-cert" | "sipcfg-cert-add" => &[
             ("The CA that issued the server certificate:", "sipcfg cert add --purpose phone-edge-trust ca.pem"),
             ("What the store holds:", "sipcfg cert list"),
+            (
+                "The CA of the Expressway-C certificates (or a chain file, or its self-signed certificate):",
+                "sipcfg cert add --purpose tomcat-trust expressway-ca.pem",
+            ),
         ],
+        "sipcfg-edge" | "sipcfg-edge-list" => {
+            &[("The Expressway-C proxies and the names their certificates must carry:", "sipcfg edge list")]
+        }
         "sipcfg-manpage" => &[("The pages of this version:", "sipcfg manpage --out /usr/local/share/man/man1")],
         "sipcfg-completions" => &[(
             "Bash completion for the current user:",

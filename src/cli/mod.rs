@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`serve`] | `serve` |
 //! | [`check`], [`render`], [`import`] | `check`, `render`, `import` |
-//! | [`cluster`], [`cert`] | `sip-oauth-mode`, `cluster`, `cert` |
+//! | [`cluster`], [`cert`], [`edge`] | `sip-oauth-mode`, `cluster`, `cert`, `edge` |
 //! | [`tokens`] | `token`, `activation-code`, `keys` |
 //! | [`docs`] | `manpage`, `completions` |
 //! | [`logging`], [`progress`] | logs and the audit log; progress bars |
@@ -14,6 +14,7 @@ pub mod cert;
 pub mod check;
 pub mod cluster;
 pub mod docs;
+pub mod edge;
 pub mod import;
 pub mod logging;
 pub mod progress;
@@ -29,6 +30,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cli::cert::CertAction;
 use crate::cli::cluster::{ClusterAction, ModeAction};
+use crate::cli::edge::EdgeAction;
 use crate::cli::tokens::{CodeAction, KeysAction, TokenAction};
 use crate::config::{self, Config};
 use crate::provision::deployment::LoadError;
@@ -152,10 +154,15 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
-    /// Certificate stores (CUCM's certificate management): Phone-Edge-Trust.
+    /// Certificate stores (CUCM's certificate management): Phone-Edge-Trust, Tomcat-trust.
     Cert {
         #[command(subcommand)]
         action: CertAction,
+    },
+    /// Expressway-C proxies of the edge listener (CUCM's Device > Expressway-C): list them.
+    Edge {
+        #[command(subcommand)]
+        action: EdgeAction,
     },
 }
 
@@ -198,6 +205,7 @@ fn run_command(config: &ConfigArg, command: Command) -> Result<ExitCode, String>
         Command::SipOAuthMode { action } => cluster::sip_oauth_mode(config, action),
         Command::Cluster { action } => cluster::cluster(config, action),
         Command::Cert { action } => cert::cert(config, action),
+        Command::Edge { action } => edge::edge(config, action),
     }
 }
 

@@ -11,7 +11,7 @@ use crate::provision::files::FileRoot;
 use crate::provision::inventory::{Inventory, InventoryErrors};
 use crate::provision::model::{PHONE_TYPES, PhoneType};
 use crate::provision::render::{TemplateErrors, Templates};
-use crate::provision::trust::{self, TrustCert, TrustError, TrustStore};
+use crate::provision::trust::{self, Purpose, ServerNotTrusted, TrustCert, TrustError, TrustStore};
 use crate::util::time::unix_now;
 
 /// Where a deployment's parts are read from (from the configuration).
@@ -77,6 +77,8 @@ pub enum LoadError {
     Templates(#[from] TemplateErrors),
     #[error("Phone-Edge-Trust: {0}")]
     Trust(#[from] TrustError),
+    #[error("{0}")]
+    Untrusted(#[from] Box<ServerNotTrusted>),
     #[error("{path}: file root: {message}")]
     Files { path: PathBuf, message: String },
     #[error("{0}")]
@@ -91,7 +93,10 @@ pub fn load(sources: &Sources) -> Result<Loaded, Vec<LoadError>> {
         .map_err(|e| errors.push(e.into()))
         .ok();
     let phone_edge_trust = match &sources.phone_edge_trust {
-        Some(dir) => TrustStore::new(dir.clone()).load(unix_now() as i64).map_err(|e| errors.push(e.into())).ok(),
+        Some(dir) => TrustStore::new(Purpose::PhoneEdgeTrust, dir.clone())
+            .load(unix_now() as i64)
+            .map_err(|e| errors.push(e.into()))
+            .ok(),
         None => Some(Vec::new()),
     };
     let files = match &sources.files {

@@ -424,6 +424,23 @@ impl Inventory {
         device.owner.as_ref().and_then(|o| self.users.get(o))
     }
 
+    /// The enabled devices whose profile enables OAuth, whatever the cluster's SIP OAuth mode, sorted: the
+    /// phones that download only over HTTPS and must trust the server through Phone-Edge-Trust.
+    pub fn oauth_devices(&self) -> Vec<&DeviceName> {
+        let mut names: Vec<_> = self.devices.values().filter(|d| self.is_oauth_device(d)).map(|d| &d.name).collect();
+        names.sort();
+        names
+    }
+
+    /// Whether [`Self::oauth_devices`] has any, without collecting them (checked at every reload).
+    pub fn has_oauth_devices(&self) -> bool {
+        self.devices.values().any(|d| self.is_oauth_device(d))
+    }
+
+    fn is_oauth_device(&self, device: &Device) -> bool {
+        device.enabled && self.profile_of(device).is_some_and(|p| p.oauth)
+    }
+
     /// Device names in a stable order (for `check` and reports).
     pub fn device_names_sorted(&self) -> Vec<&DeviceName> {
         let mut names: Vec<_> = self.devices.keys().collect();
@@ -451,6 +468,30 @@ mod tests {
 
     fn parse(extra: &str) -> Result<Inventory, InventoryErrors> {
         Inventory::parse(Path::new("inv.toml"), &format!("{BASE}\n{extra}"))
+    }
+
+    #[test]
+    fn oauth_devices_are_the_enabled_ones_with_an_oauth_profile_whatever_the_cluster_mode() {
+        let plain =
+            "[profiles.plain]\nphone_type = \"Cisco 8851\"\nsecurity_mode = \"non-secure\"\ntransport = \"udp\"\n";
+        let devices = "[devices.SEP0011223344BB]\nmodel = \"Cisco 8851\"\nprofile = \"oauth\"\n\
+                       [devices.SEP0011223344AA]\nmodel = \"Cisco 8851\"\nprofile = \"oauth\"\n\
+                       [devices.SEP0011223344CC]\nmodel = \"Cisco 8851\"\nprofile = \"oauth\"\nenabled = false\n\
+                       [devices.SEP0011223344DD]\nmodel = \"Cisco 8851\"\nprofile = \"plain\"\n";
+        let inv = parse(&format!("{plain}{devices}")).unwrap();
+        let names: Vec<String> = inv.oauth_devices().iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["SEP0011223344AA", "SEP0011223344BB"]);
+        assert!(inv.has_oauth_devices());
+        let off = Inventory::parse(
+            Path::new("inv.toml"),
+            &format!("{}\n{plain}{devices}", BASE.replace("[cluster]", "[cluster]\nsip_oauth_mode = false")),
+        )
+        .unwrap();
+        assert_eq!(off.oauth_devices().len(), 2, "the cluster mode does not matter");
+
+        let none =
+            parse(&format!("{plain}[devices.SEP0011223344DD]\nmodel = \"Cisco 8851\"\nprofile = \"plain\"\n")).unwrap();
+        assert!(!none.has_oauth_devices() && none.oauth_devices().is_empty());
     }
 
     #[test]

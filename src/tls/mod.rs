@@ -18,6 +18,8 @@ pub enum TlsError {
     File { path: PathBuf, message: String },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("{0}")]
+    Edge(String),
 }
 
 pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -77,6 +79,11 @@ impl PhoneTls {
             config.session_storage = previous.config.session_storage.clone();
         }
         Ok(PhoneTls { config: Arc::new(config), chain, resumption })
+    }
+
+    /// The certificate chain presented: the leaf first, then the intermediates of the `[tls]` file.
+    pub fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
     }
 }
 

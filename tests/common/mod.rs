@@ -167,6 +167,11 @@ impl TestServer {
         Client { addr: self.addr, http2: true, tls: Some(Arc::new(tls_client_config(b"h2"))) }
     }
 
+    /// TLS to the phone port with the given client configuration (e.g. [`tls_client_config_trusting`]).
+    pub fn client_with(&self, tls: rustls::ClientConfig) -> Client {
+        Client { addr: self.addr, http2: false, tls: Some(Arc::new(tls)) }
+    }
+
     /// Plain HTTP to the legacy listener.
     pub fn legacy_client(&self) -> Client {
         Client { addr: self.legacy_addr.expect("legacy listener configured"), http2: false, tls: None }
@@ -290,8 +295,14 @@ impl Conn {
 }
 
 pub fn tls_client_config(alpn: &[u8]) -> rustls::ClientConfig {
+    tls_client_config_trusting(&std::fs::read_to_string(repo().join("certs-example/ca.pem")).unwrap(), alpn)
+}
+
+/// A phone's TLS client configuration that trusts only the PEM certificates `roots` (as a phone trusts what
+/// its Phone-Edge-Trust holds).
+pub fn tls_client_config_trusting(roots_pem: &str, alpn: &[u8]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(repo().join("certs-example/ca.pem")).unwrap() {
+    for cert in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
