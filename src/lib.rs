@@ -7,6 +7,7 @@
 //! | 5 | [`cli`] | the `sipcfg` command line: one file per command group |
 //! | 4 | [`server`], [`ops`] | HTTP (listeners, the phone, OAuth and admin handlers); the process around it (reload, health, metrics, systemd) |
 //! | 3 | [`app`] | what a running node holds, built from the configuration, and what a reload swaps |
+//! | 2½ | [`store`] | where state lives: SQLite for one node, PostgreSQL for a cluster |
 //! | 2 | [`provision`], [`auth`], [`tls`] | the domain: names, inventory, rendering, cache; tokens and the token service; TLS settings |
 //! | 1 | [`config`], [`util`] | the configuration file; encodings, durable writes, time, randomness, the stop signal |
 //!
@@ -21,5 +22,6 @@ pub mod config;
 pub mod ops;
 pub mod provision;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod util;

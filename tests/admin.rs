@@ -149,7 +149,7 @@ async fn token_service_and_reload_metrics() {
     let client = server.client();
     let service = server.app.token_service().cloned().unwrap();
     let device = sipcfg::provision::filename::DeviceName::parse_canonical("SEP001122334455").unwrap();
-    let (_, code) = service.create_activation_code(&device, common::now(), 86_400).unwrap();
+    let (_, code) = service.create_activation_code(&device, common::now(), 86_400).await.unwrap();
     let before = server.metrics().await;
 
     let r = client.post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
@@ -185,9 +185,9 @@ async fn token_service_and_reload_metrics() {
     // Reloads: a good one and a refused one.
     let generation = after.get("sipcfg_deployment_generation");
     d.edit("example/inventory.toml", "display_name = \"John Smith\"", "display_name = \"John Smith 2\"");
-    assert!(server.reload_logged());
+    assert!(server.reload_logged().await);
     d.append("example/inventory.toml", "\n[devices.BROKEN\n");
-    assert!(!server.reload_logged());
+    assert!(!server.reload_logged().await);
     let reloaded = server.metrics().await;
     assert_eq!(delta(&after, &reloaded, "sipcfg_reloads_total{outcome=\"success\"}"), 1.0);
     assert_eq!(delta(&after, &reloaded, "sipcfg_reloads_total{outcome=\"failure\"}"), 1.0);

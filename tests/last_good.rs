@@ -65,7 +65,7 @@ async fn a_refused_reload_shows_in_readyz_and_the_metrics_until_the_files_load()
     let d = TempDeployment::new();
     let server = TestServer::with_config(d.config()).await;
     d.append("example/inventory.toml", "\n[devices.SEP0011223344AA]\nmodel = \"Cisco 9999\"\n");
-    assert!(!server.reload_logged(), "the reload is refused");
+    assert!(!server.reload_logged().await, "the reload is refused");
     let (status, text) = readyz(&server).await;
     assert_eq!(status, StatusCode::OK);
     assert!(text.starts_with("ready, degraded: files\n"), "{text}");
@@ -73,7 +73,7 @@ async fn a_refused_reload_shows_in_readyz_and_the_metrics_until_the_files_load()
     assert_eq!(server.metrics().await.get("sipcfg_files_loaded"), 0.0);
 
     d.edit("example/inventory.toml", "\n[devices.SEP0011223344AA]\nmodel = \"Cisco 9999\"\n", "\n");
-    assert!(server.reload_logged());
+    assert!(server.reload_logged().await);
     assert!(readyz(&server).await.1.starts_with("ready\n"));
     assert_eq!(server.metrics().await.get("sipcfg_files_loaded"), 1.0);
 }

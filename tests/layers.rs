@@ -1,7 +1,7 @@
 //! The folders of `src/` are layers, and each uses only the ones below it (docs/ARCHITECTURE.md):
 //!
 //! ```text
-//! util, config  ←  provision  ←  auth  ←  app  ←  ops  ←  server  ←  cli
+//! util, config  ←  provision  ←  auth  ←  store  ←  app  ←  ops  ←  server  ←  cli
 //!                      tls (util, config only)  ←  app
 //! ```
 //!
@@ -19,10 +19,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("provision", &["util", "config"]),
     ("auth", &["util", "config", "provision"]),
     ("tls", &["util", "config"]),
-    ("app", &["util", "config", "provision", "auth", "tls"]),
-    ("ops", &["util", "config", "provision", "auth", "tls", "app"]),
-    ("server", &["util", "config", "provision", "auth", "tls", "app", "ops"]),
-    ("cli", &["util", "config", "provision", "auth", "tls", "app", "ops", "server"]),
+    ("store", &["util", "config", "provision", "auth"]),
+    ("app", &["util", "config", "provision", "auth", "tls", "store"]),
+    ("ops", &["util", "config", "provision", "auth", "tls", "store", "app"]),
+    ("server", &["util", "config", "provision", "auth", "tls", "store", "app", "ops"]),
+    ("cli", &["util", "config", "provision", "auth", "tls", "store", "app", "ops", "server"]),
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

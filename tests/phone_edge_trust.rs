@@ -185,12 +185,12 @@ async fn serve_refuses_to_start_and_a_reload_keeps_the_store_in_force() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("a running server refuses the change"), "{}", text(&out.stderr));
 
-    let errors = server.app.reload().expect_err("the reload is refused");
+    let errors = server.app.reload().await.expect_err("the reload is refused");
     let message: Vec<String> = errors.iter().map(ToString::to_string).collect();
     let message = message.join("\n");
     assert!(message.contains("Phone-Edge-Trust does not hold the issuer"), "{message}");
     assert!(message.contains("holds \"CN=Unrelated Root\"") && message.contains("sipcfg cert add"), "{message}");
-    assert!(!server.reload_logged(), "counted and logged as refused");
+    assert!(!server.reload_logged().await, "counted and logged as refused");
 
     // The previous deployment keeps serving: the phones still get the CA that issued the server certificate.
     let token = server.token("device:SEP001122334455");

@@ -229,19 +229,19 @@ async fn sessions_outlive_a_reload_but_not_a_new_certificate() {
     // An inventory change: a new TLS configuration, the same certificate, the same sessions.
     d.edit("example/inventory.toml", "label = \"1001 John\"", "label = \"1001 Johnny\"");
     let before = server.app.provisioner().current().generation;
-    assert!(server.app.reload().map(|r| r.generation).expect("the reload succeeds") > before);
+    assert!(server.app.reload().await.map(|r| r.generation).expect("the reload succeeds") > before);
     assert_eq!(handshake_kind(&client, server.addr, &token).await, Resumed, "the session cache survived the reload");
 
     // A new certificate: no session made under the old one is resumed.
     let (cert, key) = new_server_cert(&d);
     sipcfg::util::fsutil::atomic_write(&d.path("certs-example/server-key.pem"), key.as_bytes()).unwrap();
     sipcfg::util::fsutil::atomic_write(&d.path("certs-example/server.pem"), cert.as_bytes()).unwrap();
-    server.app.reload().map(|r| r.generation).expect("the reload succeeds");
+    server.app.reload().await.map(|r| r.generation).expect("the reload succeeds");
     assert_eq!(handshake_kind(&client, server.addr, &token).await, Full, "a session outlived its certificate");
     assert_eq!(handshake_kind(&client, server.addr, &token).await, Resumed, "and resumption goes on with the new one");
 
     // Fewer cache entries: a new cache.
     d.edit("example/sipcfg.toml", "[tls]\n", "[tls]\nsession_cache_entries = 64\n");
-    server.app.reload().map(|r| r.generation).expect("the reload succeeds");
+    server.app.reload().await.map(|r| r.generation).expect("the reload succeeds");
     assert_eq!(handshake_kind(&client, server.addr, &token).await, Full);
 }

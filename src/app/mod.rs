@@ -18,8 +18,8 @@ pub mod check;
 pub mod oauth_order;
 pub mod watched;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 
@@ -27,13 +27,13 @@ use crate::app::certificates::Certificates;
 use crate::auth::limiter::FailureLimiter;
 use crate::auth::service::{ServiceError, TokenService};
 use crate::auth::store::NodeReport;
-use crate::auth::store::sqlite::SqliteStore;
 use crate::auth::token::Verifier;
 use crate::config::{AdminConfig, Config};
 use crate::provision::deployment::{self, LoadError, Loaded, Sources};
 use crate::provision::snapshot::Snapshots;
 use crate::provision::trust::{self, Purpose, ServerChain, ServerNotTrusted, TrustCert, TrustError, TrustStore};
 use crate::provision::{PrerenderOutcome, Provisioner};
+use crate::store::sqlite::{SqliteAuthStore, SqliteStore};
 use crate::tls::{PhoneTls, TlsError, edge};
 use crate::util::time::{Time, unix_now};
 
@@ -154,7 +154,7 @@ pub struct App {
     /// Failed authentications on the file server per client address.
     auth_limiter: FailureLimiter,
     /// One reload at a time (SIGHUP and the file watch may ask at once).
-    reloading: Mutex<()>,
+    reloading: tokio::sync::Mutex<()>,
     /// Who this node is, in the token store's list of running nodes.
     node: NodeReport,
     /// Where the last deployment that loaded is kept, with `[state]`.
@@ -175,7 +175,7 @@ pub struct Reloaded {
 }
 
 impl App {
-    pub fn from_config(config: Config) -> Result<App, StartupError> {
+    pub async fn from_config(config: Config) -> Result<App, StartupError> {
         let sources = Sources::from_config(&config);
         let fingerprint = watched::fingerprint(&watched::files(&config));
         let snapshots = snapshots_of(&config);
@@ -198,9 +198,11 @@ impl App {
         let token_service = match &config.state {
             Some(s) => {
                 let store = SqliteStore::open(&s.database).map_err(|e| StartupError::State(e.to_string()))?;
-                let service = TokenService::open(Arc::new(store), &config.auth, s.reuse_grace_secs as Time, now)
+                let store = Arc::new(SqliteAuthStore::new(store));
+                let service = TokenService::open(store, &config.auth, s.reuse_grace_secs as Time, now)
+                    .await
                     .map_err(|e| StartupError::State(e.to_string()))?;
-                if let Some(v) = service.sync(now).map_err(|e| StartupError::State(e.to_string()))? {
+                if let Some(v) = service.sync(now).await.map_err(|e| StartupError::State(e.to_string()))? {
                     verifier = v;
                 }
                 Some(Arc::new(service))
@@ -242,7 +244,7 @@ impl App {
                 applied: 0,
             },
             config,
-            reloading: Mutex::new(()),
+            reloading: tokio::sync::Mutex::new(()),
             snapshots,
         })
     }
@@ -301,10 +303,11 @@ impl App {
 
     /// Reads the configuration and everything it names again and puts it all in force at once if all of it
     /// loads. Settings that only a restart applies are logged when they changed.
-    pub fn reload(&self) -> Result<Reloaded, Vec<LoadError>> {
-        let _one = self.reloading.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let fingerprint = watched::fingerprint(&watched::files(&self.live()));
-        let result = self.load_all();
+    pub async fn reload(&self) -> Result<Reloaded, Vec<LoadError>> {
+        let _one = self.reloading.lock().await;
+        let paths = watched::files(&self.live());
+        let fingerprint = blocking(move || watched::fingerprint(&paths)).await;
+        let result = self.load_all().await;
         // Even a refused set was seen: it is not retried until the files change again.
         self.loaded_fingerprint.store(fingerprint, Ordering::SeqCst);
         let (config, verifier, tls, edge_tls, tomcat_trust, loaded) = match result {
@@ -334,7 +337,8 @@ impl App {
         let generation = self.provisioner.replace(loaded);
         self.status.certificates.store(Arc::new(certificates));
         self.status.on_disk.store(Arc::new(OnDisk::Loaded));
-        save_last_good(self.snapshots.as_ref(), &sources, generation, unix_now() as Time);
+        let snapshots = self.snapshots.clone();
+        blocking(move || save_last_good(snapshots.as_ref(), &sources, generation, unix_now() as Time)).await;
         Ok(Reloaded { generation, devices })
     }
 
@@ -359,17 +363,25 @@ impl App {
         self.status.on_disk.store(Arc::new(OnDisk::Broken { since, errors, serving, last_good }));
     }
 
-    fn load_all(&self) -> Result<Candidate, Vec<LoadError>> {
+    /// Everything a reload reads, from the files (on the blocking pool: a large inventory takes a while to
+    /// parse), then the verifier.
+    async fn load_all(&self) -> Result<Candidate, Vec<LoadError>> {
         let one = |message: String| vec![LoadError::Config(message)];
-        let mut config = Config::load(&self.config.path).map_err(|e| one(e.to_string()))?;
-        config.apply_overrides(self.config.overrides);
+        let (path, overrides, previous_tls) = (self.config.path.clone(), self.config.overrides, self.tls.load_full());
         let now = unix_now() as Time;
-        let tls = PhoneTls::new(&config.tls, Some(&self.tls.load())).map_err(|e| one(e.to_string()))?;
-        let (edge_tls, tomcat_trust) = edge_tls(&config, now).map_err(|e| one(e.to_string()))?;
-        let loaded = deployment::load(&Sources::from_config(&config))?;
-        check_server_trusted(&config, tls.chain(), &loaded, now).map_err(|e| vec![LoadError::Untrusted(e)])?;
+        let files = blocking(move || {
+            let mut config = Config::load(&path).map_err(|e| one(e.to_string()))?;
+            config.apply_overrides(overrides);
+            let tls = PhoneTls::new(&config.tls, Some(&previous_tls)).map_err(|e| one(e.to_string()))?;
+            let (edge_tls, tomcat_trust) = edge_tls(&config, now).map_err(|e| one(e.to_string()))?;
+            let loaded = deployment::load(&Sources::from_config(&config))?;
+            check_server_trusted(&config, tls.chain(), &loaded, now).map_err(|e| vec![LoadError::Untrusted(e)])?;
+            Ok::<_, Vec<LoadError>>((config, tls, edge_tls, tomcat_trust, loaded))
+        })
+        .await?;
+        let (config, tls, edge_tls, tomcat_trust, loaded) = files;
         let verifier = match &self.token_service {
-            Some(service) => service.set_auth(&config.auth, now).map_err(|e| one(e.to_string()))?,
+            Some(service) => service.set_auth(&config.auth, now).await.map_err(|e| one(e.to_string()))?,
             None => Verifier::from_config(&config.auth).map_err(|e| one(e.to_string()))?,
         };
         Ok((config, verifier, tls, edge_tls, tomcat_trust, loaded))
@@ -377,26 +389,35 @@ impl App {
 
     /// Tells the token store that this node is running and has applied its changes up to what the view in
     /// force was built from; `sipcfg token revoke` waits for every running node this way.
-    pub fn report_node(&self, now: Time) -> Result<(), ServiceError> {
+    pub async fn report_node(&self, now: Time) -> Result<(), ServiceError> {
         let Some(service) = &self.token_service else { return Ok(()) };
         let Some(applied) = service.applied_change() else { return Ok(()) };
         let report = NodeReport { seen: now, applied, ..self.node.clone() };
-        service.store().report_node(&report)?;
+        service.store().report_node(&report).await?;
         Ok(())
     }
 
     /// Takes in what changed in the token service's store since the last look (revocations, keys; from this
     /// node or another process such as `sipcfg token revoke`): a new verifier goes in force when the keys
     /// changed. Returns whether anything changed.
-    pub fn sync_tokens(&self, now: Time) -> Result<bool, ServiceError> {
+    pub async fn sync_tokens(&self, now: Time) -> Result<bool, ServiceError> {
         let Some(service) = &self.token_service else { return Ok(false) };
-        match service.sync(now)? {
+        match service.sync(now).await? {
             Some(verifier) => {
                 self.verifier.store(Arc::new(verifier));
                 Ok(true)
             }
             None => Ok(false),
         }
+    }
+}
+
+/// Runs `f` on tokio's blocking pool (file reads, parsing, copies) and returns its result.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(value) => value,
+        // Only if `f` panicked: let the panic go on, as if `f` had run here.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 

@@ -7,8 +7,8 @@
 //! answer takes says nothing about a stored secret.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -93,8 +93,6 @@ pub enum ServiceError {
     StoredKey { kid: String, message: String },
     #[error("generating a signing key: {0}")]
     KeyGeneration(String),
-    #[error("the token service's lock is poisoned (a thread panicked while holding it): restart sipcfg")]
-    Poisoned,
     #[error("the JWKS document could not be encoded: {0}")]
     Jwks(String),
 }
@@ -164,7 +162,7 @@ pub struct TokenService {
     auth: ArcSwap<AuthConfig>,
     view: ArcSwap<View>,
     /// Serialises key changes and view rebuilds.
-    sync: Mutex<()>,
+    sync: tokio::sync::Mutex<()>,
     /// Revocations that appeared in the store since this process opened it: its own (`/oauth/revoke`) and
     /// other processes' (`sipcfg token revoke`), counted when the view takes them in.
     revocations_seen: AtomicU64,
@@ -175,14 +173,14 @@ pub struct TokenService {
 
 impl TokenService {
     /// Opens the service on `store`, creating a first signing key if there is none.
-    pub fn open(
+    pub async fn open(
         store: Arc<dyn AuthStore>,
         auth: &AuthConfig,
         reuse_grace: Time,
         now: Time,
     ) -> Result<TokenService, ServiceError> {
-        if store.signing_keys()?.is_empty() {
-            store.add_signing_key(&generate_key(now)?, None)?;
+        if store.signing_keys().await?.is_empty() {
+            store.add_signing_key(&generate_key(now)?, None).await?;
         }
         let service = TokenService {
             store,
@@ -193,7 +191,7 @@ impl TokenService {
                 jwks: bytes::Bytes::new(),
                 revocations: HashMap::new(),
             }),
-            sync: Mutex::new(()),
+            sync: tokio::sync::Mutex::new(()),
             revocations_seen: AtomicU64::new(0),
             reuse_grace,
         };
@@ -206,33 +204,33 @@ impl TokenService {
 
     /// Rebuilds the in-memory view (keys, revocations) if the store changed since the last call, and
     /// returns the verifier to put in force when the keys changed.
-    pub fn sync(&self, now: Time) -> Result<Option<Verifier>, ServiceError> {
-        let _guard = self.sync.lock().map_err(|_| ServiceError::Poisoned)?;
-        let change = self.store.change_counter()?;
+    pub async fn sync(&self, now: Time) -> Result<Option<Verifier>, ServiceError> {
+        let _guard = self.sync.lock().await;
+        let change = self.store.change_counter().await?;
         if change == self.view.load().change {
             return Ok(None);
         }
-        self.rebuild_locked(now, change).map(Some)
+        self.rebuild_locked(now, change).await.map(Some)
     }
 
     /// Puts a new `[auth]` configuration in force and returns the verifier built from it and the keys.
-    pub fn set_auth(&self, auth: &AuthConfig, now: Time) -> Result<Verifier, ServiceError> {
+    pub async fn set_auth(&self, auth: &AuthConfig, now: Time) -> Result<Verifier, ServiceError> {
         self.auth.store(Arc::new(auth.clone()));
-        self.rebuild(now)
+        self.rebuild(now).await
     }
 
     /// Rebuilds the view whether or not the store changed.
-    fn rebuild(&self, now: Time) -> Result<Verifier, ServiceError> {
-        let _guard = self.sync.lock().map_err(|_| ServiceError::Poisoned)?;
-        let change = self.store.change_counter()?;
-        self.rebuild_locked(now, change)
+    async fn rebuild(&self, now: Time) -> Result<Verifier, ServiceError> {
+        let _guard = self.sync.lock().await;
+        let change = self.store.change_counter().await?;
+        self.rebuild_locked(now, change).await
     }
 
-    fn rebuild_locked(&self, now: Time, change: u64) -> Result<Verifier, ServiceError> {
+    async fn rebuild_locked(&self, now: Time, change: u64) -> Result<Verifier, ServiceError> {
         let auth = self.auth.load_full();
-        let keys = self.store.signing_keys()?;
+        let keys = self.store.signing_keys().await?;
         let mut revocations: HashMap<Subject, Time> = HashMap::new();
-        for (subject, at) in self.store.revocations(now)? {
+        for (subject, at) in self.store.revocations(now).await? {
             // Two spellings of one subject: the later revocation wins.
             if let Some(subject) = Subject::parse(&subject) {
                 revocations.entry(subject).and_modify(|t| *t = (*t).max(at)).or_insert(at);
@@ -286,12 +284,12 @@ impl TokenService {
     /// Waits until every running node (one that reported within [`NODE_ALIVE_SECS`]) has applied the store's
     /// changes up to `change`, for at most `timeout`. A node that stops reporting drops out of the wait once
     /// it has been silent that long.
-    pub fn wait_applied(&self, change: u64, timeout: std::time::Duration) -> Result<Applied, ServiceError> {
+    pub async fn wait_applied(&self, change: u64, timeout: std::time::Duration) -> Result<Applied, ServiceError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let now = crate::util::time::unix_now() as Time;
             let live: Vec<NodeReport> =
-                self.store.nodes()?.into_iter().filter(|n| now - n.seen <= NODE_ALIVE_SECS).collect();
+                self.store.nodes().await?.into_iter().filter(|n| now - n.seen <= NODE_ALIVE_SECS).collect();
             let (done, lagging): (Vec<_>, Vec<_>) = live.into_iter().partition(|n| n.applied >= change);
             if lagging.is_empty() {
                 return Ok(if done.is_empty() { Applied::NoNodeRunning } else { Applied::Everywhere(done) });
@@ -299,7 +297,7 @@ impl TokenService {
             if std::time::Instant::now() >= deadline {
                 return Ok(Applied::NotYet { done, lagging });
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 
@@ -324,7 +322,7 @@ impl TokenService {
     }
 
     /// Creates an activation code for `device`; returns (id, code). Only its digest is stored.
-    pub fn create_activation_code(
+    pub async fn create_activation_code(
         &self,
         device: &DeviceName,
         now: Time,
@@ -332,7 +330,7 @@ impl TokenService {
     ) -> Result<(String, String), ServiceError> {
         let code = random_code()?;
         let id = hex(&random_bytes::<4>()?);
-        self.store.add_activation_code(&id, &digest(code.as_bytes()), device.as_str(), now, now + valid_secs)?;
+        self.store.add_activation_code(&id, &digest(code.as_bytes()), device.as_str(), now, now + valid_secs).await?;
         Ok((id, code))
     }
 
@@ -341,12 +339,12 @@ impl TokenService {
     /// `admit` decides, before the code is spent, whether its device may onboard where the code was
     /// presented (CUCM's "Allow Activation Code via MRA" for codes that arrive through an edge proxy). A
     /// refused code stays usable.
-    pub fn redeem(
+    pub async fn redeem(
         &self,
         code: &str,
         now: Time,
         life: Lifetimes,
-        admit: impl FnOnce(&DeviceName) -> Result<(), GrantError>,
+        admit: impl FnOnce(&DeviceName) -> Result<(), GrantError> + Send,
     ) -> Result<TokenResponse, GrantError> {
         let code: String = code.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
         if code.len() != CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
@@ -354,25 +352,25 @@ impl TokenService {
         }
         let unknown = GrantError::InvalidGrant(UNKNOWN_CODE);
         let digest = digest(code.as_bytes());
-        let device = self.store.activation_code_device(&digest, now)?.ok_or(unknown.clone())?;
+        let device = self.store.activation_code_device(&digest, now).await?.ok_or(unknown.clone())?;
         let name = DeviceName::parse_canonical(&device).map_err(|e| GrantError::Server(e.to_string()))?;
         admit(&name)?;
         let (refresh, first) = new_refresh_token(now, life)?;
         let family = first.family.clone();
         // Spent here, in one transaction with the first refresh token (a code is bound to one device for
         // good, so the device read above is the one this redeems, if the code is still usable).
-        self.store.redeem_activation_code(&digest, now, &first)?.ok_or(unknown)?;
+        self.store.redeem_activation_code(&digest, now, &first).await?.ok_or(unknown)?;
         tracing::info!(target: "sipcfg::tokens", device = %name, family, "activation code redeemed");
         self.respond(&Subject::Device(name), refresh, now, life)
     }
 
     /// The refresh-token grant with rotation: the presented token is spent and a new one returned.
-    pub fn refresh(&self, token: &str, now: Time, life: Lifetimes) -> Result<TokenResponse, GrantError> {
+    pub async fn refresh(&self, token: &str, now: Time, life: Lifetimes) -> Result<TokenResponse, GrantError> {
         if token.is_empty() || token.len() > 256 {
             return Err(GrantError::InvalidGrant("the refresh token is invalid"));
         }
         let (refresh, next) = new_refresh_token(now, life)?;
-        match self.store.rotate_refresh_token(&digest(token.as_bytes()), now, &next, self.reuse_grace)? {
+        match self.store.rotate_refresh_token(&digest(token.as_bytes()), now, &next, self.reuse_grace).await? {
             Rotation::Rotated { subject, family } => {
                 let subject =
                     Subject::parse(&subject).ok_or_else(|| GrantError::Server(format!("stored subject {subject}")))?;
@@ -402,37 +400,42 @@ impl TokenService {
 
     /// RFC 7009: revokes what `token` (a refresh token, or an access token this service would accept)
     /// belongs to: the whole subject. Unknown tokens are not an error.
-    pub fn revoke_token(&self, token: &str, verifier: &Verifier, now: Time) -> Result<Option<Subject>, StoreError> {
-        let subject = match self.store.revoke_refresh_family(&digest(token.as_bytes()), now)? {
+    pub async fn revoke_token(
+        &self,
+        token: &str,
+        verifier: &Verifier,
+        now: Time,
+    ) -> Result<Option<Subject>, StoreError> {
+        let subject = match self.store.revoke_refresh_family(&digest(token.as_bytes()), now).await? {
             Some(s) => Subject::parse(&s),
             None => verifier.verify(token).ok(),
         };
         if let Some(s) = &subject {
-            self.revoke_subject(s, now)?;
+            self.revoke_subject(s, now).await?;
         }
         Ok(subject)
     }
 
     /// Revokes every refresh token of `subject` and every access token issued to it until now.
-    pub fn revoke_subject(&self, subject: &Subject, now: Time) -> Result<(), StoreError> {
-        self.store.revoke_subject(&subject.to_string(), now, now + REVOCATION_KEEP_SECS)?;
+    pub async fn revoke_subject(&self, subject: &Subject, now: Time) -> Result<(), StoreError> {
+        self.store.revoke_subject(&subject.to_string(), now, now + REVOCATION_KEEP_SECS).await?;
         tracing::info!(target: "sipcfg::tokens", %subject, "revoked");
         Ok(())
     }
 
     /// `sipcfg keys rotate`: a new signing key; the others keep verifying until their last access token
     /// has expired, then are purged.
-    pub fn rotate_keys(&self, now: Time, max_access_secs: i64) -> Result<SigningKey, ServiceError> {
+    pub async fn rotate_keys(&self, now: Time, max_access_secs: i64) -> Result<SigningKey, ServiceError> {
         let key = generate_key(now)?;
         let retire = now + max_access_secs + self.auth.load().leeway_secs as i64;
-        self.store.add_signing_key(&key, Some(retire))?;
+        self.store.add_signing_key(&key, Some(retire)).await?;
         Ok(key)
     }
 
     /// `sipcfg keys regen`: replaces every key and invalidates every access and refresh token at once.
-    pub fn regenerate_keys(&self, now: Time) -> Result<SigningKey, ServiceError> {
+    pub async fn regenerate_keys(&self, now: Time) -> Result<SigningKey, ServiceError> {
         let key = generate_key(now)?;
-        self.store.regenerate_signing_keys(&key, now)?;
+        self.store.regenerate_signing_keys(&key, now).await?;
         Ok(key)
     }
 

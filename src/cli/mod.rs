@@ -225,6 +225,16 @@ pub(crate) fn load_config(arg: &ConfigArg) -> Result<Config, String> {
     Config::load(&path).map_err(|e| e.to_string())
 }
 
+/// Runs an async command to completion on a runtime of its own (one thread: a command does one thing at a
+/// time); an error if the runtime cannot start.
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    Ok(runtime.block_on(future))
+}
+
 /// The configuration used without `-c` and `SIPCFG_CONFIG`: the example deployment when the current folder is
 /// the root of a source checkout (it has `Cargo.toml` and `example/sipcfg.toml`), else the installed
 /// `/etc/sipcfg/sipcfg.toml` if it exists.

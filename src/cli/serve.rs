@@ -37,7 +37,7 @@ pub(crate) fn serve(
         // it serves (log line, READY=1) must reload or stop it, not meet the default action.
         let hangup = signals::hangup();
         let shutdown = signals::shutdown();
-        let app = Arc::new(App::from_config(config).map_err(|e| e.to_string())?);
+        let app = Arc::new(App::from_config(config).await.map_err(|e| e.to_string())?);
         let monitor = Monitor::of(&app);
         let listeners = Listeners::bind(app.config()).await?;
         let deployment = app.provisioner().current();

@@ -8,12 +8,12 @@ use clap::Subcommand;
 use crate::auth::service::{Applied, TokenService};
 use crate::auth::signer::Signer;
 use crate::auth::store::NodeReport;
-use crate::auth::store::sqlite::SqliteStore;
-use crate::cli::{ConfigArg, load_config, load_inventory};
+use crate::cli::{ConfigArg, block_on, load_config, load_inventory};
 use crate::config::Config;
 use crate::provision::filename::DeviceName;
 use crate::provision::inventory::Inventory;
 use crate::provision::subject::Subject;
+use crate::store::sqlite::{SqliteAuthStore, SqliteStore};
 use crate::util::time::{Time, rfc3339_utc, unix_now};
 
 #[derive(Subcommand, Debug)]
@@ -79,14 +79,15 @@ pub(crate) fn token(
 }
 
 /// The token service on the configured state database.
-pub(crate) fn token_service(config: &Config) -> Result<TokenService, String> {
+pub(crate) async fn token_service(config: &Config) -> Result<TokenService, String> {
     let state = config.state.as_ref().ok_or_else(|| {
         format!("{}: no [state] database is configured (the token service needs one)", config.path.display())
     })?;
-    let store = SqliteStore::open(&state.database).map_err(|e| e.to_string())?;
-    let service = TokenService::open(Arc::new(store), &config.auth, state.reuse_grace_secs as Time, unix_now() as Time)
+    let store = Arc::new(SqliteAuthStore::new(SqliteStore::open(&state.database).map_err(|e| e.to_string())?));
+    let service = TokenService::open(store, &config.auth, state.reuse_grace_secs as Time, unix_now() as Time)
+        .await
         .map_err(|e| e.to_string())?;
-    service.sync(unix_now() as Time).map_err(|e| e.to_string())?;
+    service.sync(unix_now() as Time).await.map_err(|e| e.to_string())?;
     Ok(service)
 }
 
@@ -114,14 +115,18 @@ pub(crate) fn subject_arg(
 }
 
 pub(crate) fn revoke(arg: &ConfigArg, device: Option<String>, user: Option<String>) -> Result<ExitCode, String> {
+    block_on(revoke_async(arg, device, user))?
+}
+
+async fn revoke_async(arg: &ConfigArg, device: Option<String>, user: Option<String>) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
     let inventory = load_inventory(&config.inventory.file)?;
     let subject = subject_arg(&inventory, device, user)?;
-    let service = token_service(&config)?;
-    service.revoke_subject(&subject, unix_now() as Time).map_err(|e| e.to_string())?;
-    let change = service.store().change_counter().map_err(|e| e.to_string())?;
+    let service = token_service(&config).await?;
+    service.revoke_subject(&subject, unix_now() as Time).await.map_err(|e| e.to_string())?;
+    let change = service.store().change_counter().await.map_err(|e| e.to_string())?;
     // The command returns once every running node refuses the subject's tokens, not when the row is written.
-    match service.wait_applied(change, REVOCATION_WAIT).map_err(|e| e.to_string())? {
+    match service.wait_applied(change, REVOCATION_WAIT).await.map_err(|e| e.to_string())? {
         Applied::Everywhere(nodes) => {
             println!(
                 "revoked {subject}: its refresh tokens are dead and its access tokens are refused by every \
@@ -163,8 +168,12 @@ fn state_database(config: &Config) -> String {
 }
 
 pub(crate) fn activation_code(arg: &ConfigArg, action: CodeAction) -> Result<ExitCode, String> {
+    block_on(activation_code_async(arg, action))?
+}
+
+async fn activation_code_async(arg: &ConfigArg, action: CodeAction) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let service = token_service(&config)?;
+    let service = token_service(&config).await?;
     let now = unix_now() as Time;
     match action {
         CodeAction::Create { device, valid } => {
@@ -172,8 +181,10 @@ pub(crate) fn activation_code(arg: &ConfigArg, action: CodeAction) -> Result<Exi
             let Subject::Device(name) = subject_arg(&inventory, Some(device), None)? else {
                 return Err("an activation code is for a device".into());
             };
-            let (id, code) =
-                service.create_activation_code(&name, now, i64::from(valid) * 86_400).map_err(|e| e.to_string())?;
+            let (id, code) = service
+                .create_activation_code(&name, now, i64::from(valid) * 86_400)
+                .await
+                .map_err(|e| e.to_string())?;
             eprintln!("activation code {id} for {name}, valid {valid} days, single use:");
             if inventory.device(&name).is_some_and(|d| !d.enabled) {
                 eprintln!("note: {name} is disabled: the code onboards it, but it gets no file until it is enabled");
@@ -184,7 +195,7 @@ pub(crate) fn activation_code(arg: &ConfigArg, action: CodeAction) -> Result<Exi
             println!("{code}");
         }
         CodeAction::List => {
-            let codes = service.store().list_activation_codes().map_err(|e| e.to_string())?;
+            let codes = service.store().list_activation_codes().await.map_err(|e| e.to_string())?;
             for c in &codes {
                 let state = if c.revoked {
                     "revoked"
@@ -200,7 +211,7 @@ pub(crate) fn activation_code(arg: &ConfigArg, action: CodeAction) -> Result<Exi
             println!("{} code(s)", codes.len());
         }
         CodeAction::Revoke { id } => {
-            if !service.store().revoke_activation_code(&id, now).map_err(|e| e.to_string())? {
+            if !service.store().revoke_activation_code(&id, now).await.map_err(|e| e.to_string())? {
                 return Err(format!("no usable activation code with id {id}"));
             }
             println!("revoked activation code {id}");
@@ -210,24 +221,28 @@ pub(crate) fn activation_code(arg: &ConfigArg, action: CodeAction) -> Result<Exi
 }
 
 pub(crate) fn keys(arg: &ConfigArg, action: KeysAction) -> Result<ExitCode, String> {
+    block_on(keys_async(arg, action))?
+}
+
+async fn keys_async(arg: &ConfigArg, action: KeysAction) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let service = token_service(&config)?;
+    let service = token_service(&config).await?;
     let now = unix_now() as Time;
     match action {
         KeysAction::List => {}
         KeysAction::Rotate => {
-            let key = service.rotate_keys(now, 1440 * 60).map_err(|e| e.to_string())?;
+            let key = service.rotate_keys(now, 1440 * 60).await.map_err(|e| e.to_string())?;
             println!("new signing key {}; the previous keys verify until their last token has expired", key.kid);
         }
         KeysAction::Regen { yes } => {
             if !yes {
                 return Err("regen invalidates every access and refresh token at once: add --yes".into());
             }
-            let key = service.regenerate_keys(now).map_err(|e| e.to_string())?;
+            let key = service.regenerate_keys(now).await.map_err(|e| e.to_string())?;
             println!("keys replaced by {}; every access and refresh token is now invalid", key.kid);
         }
     }
-    for k in service.store().signing_keys().map_err(|e| e.to_string())? {
+    for k in service.store().signing_keys().await.map_err(|e| e.to_string())? {
         let state = match k.retire_at {
             None => "signing".to_owned(),
             Some(t) => format!("retiring at {}", rfc3339_utc(t)),

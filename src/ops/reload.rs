@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::{App, watched};
-use crate::auth::service::NODE_REPORT_SECS;
+use crate::auth::service::{NODE_REPORT_SECS, TokenService};
 use crate::ops::Monitor;
 use crate::ops::metrics::Metrics;
 use crate::ops::signals::{Hangup, next_hangup};
@@ -29,14 +29,14 @@ pub const STATE_POLL: Duration = Duration::from_millis(250);
 
 /// Reloads, counts the outcome in `metrics` and logs it (and the certificate warnings of what is in force).
 /// Returns whether the reload was taken.
-pub fn reload_logged(app: &App, monitor: &Monitor, why: &str) -> bool {
-    let ok = reload_counted(app, &monitor.metrics, why);
+pub async fn reload_logged(app: &App, monitor: &Monitor, why: &str) -> bool {
+    let ok = reload_counted(app, &monitor.metrics, why).await;
     monitor.health.log_certificate_warnings();
     ok
 }
 
-fn reload_counted(app: &App, metrics: &Metrics, why: &str) -> bool {
-    let outcome = app.reload();
+async fn reload_counted(app: &App, metrics: &Metrics, why: &str) -> bool {
+    let outcome = app.reload().await;
     metrics.reload(outcome.is_ok());
     match outcome {
         Ok(done) => {
@@ -93,8 +93,7 @@ pub async fn watch(app: Arc<App>, monitor: Monitor, every: Duration, mut hup: Ha
         if let Err(e) = systemd::notify_reloading() {
             tracing::warn!(target: LOG, error = %e, "systemd notification (RELOADING=1) failed");
         }
-        let (reloading, observed) = (app.clone(), monitor.clone());
-        let ok = tokio::task::spawn_blocking(move || reload_logged(&reloading, &observed, why)).await.unwrap_or(false);
+        let ok = reload_logged(&app, &monitor, why).await;
         if let Err(e) = systemd::notify_ready_status(&status_line(&app, ok)) {
             tracing::warn!(target: LOG, error = %e, "systemd notification (READY=1) failed");
         }
@@ -109,14 +108,7 @@ pub async fn watch_state(app: Arc<App>, every: Duration, mut stop: Stop) {
     let purge_every = app.config().state.as_ref().map_or(3600, |s| s.purge_interval_secs) as Time;
     let mut last = Looked::default();
     loop {
-        let (app, service) = (app.clone(), service.clone());
-        let looked = tokio::task::spawn_blocking(move || look_at_state(&app, &service, last)).await;
-        if let Ok(looked) = looked {
-            last = looked;
-        }
-        if last.purged == 0 || unix_now() as Time - last.purged >= purge_every {
-            last.purged = -1;
-        }
+        last = look_at_state(&app, &service, last, purge_every).await;
         tokio::select! {
             () = stop.stopped() => return,
             () = tokio::time::sleep(every) => {}
@@ -129,13 +121,13 @@ pub async fn watch_state(app: Arc<App>, every: Duration, mut stop: Stop) {
 struct Looked {
     /// The change counter this node last reported as applied, and when it reported.
     reported: Option<(u64, Time)>,
-    /// When expired state was last purged; -1: purge now.
+    /// When expired state was last purged (0: never).
     purged: Time,
 }
 
-fn look_at_state(app: &App, service: &crate::auth::service::TokenService, mut last: Looked) -> Looked {
+async fn look_at_state(app: &App, service: &TokenService, mut last: Looked, purge_every: Time) -> Looked {
     let now = unix_now() as Time;
-    match app.sync_tokens(now) {
+    match app.sync_tokens(now).await {
         Ok(true) => tracing::info!(target: LOG, "token service keys or revocations changed; now in force"),
         Ok(false) => {}
         Err(e) => tracing::error!(target: LOG, error = %e, "token service state could not be read"),
@@ -147,13 +139,13 @@ fn look_at_state(app: &App, service: &crate::auth::service::TokenService, mut la
         (Some((was, at)), Some(now_applied)) => was != now_applied || now - at >= NODE_REPORT_SECS,
     };
     if due && let Some(applied) = applied {
-        match app.report_node(now) {
+        match app.report_node(now).await {
             Ok(()) => last.reported = Some((applied, now)),
             Err(e) => tracing::warn!(target: LOG, error = %e, "could not report this node to the token store"),
         }
     }
-    if last.purged <= 0 {
-        match service.store().purge(now) {
+    if last.purged == 0 || now - last.purged >= purge_every {
+        match service.store().purge(now).await {
             Ok(n) => tracing::debug!(target: LOG, rows = n, "expired token state purged"),
             Err(e) => tracing::error!(target: LOG, error = %e, "purge failed"),
         }

@@ -4,6 +4,7 @@
 //! errors are RFC 6749 §5.2 JSON. Nothing secret is logged.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -85,11 +86,11 @@ where
         let Some(token) = form.get("token") else {
             return (grant_error(&GrantError::InvalidRequest("token is required")), None, "bad-form");
         };
-        let verifier = app.verifier();
-        return match service.revoke_token(token, &verifier, now) {
+        let verifier = Arc::clone(&*app.verifier());
+        return match service.revoke_token(token, &verifier, now).await {
             Ok(subject) => {
                 // The view takes the revocation in, and counts it (sipcfg_token_revocations_total).
-                refresh_view(app, now);
+                refresh_view(app, now).await;
                 (json(StatusCode::OK, Bytes::from_static(b"{}")), subject, "")
             }
             Err(e) => (grant_error(&GrantError::Server(e.to_string())), None, "store-error"),
@@ -97,7 +98,7 @@ where
     }
 
     // The token endpoint: first catch up with revocations and keys changed by other processes.
-    refresh_view(app, now);
+    refresh_view(app, now).await;
     let grant = match form.get("grant_type").map(String::as_str) {
         Some(ACTIVATION_CODE_GRANT) => GrantType::ActivationCode,
         Some("refresh_token") => GrantType::RefreshToken,
@@ -121,12 +122,14 @@ where
             None => Err(GrantError::InvalidRequest("grant_type is required")),
             Some(ACTIVATION_CODE_GRANT) => match form.get("code") {
                 Some(code) => {
-                    service.redeem(code, now, life, |device| admit_activation(&deployment.inventory, device, channel))
+                    service
+                        .redeem(code, now, life, |device| admit_activation(&deployment.inventory, device, channel))
+                        .await
                 }
                 None => Err(GrantError::InvalidRequest("code is required")),
             },
             Some("refresh_token") => match form.get("refresh_token") {
-                Some(token) => service.refresh(token, now, life),
+                Some(token) => service.refresh(token, now, life).await,
                 None => Err(GrantError::InvalidRequest("refresh_token is required")),
             },
             Some(_) => Err(GrantError::UnsupportedGrantType("supported: refresh_token and the activation-code grant")),
@@ -166,8 +169,8 @@ fn admit_activation(inventory: &Inventory, device: &DeviceName, channel: Channel
 }
 
 /// After a revocation here, the file server must refuse the subject's tokens at once.
-fn refresh_view(app: &App, now: i64) {
-    if let Err(e) = app.sync_tokens(now) {
+async fn refresh_view(app: &App, now: i64) {
+    if let Err(e) = app.sync_tokens(now).await {
         tracing::error!(error = %e, "token service state could not be reloaded");
     }
 }

@@ -71,7 +71,7 @@ impl TestServer {
             e.listen = local;
         }
         config.admin.listen = local;
-        let app = Arc::new(App::from_config(config).expect("server starts"));
+        let app = Arc::new(App::from_config(config).await.expect("server starts"));
         let monitor = Monitor::of(&app);
         let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
         let https = bind().await;
@@ -120,8 +120,8 @@ impl TestServer {
     }
 
     /// A reload as the file watch makes it: counted, logged; whether it was taken.
-    pub fn reload_logged(&self) -> bool {
-        sipcfg::ops::reload::reload_logged(&self.app, &self.monitor, "test")
+    pub async fn reload_logged(&self) -> bool {
+        sipcfg::ops::reload::reload_logged(&self.app, &self.monitor, "test").await
     }
 
     /// Begins a graceful shutdown (as SIGTERM does) without waiting for it: the listeners stop accepting,

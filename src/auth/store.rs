@@ -1,13 +1,11 @@
 //! Durable state of the token service: activation codes, refresh-token families, revocations and signing
-//! keys. Behind the small [`AuthStore`] interface so that a shared database (PostgreSQL) can later hold the
-//! same state for several replicas; [`sqlite::SqliteStore`] is the embedded implementation (WAL mode).
+//! keys, behind the [`AuthStore`] interface. Its implementations live in [`crate::store`]: SQLite embedded in
+//! one node, or PostgreSQL shared by every node of a cluster.
 //!
 //! Secrets are never stored: activation codes and refresh tokens are kept as SHA-256 digests of the value
 //! the client holds. Signing keys are stored (PKCS#8 PEM): the database file must be readable by sipcfg only.
 //!
 //! Every method is one transaction: after it returns `Ok`, its effect survives a crash (SIGKILL, power loss).
-
-pub mod sqlite;
 
 pub use crate::auth::Digest;
 pub use crate::util::time::Time;
@@ -89,9 +87,10 @@ pub struct NodeReport {
 }
 
 /// The state of the token service.
+#[async_trait::async_trait]
 pub trait AuthStore: Send + Sync {
     // Activation codes.
-    fn add_activation_code(
+    async fn add_activation_code(
         &self,
         id: &str,
         digest: &Digest,
@@ -99,16 +98,16 @@ pub trait AuthStore: Send + Sync {
         created: Time,
         expires: Time,
     ) -> Result<(), StoreError>;
-    fn list_activation_codes(&self) -> Result<Vec<ActivationCode>, StoreError>;
+    async fn list_activation_codes(&self) -> Result<Vec<ActivationCode>, StoreError>;
     /// Revokes a code by its id; false if there is none that is still usable.
-    fn revoke_activation_code(&self, id: &str, now: Time) -> Result<bool, StoreError>;
+    async fn revoke_activation_code(&self, id: &str, now: Time) -> Result<bool, StoreError>;
     /// The device a code onboards, if the code is still usable (known, unused, unrevoked, unexpired). Reads
     /// only: a code refused for where it was presented stays usable.
-    fn activation_code_device(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError>;
+    async fn activation_code_device(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError>;
     /// Redeems a code (single use) and stores the first refresh token of a new family, in one transaction.
     /// The token's subject is `device:<the code's device>` (`first.subject` is ignored).
     /// Returns the device name, or `None` if the code is unknown, used, revoked or expired.
-    fn redeem_activation_code(
+    async fn redeem_activation_code(
         &self,
         digest: &Digest,
         now: Time,
@@ -120,7 +119,7 @@ pub trait AuthStore: Send + Sync {
     /// ignored and taken from the presented token) in one transaction. A rotated token presented again within
     /// `grace` seconds of its rotation, while its successor was never used, is a retry ([`Rotation::Retried`]);
     /// otherwise it is a reuse and its family is revoked. `grace` 0 turns retries off.
-    fn rotate_refresh_token(
+    async fn rotate_refresh_token(
         &self,
         presented: &Digest,
         now: Time,
@@ -128,33 +127,33 @@ pub trait AuthStore: Send + Sync {
         grace: Time,
     ) -> Result<Rotation, StoreError>;
     /// Revokes the family of a refresh token; returns its subject, if the token is known.
-    fn revoke_refresh_family(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError>;
+    async fn revoke_refresh_family(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError>;
 
     // Revocations by subject (`device:NAME`, `user:ID`).
     /// Revokes every refresh token of `subject`, and records that its access tokens issued at or before
     /// `now` are refused.
-    fn revoke_subject(&self, subject: &str, now: Time, keep_until: Time) -> Result<(), StoreError>;
+    async fn revoke_subject(&self, subject: &str, now: Time, keep_until: Time) -> Result<(), StoreError>;
     /// Subjects with a revocation still in force: (subject, revoked at).
-    fn revocations(&self, now: Time) -> Result<Vec<(String, Time)>, StoreError>;
+    async fn revocations(&self, now: Time) -> Result<Vec<(String, Time)>, StoreError>;
 
     // Signing keys.
-    fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError>;
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError>;
     /// Adds a key; with `retire_others_at`, the other keys retire then (rotation).
-    fn add_signing_key(&self, key: &SigningKey, retire_others_at: Option<Time>) -> Result<(), StoreError>;
+    async fn add_signing_key(&self, key: &SigningKey, retire_others_at: Option<Time>) -> Result<(), StoreError>;
     /// Replaces every key with `key` and revokes every refresh token (CUCM's `set key regen authz signing`).
-    fn regenerate_signing_keys(&self, key: &SigningKey, now: Time) -> Result<(), StoreError>;
+    async fn regenerate_signing_keys(&self, key: &SigningKey, now: Time) -> Result<(), StoreError>;
 
     // Housekeeping.
     /// Deletes expired codes, expired refresh tokens, revocations past their `keep_until`, and retired keys
     /// past `retire_at`. Returns how many rows went.
-    fn purge(&self, now: Time) -> Result<usize, StoreError>;
+    async fn purge(&self, now: Time) -> Result<usize, StoreError>;
     /// A number that changes whenever any process commits a change (to reload keys and revocations).
-    fn change_counter(&self) -> Result<u64, StoreError>;
+    async fn change_counter(&self) -> Result<u64, StoreError>;
 
     // Nodes.
     /// Records what a running node has applied (not a change: the change counter stays). Nodes not seen for
     /// a day are forgotten.
-    fn report_node(&self, node: &NodeReport) -> Result<(), StoreError>;
+    async fn report_node(&self, node: &NodeReport) -> Result<(), StoreError>;
     /// Every node that reported in the last day.
-    fn nodes(&self) -> Result<Vec<NodeReport>, StoreError>;
+    async fn nodes(&self) -> Result<Vec<NodeReport>, StoreError>;
 }

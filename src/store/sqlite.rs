@@ -1,5 +1,5 @@
-//! The embedded [`AuthStore`]: one SQLite database file in WAL mode, shared by the server and the `sipcfg`
-//! CLI, which are separate processes.
+//! The embedded [`AuthStore`] ([`SqliteAuthStore`]): one SQLite database file in WAL mode, shared by the
+//! server and the `sipcfg` CLI, which are separate processes.
 //!
 //! Every write is one `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock before reading anything,
 //! so writers in any process are serialised and a read-modify-write (redeeming a code, rotating a token)
@@ -7,8 +7,9 @@
 //! writer that finds the lock taken waits up to [`BUSY_TIMEOUT`] for it.
 //!
 //! Within a process, the one connection sits behind a mutex; reads are single statements, so each sees one
-//! consistent snapshot. Every transaction that changes something also increments the `changes` counter in
-//! the `meta` table, which is how another process notices a commit (see [`AuthStore::change_counter`]).
+//! consistent snapshot. Every transaction that changes what nodes hold in memory (revocations, signing keys)
+//! also increments the `changes` counter in the `meta` table, which is how another process notices it (see
+//! [`AuthStore::change_counter`]); codes and refresh tokens are committed without it.
 //!
 //! The invariant of refresh-token rotation, at most one active token per family, is also enforced by the
 //! database itself (a partial unique index), so a bug elsewhere cannot break it silently.
@@ -16,13 +17,15 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{ActivationCode, AuthStore, Digest, NewRefreshToken, NodeReport, Rotation, SigningKey, StoreError, Time};
+use crate::auth::store::{
+    ActivationCode, AuthStore, Digest, NewRefreshToken, NodeReport, Rotation, SigningKey, StoreError, Time,
+};
 
 /// The version of the schema: [`SCHEMA`] is version 1, and [`MIGRATIONS`] take it to this one. A database
 /// with a newer version was written by a newer sipcfg and is refused.
@@ -364,8 +367,9 @@ fn revoke_family(tx: &Transaction<'_>, family: &str, now: Time) -> Result<usize,
     )?)
 }
 
-impl AuthStore for SqliteStore {
-    fn add_activation_code(
+/// The operations of [`AuthStore`], synchronous: each is one transaction (see the module's doc).
+impl SqliteStore {
+    pub fn add_activation_code(
         &self,
         id: &str,
         digest: &Digest,
@@ -383,7 +387,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn list_activation_codes(&self) -> Result<Vec<ActivationCode>, StoreError> {
+    pub fn list_activation_codes(&self) -> Result<Vec<ActivationCode>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT id, device, created, expires, used, revoked FROM activation_codes ORDER BY created, id",
@@ -402,7 +406,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn revoke_activation_code(&self, id: &str, now: Time) -> Result<bool, StoreError> {
+    pub fn revoke_activation_code(&self, id: &str, now: Time) -> Result<bool, StoreError> {
         self.write(|tx| {
             let revoked = tx.execute(
                 "UPDATE activation_codes SET revoked = 1, used = ?2
@@ -413,7 +417,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn activation_code_device(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError> {
+    pub fn activation_code_device(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError> {
         self.read(|conn| {
             Ok(conn
                 .query_row(
@@ -426,7 +430,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn redeem_activation_code(
+    pub fn redeem_activation_code(
         &self,
         digest: &Digest,
         now: Time,
@@ -450,7 +454,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn rotate_refresh_token(
+    pub fn rotate_refresh_token(
         &self,
         presented: &Digest,
         now: Time,
@@ -501,7 +505,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn revoke_refresh_family(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError> {
+    pub fn revoke_refresh_family(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError> {
         self.write(|tx| {
             let token: Option<(String, String)> = tx
                 .query_row(
@@ -518,7 +522,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn revoke_subject(&self, subject: &str, now: Time, keep_until: Time) -> Result<(), StoreError> {
+    pub fn revoke_subject(&self, subject: &str, now: Time, keep_until: Time) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
                 "UPDATE refresh_tokens SET state = 'revoked', changed = ?2 WHERE subject = ?1 AND state <> 'revoked'",
@@ -536,7 +540,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn revocations(&self, now: Time) -> Result<Vec<(String, Time)>, StoreError> {
+    pub fn revocations(&self, now: Time) -> Result<Vec<(String, Time)>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT subject, revoked_at FROM revocations WHERE keep_until > ?1 ORDER BY subject")?;
@@ -545,7 +549,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+    pub fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT kid, algorithm, private_pem, created, retire_at FROM signing_keys ORDER BY created, kid",
@@ -563,7 +567,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn add_signing_key(&self, key: &SigningKey, retire_others_at: Option<Time>) -> Result<(), StoreError> {
+    pub fn add_signing_key(&self, key: &SigningKey, retire_others_at: Option<Time>) -> Result<(), StoreError> {
         self.write(|tx| {
             insert_key(tx, key)?;
             if let Some(at) = retire_others_at {
@@ -576,7 +580,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn regenerate_signing_keys(&self, key: &SigningKey, now: Time) -> Result<(), StoreError> {
+    pub fn regenerate_signing_keys(&self, key: &SigningKey, now: Time) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute("DELETE FROM signing_keys", [])?;
             insert_key(tx, key)?;
@@ -585,7 +589,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn purge(&self, now: Time) -> Result<usize, StoreError> {
+    pub fn purge(&self, now: Time) -> Result<usize, StoreError> {
         self.write(|tx| {
             let codes = tx.execute(
                 "DELETE FROM activation_codes
@@ -622,7 +626,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn report_node(&self, node: &NodeReport) -> Result<(), StoreError> {
+    pub fn report_node(&self, node: &NodeReport) -> Result<(), StoreError> {
         // Not a change of the token service's state: the change counter stays, so no node resyncs for it.
         let mut conn = self.lock()?;
         let report = |conn: &mut Connection| -> Result<(), Fail> {
@@ -639,7 +643,7 @@ impl AuthStore for SqliteStore {
         report(&mut conn).map_err(|e| self.error(e))
     }
 
-    fn nodes(&self) -> Result<Vec<NodeReport>, StoreError> {
+    pub fn nodes(&self) -> Result<Vec<NodeReport>, StoreError> {
         self.read(|conn| {
             let mut stmt =
                 conn.prepare_cached("SELECT id, name, started, seen, applied FROM nodes ORDER BY name, id")?;
@@ -656,7 +660,7 @@ impl AuthStore for SqliteStore {
         })
     }
 
-    fn change_counter(&self) -> Result<u64, StoreError> {
+    pub fn change_counter(&self) -> Result<u64, StoreError> {
         self.read(|conn| {
             let value: Option<i64> =
                 conn.query_row("SELECT value FROM meta WHERE key = 'changes'", [], |row| row.get(0)).optional()?;
@@ -673,6 +677,130 @@ fn insert_key(tx: &Transaction<'_>, key: &SigningKey) -> Result<(), Fail> {
         params![key.kid, key.algorithm, key.private_pem, key.created, key.retire_at],
     )?;
     Ok(())
+}
+
+/// [`SqliteStore`] as an [`AuthStore`]: every operation runs on tokio's blocking pool, so a commit waiting for
+/// its fsync never holds a runtime worker.
+#[derive(Debug, Clone)]
+pub struct SqliteAuthStore(Arc<SqliteStore>);
+
+impl SqliteAuthStore {
+    pub fn new(store: SqliteStore) -> SqliteAuthStore {
+        SqliteAuthStore(Arc::new(store))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// Runs `f` with the store on the blocking pool.
+async fn blocking<T, F>(store: &Arc<SqliteStore>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&SqliteStore) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store)).await.map_err(|e| StoreError::Database {
+        path: String::new(),
+        message: format!("the state database's worker thread failed: {e}"),
+    })?
+}
+
+#[async_trait::async_trait]
+impl AuthStore for SqliteAuthStore {
+    async fn add_activation_code(
+        &self,
+        id: &str,
+        digest: &Digest,
+        device: &str,
+        created: Time,
+        expires: Time,
+    ) -> Result<(), StoreError> {
+        let (id, digest, device) = (id.to_owned(), *digest, device.to_owned());
+        blocking(&self.0, move |s| s.add_activation_code(&id, &digest, &device, created, expires)).await
+    }
+
+    async fn list_activation_codes(&self) -> Result<Vec<ActivationCode>, StoreError> {
+        blocking(&self.0, |s| s.list_activation_codes()).await
+    }
+
+    async fn revoke_activation_code(&self, id: &str, now: Time) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        blocking(&self.0, move |s| s.revoke_activation_code(&id, now)).await
+    }
+
+    async fn activation_code_device(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError> {
+        let digest = *digest;
+        blocking(&self.0, move |s| s.activation_code_device(&digest, now)).await
+    }
+
+    async fn redeem_activation_code(
+        &self,
+        digest: &Digest,
+        now: Time,
+        first: &NewRefreshToken,
+    ) -> Result<Option<String>, StoreError> {
+        let (digest, first) = (*digest, first.clone());
+        blocking(&self.0, move |s| s.redeem_activation_code(&digest, now, &first)).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented: &Digest,
+        now: Time,
+        next: &NewRefreshToken,
+        grace: Time,
+    ) -> Result<Rotation, StoreError> {
+        let (presented, next) = (*presented, next.clone());
+        blocking(&self.0, move |s| s.rotate_refresh_token(&presented, now, &next, grace)).await
+    }
+
+    async fn revoke_refresh_family(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError> {
+        let digest = *digest;
+        blocking(&self.0, move |s| s.revoke_refresh_family(&digest, now)).await
+    }
+
+    async fn revoke_subject(&self, subject: &str, now: Time, keep_until: Time) -> Result<(), StoreError> {
+        let subject = subject.to_owned();
+        blocking(&self.0, move |s| s.revoke_subject(&subject, now, keep_until)).await
+    }
+
+    async fn revocations(&self, now: Time) -> Result<Vec<(String, Time)>, StoreError> {
+        blocking(&self.0, move |s| s.revocations(now)).await
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+        blocking(&self.0, |s| s.signing_keys()).await
+    }
+
+    async fn add_signing_key(&self, key: &SigningKey, retire_others_at: Option<Time>) -> Result<(), StoreError> {
+        let key = key.clone();
+        blocking(&self.0, move |s| s.add_signing_key(&key, retire_others_at)).await
+    }
+
+    async fn regenerate_signing_keys(&self, key: &SigningKey, now: Time) -> Result<(), StoreError> {
+        let key = key.clone();
+        blocking(&self.0, move |s| s.regenerate_signing_keys(&key, now)).await
+    }
+
+    async fn purge(&self, now: Time) -> Result<usize, StoreError> {
+        blocking(&self.0, move |s| s.purge(now)).await
+    }
+
+    async fn change_counter(&self) -> Result<u64, StoreError> {
+        blocking(&self.0, |s| s.change_counter()).await
+    }
+
+    async fn report_node(&self, node: &NodeReport) -> Result<(), StoreError> {
+        let node = node.clone();
+        blocking(&self.0, move |s| s.report_node(&node)).await
+    }
+
+    async fn nodes(&self) -> Result<Vec<NodeReport>, StoreError> {
+        blocking(&self.0, |s| s.nodes()).await
+    }
 }
 
 #[cfg(test)]
@@ -764,7 +892,7 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<SqliteStore>();
         let dir = TempDir::new().unwrap();
-        let store = open(&dir);
+        let store = SqliteAuthStore::new(open(&dir));
         let _: &dyn AuthStore = &store;
     }
 
