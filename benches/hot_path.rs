@@ -166,7 +166,7 @@ fn with_copies(inventory: &Inventory) -> (Inventory, Vec<(Subject, String)>) {
     for i in 0..MISS_DEVICES {
         let name = device_name(&format!("SEP{:012X}", 0xBE00_0000_0000 + i));
         requests.push((Subject::Device(name.clone()), format!("{name}.cnf.xml")));
-        let previous = inventory.devices.insert(name.clone(), Device { name, ..template.clone() });
+        let previous = inventory.devices.insert(name.clone(), std::sync::Arc::new(Device { name, ..template.clone() }));
         assert!(previous.is_none(), "copy names clash with the example inventory");
     }
     (inventory, requests)

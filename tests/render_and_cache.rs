@@ -102,7 +102,7 @@ async fn concurrent_misses_render_once() {
             let device = device.clone();
             tokio::spawn(async move {
                 cache
-                    .get_or_render(1, device.as_str(), async {
+                    .get_or_render(1, device.as_str(), 0, async {
                         renders.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                         Ok::<_, std::convert::Infallible>(Arc::new(RenderedFile::new("<device/>", "application/xml")))
@@ -122,7 +122,7 @@ async fn concurrent_misses_render_once() {
     assert!(etags.windows(2).all(|w| w[0] == w[1]));
     // A new generation is a new key: it renders again.
     cache
-        .get_or_render(2, device.as_str(), async {
+        .get_or_render(2, device.as_str(), 0, async {
             renders.fetch_add(1, Ordering::SeqCst);
             Ok::<_, std::convert::Infallible>(Arc::new(RenderedFile::new("<device/>", "application/xml")))
         })
@@ -140,7 +140,7 @@ async fn the_cache_is_bounded_by_bytes() {
         let name = DeviceName::parse_canonical(&format!("SEP{i:012X}")).unwrap();
         let body = body.clone();
         cache
-            .get_or_render(1, name.as_str(), async move {
+            .get_or_render(1, name.as_str(), 0, async move {
                 Ok::<_, std::convert::Infallible>(Arc::new(RenderedFile::new(body, "application/xml")))
             })
             .await
@@ -229,4 +229,69 @@ fn a_file_packed_against_a_similar_one_is_small_and_unpacks_to_itself() {
     let kept = RenderedFile::packed(&noise, "application/octet-stream", &dictionary);
     assert_eq!(kept.stored_bytes(), noise.len());
     assert_eq!(kept.body().unwrap(), noise);
+}
+
+/// A change to one device or user, as the shared store delivers it: that device's file changes at once, the
+/// others stay cached, a kept connection's memo sees it, and a change that breaks a rule is refused whole.
+#[tokio::test]
+async fn one_device_changes_without_a_reload_and_the_others_stay_cached() {
+    use sipcfg::provision::deployment::InventoryChange;
+    let server = TestServer::start().await;
+    let provisioner = server.app.provisioner().clone();
+    let token = server.token("user:jsmith");
+    let client = server.client();
+    let mut conn = client.connect().await.unwrap();
+    let auth = format!("Bearer {token}");
+    let phone = conn.send("GET", "/SEP001122334455.cnf.xml", &[("authorization", &auth)]).await;
+    assert!(phone.text().contains("<displayName>John Smith</displayName>"));
+    let csf = client.get("/CSFJSMITH.cnf.xml", Some(&token)).await;
+    let before = server.metrics().await;
+    let generation = provisioner.current().generation;
+
+    let name = DeviceName::parse_canonical("SEP001122334455").unwrap();
+    let mut doc = provisioner.current().inventory.device(&name).unwrap().to_doc();
+    doc.lines[0].display_name = "John Changed".into();
+    let changed = provisioner.apply(&[InventoryChange::Device(name.clone(), Some(doc.clone()))]).await.unwrap();
+    assert_eq!(changed, vec![name.clone()]);
+    assert_eq!(provisioner.current().generation, generation, "no full load");
+
+    // The kept connection (its memo) and a new one get the new file; the other device comes from the cache.
+    let r = conn.send("GET", "/SEP001122334455.cnf.xml", &[("authorization", &auth)]).await;
+    assert!(r.text().contains("<displayName>John Changed</displayName>"), "{}", r.text());
+    assert_ne!(r.header("etag"), phone.header("etag"));
+    let again = client.get("/CSFJSMITH.cnf.xml", Some(&token)).await;
+    assert_eq!(again.header("etag"), csf.header("etag"));
+    let after = server.metrics().await;
+    let misses = |m: &common::Metrics| m.get("sipcfg_cache_misses_total");
+    assert_eq!(misses(&after) - misses(&before), 1.0, "only the changed device was rendered again");
+
+    // A user's change re-renders the devices it owns (their files carry its name).
+    let user = provisioner.current().inventory.users.get("jsmith").unwrap().doc.clone();
+    let renamed = sipcfg::provision::inventory::UserDoc { name: "John Q. Smith".into(), ..user };
+    let changed = provisioner.apply(&[InventoryChange::User("jsmith".into(), Some(renamed))]).await.unwrap();
+    assert!(changed.contains(&DeviceName::parse_canonical("CSFJSMITH").unwrap()), "{changed:?}");
+    let r = client.get("/CSFJSMITH.cnf.xml", Some(&token)).await;
+    assert!(r.text().contains("John Q. Smith"), "{}", r.text());
+
+    // A change that breaks a rule is refused, and nothing of it is applied.
+    let mut bad = doc.clone();
+    bad.profile = "no such profile".into();
+    let other = DeviceName::parse_canonical("SEP001122334466").unwrap();
+    let other_doc = provisioner.current().inventory.device(&other).unwrap().to_doc();
+    let mut other_changed = other_doc.clone();
+    other_changed.description = "changed".into();
+    let refused = provisioner
+        .apply(&[
+            InventoryChange::Device(other.clone(), Some(other_changed)),
+            InventoryChange::Device(name.clone(), Some(bad)),
+        ])
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("unknown profile \"no such profile\""), "{refused}");
+    assert_eq!(provisioner.current().inventory.device(&other).unwrap().to_doc(), other_doc);
+
+    // A device removed is refused to its own token at once, as if it never existed.
+    provisioner.apply(&[InventoryChange::Device(name.clone(), None)]).await.unwrap();
+    let r = client.get("/SEP001122334455.cnf.xml", Some(&server.token("device:SEP001122334455"))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
 }

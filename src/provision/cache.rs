@@ -94,6 +94,8 @@ struct Key {
     generation: u64,
     /// Canonical file identity (a device name, or a shared file's name).
     file: Box<str>,
+    /// How many times the file's device changed within the generation.
+    revision: u64,
 }
 
 /// Per-entry bookkeeping counted against the byte bound on top of the stored body: the entry, its key and
@@ -126,7 +128,13 @@ impl FileCache {
 
     /// The cached file, or the result of `render` (run once however many callers wait for it). Errors are
     /// not cached.
-    pub async fn get_or_render<E, F>(&self, generation: u64, file: &str, render: F) -> Result<Arc<RenderedFile>, Arc<E>>
+    pub async fn get_or_render<E, F>(
+        &self,
+        generation: u64,
+        file: &str,
+        revision: u64,
+        render: F,
+    ) -> Result<Arc<RenderedFile>, Arc<E>>
     where
         E: Send + Sync + 'static,
         F: Future<Output = Result<Arc<RenderedFile>, E>>,
@@ -142,7 +150,7 @@ impl FileCache {
             }
             result
         };
-        let result = self.cache.try_get_with(Key { generation, file: file.into() }, timed).await;
+        let result = self.cache.try_get_with(Key { generation, file: file.into(), revision }, timed).await;
         if let (false, Some(o)) = (rendered.load(Ordering::Relaxed), observer) {
             o.hit();
         }
@@ -155,6 +163,12 @@ impl FileCache {
         if let Some(o) = self.observer.get() {
             o.hit();
         }
+    }
+
+    /// Drops one file's entry (its device changed: the entry is dead weight).
+    pub async fn forget(&self, generation: u64, file: &str, revision: u64) {
+        let key = Key { generation, file: file.into(), revision };
+        self.cache.invalidate(&key).await;
     }
 
     /// Drops every entry (after a new generation is in force, so old entries are dead weight).

@@ -7,10 +7,12 @@ use std::sync::{Arc, OnceLock};
 
 use crate::config::Config;
 use crate::provision::cache::RenderedFile;
+use crate::provision::filename::DeviceName;
 use crate::provision::files::FileRoot;
-use crate::provision::inventory::{Inventory, InventoryErrors};
+use crate::provision::inventory::{Device, DeviceDoc, Inventory, InventoryError, InventoryErrors, User, UserDoc};
 use crate::provision::model::{PHONE_TYPES, PhoneType};
 use crate::provision::render::{TemplateErrors, Templates};
+use crate::provision::rules;
 use crate::provision::trust::{self, Purpose, ServerNotTrusted, TrustCert, TrustError, TrustStore};
 use crate::util::time::unix_now;
 
@@ -55,17 +57,37 @@ pub struct Loaded {
 }
 
 /// The inventory, templates and certificates in force, with the generation that keys the cache.
+///
+/// Everything but the inventory is shared (`Arc`) between a deployment and the one an incremental change
+/// makes from it ([`Deployment::with_changes`]); the inventory's users and devices are persistent maps, so a
+/// change to one device shares the others.
 pub struct Deployment {
+    /// The cache's namespace: a new one for each full load, the same across incremental changes.
     pub generation: u64,
+    /// A new one for every deployment put in force, full or incremental: what a connection's memo of its
+    /// last file is checked against.
+    pub version: u64,
     pub inventory: Inventory,
-    pub templates: Templates,
-    pub phone_edge_trust: Vec<TrustCert>,
+    pub templates: Arc<Templates>,
+    pub phone_edge_trust: Arc<Vec<TrustCert>>,
     /// `caconfig.json`, made once per deployment.
     pub caconfig: Arc<RenderedFile>,
-    pub files: Option<FileRoot>,
-    /// Per phone type, the first configuration rendered for it in this deployment: cached configurations
+    pub files: Option<Arc<FileRoot>>,
+    /// Per device, how many times it changed since the full load: part of its cache key, so that its old
+    /// file is never served once it changed (absent: 0).
+    revisions: imbl::HashMap<DeviceName, u64>,
+    /// Per phone type, the first configuration rendered for it in this generation: cached configurations
     /// of that type are packed against it (see [`RenderedFile::packed`]).
-    dictionaries: HashMap<&'static str, OnceLock<Arc<[u8]>>>,
+    dictionaries: Arc<HashMap<&'static str, OnceLock<Arc<[u8]>>>>,
+}
+
+/// A change to the inventory of a deployment in force, made by another node or command (the shared store):
+/// a device or a user put (`Some`) or removed (`None`). Anything else (cluster, profiles, certificates,
+/// templates) is a full load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InventoryChange {
+    Device(DeviceName, Option<DeviceDoc>),
+    User(String, Option<UserDoc>),
 }
 
 /// Why a deployment could not be loaded.
@@ -115,18 +137,103 @@ pub fn load(sources: &Sources) -> Result<Loaded, Vec<LoadError>> {
 }
 
 impl Deployment {
-    /// Puts `loaded` in force as generation `generation`.
-    pub fn new(generation: u64, loaded: Loaded) -> Deployment {
+    /// Puts `loaded` in force as generation `generation` (and `version`).
+    pub fn new(generation: u64, version: u64, loaded: Loaded) -> Deployment {
         let caconfig = Arc::new(RenderedFile::new(trust::caconfig_json(&loaded.phone_edge_trust), "application/json"));
         Deployment {
             generation,
+            version,
             inventory: loaded.inventory,
-            templates: loaded.templates,
-            phone_edge_trust: loaded.phone_edge_trust,
+            templates: Arc::new(loaded.templates),
+            phone_edge_trust: Arc::new(loaded.phone_edge_trust),
             caconfig,
-            files: loaded.files,
-            dictionaries: PHONE_TYPES.iter().map(|t| (t.id, OnceLock::new())).collect(),
+            files: loaded.files.map(Arc::new),
+            revisions: imbl::HashMap::new(),
+            dictionaries: Arc::new(PHONE_TYPES.iter().map(|t| (t.id, OnceLock::new())).collect()),
         }
+    }
+
+    /// This deployment with `changes` applied, as `version`: the same generation (cache entries of the
+    /// devices that did not change stay valid), the changed devices with a new revision. Each change is
+    /// checked as a load would check it; on the first that breaks a rule, nothing is applied. Returns the
+    /// deployment and the devices whose file changed (to drop from the cache).
+    pub fn with_changes(
+        &self,
+        version: u64,
+        changes: &[InventoryChange],
+    ) -> Result<(Deployment, Vec<(DeviceName, u64)>), InventoryErrors> {
+        let mut inventory = self.inventory.clone();
+        let mut revisions = self.revisions.clone();
+        let mut stale = Vec::new();
+        let refused = |entry: String, message: String| {
+            InventoryErrors(vec![InventoryError { file: inventory_origin(&self.inventory), entry, message }])
+        };
+        let mut bump = |name: &DeviceName, revisions: &mut imbl::HashMap<DeviceName, u64>| {
+            let old = revisions.get(name).copied().unwrap_or(0);
+            revisions.insert(name.clone(), old + 1);
+            stale.push((name.clone(), old));
+        };
+        for change in changes {
+            match change {
+                InventoryChange::Device(name, Some(doc)) => {
+                    let device = Device::from_doc(name.clone(), doc.clone(), &inventory.profiles, &inventory.users)
+                        .map_err(|problems| refused(format!("device {:?}", name.as_str()), problems.join("; ")))?;
+                    inventory.devices.insert(name.clone(), Arc::new(device));
+                    bump(name, &mut revisions);
+                }
+                InventoryChange::Device(name, None) => {
+                    if inventory.devices.remove(name).is_some() {
+                        bump(name, &mut revisions);
+                    }
+                }
+                InventoryChange::User(id, doc) => {
+                    let owned: Vec<DeviceName> = inventory
+                        .devices
+                        .values()
+                        .filter(|d| d.owner.as_deref() == Some(id.as_str()))
+                        .map(|d| d.name.clone())
+                        .collect();
+                    match doc {
+                        Some(doc) => {
+                            if !rules::valid_user_id(id) {
+                                return Err(refused(format!("user {id:?}"), rules::USER_ID_RULE.into()));
+                            }
+                            inventory.users.insert(id.clone(), User { id: id.clone(), doc: doc.clone() });
+                        }
+                        None if !owned.is_empty() => {
+                            return Err(refused(
+                                format!("user {id:?}"),
+                                format!("still owns {} device(s), e.g. {}", owned.len(), owned[0]),
+                            ));
+                        }
+                        None => {
+                            inventory.users.remove(id);
+                        }
+                    }
+                    // Their files carry the owner's name.
+                    for name in &owned {
+                        bump(name, &mut revisions);
+                    }
+                }
+            }
+        }
+        let deployment = Deployment {
+            generation: self.generation,
+            version,
+            inventory,
+            templates: self.templates.clone(),
+            phone_edge_trust: self.phone_edge_trust.clone(),
+            caconfig: self.caconfig.clone(),
+            files: self.files.clone(),
+            revisions,
+            dictionaries: self.dictionaries.clone(),
+        };
+        Ok((deployment, stale))
+    }
+
+    /// How many times `name` changed since the full load (part of its cache key).
+    pub fn revision(&self, name: &DeviceName) -> u64 {
+        self.revisions.get(name).copied().unwrap_or(0)
     }
 
     /// The dictionary configurations of `phone_type` are packed against: the first one rendered in this
@@ -134,4 +241,9 @@ impl Deployment {
     pub fn dictionary(&self, phone_type: &PhoneType, first: &str) -> Option<&Arc<[u8]>> {
         self.dictionaries.get(phone_type.id).map(|slot| slot.get_or_init(|| Arc::from(first.as_bytes())))
     }
+}
+
+/// Where an inventory came from, for the errors of a change to it.
+fn inventory_origin(inventory: &Inventory) -> PathBuf {
+    inventory.file.clone()
 }

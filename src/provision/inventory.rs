@@ -1,9 +1,10 @@
 //! The inventory: cluster parameters, phone security profiles, users and devices, read from one TOML file
 //! and checked as a whole. Every error names the file and the entry.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -79,7 +80,7 @@ impl Transport {
 }
 
 /// Cluster-wide parameters rendered into every configuration.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     pub name: String,
@@ -162,20 +163,20 @@ fn default_network_locale() -> String {
     "United_States".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallManager {
     /// Host name or address the phones register to: what the files carry as `processNodeName`.
     pub address: String,
     /// How sipcfg names the node to people (messages, `sipcfg cluster show`); not rendered. Empty: the
     /// address ([`CallManager::label`]).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// The node's own SIP phone OAuth port, when it differs from the cluster's (CUCM sets it per node).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip_oauth_port: Option<u16>,
     /// The node's own SIP MRA OAuth port, when it differs from the cluster's.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip_mra_oauth_port: Option<u16>,
 }
 
@@ -206,12 +207,10 @@ impl CallManager {
     }
 }
 
-/// A phone security profile (CUCM: System > Security > Phone Security Profile).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// A phone security profile (CUCM: System > Security > Phone Security Profile), as the inventory stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Profile {
-    #[serde(skip_deserializing)]
-    pub name: String,
+pub struct ProfileDoc {
     /// The phone type the profile belongs to (CUCM profiles are per phone type).
     pub phone_type: String,
     pub security_mode: SecurityMode,
@@ -220,70 +219,135 @@ pub struct Profile {
     #[serde(default)]
     pub oauth: bool,
     /// "Enable Digest Authentication".
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub digest_authentication: bool,
     /// "TFTP Encrypted Config".
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub tftp_encrypted_config: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// A phone security profile, checked, with its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Profile {
+    pub name: String,
+    #[serde(flatten)]
+    pub doc: ProfileDoc,
+}
+
+impl std::ops::Deref for Profile {
+    type Target = ProfileDoc;
+    fn deref(&self) -> &ProfileDoc {
+        &self.doc
+    }
+}
+
+/// An end user (CUCM: User Management > End User), as the inventory stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct User {
-    #[serde(skip_deserializing)]
-    pub id: String,
+pub struct UserDoc {
     /// Display name, e.g. `John Smith`.
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub department: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// An end user, checked, with its id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: String,
+    #[serde(flatten)]
+    pub doc: UserDoc,
+}
+
+impl std::ops::Deref for User {
+    type Target = UserDoc;
+    fn deref(&self) -> &UserDoc {
+        &self.doc
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Line {
     /// Directory number.
     pub dn: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub display_name: String,
     /// Text shown next to the line button; defaults to the directory number.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub label: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// A device (CUCM: Device > Phone), as the inventory stores it: the `[devices.NAME]` table of the TOML
+/// file, a row of the shared store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct RawDevice {
-    model: String,
-    profile: String,
-    owner: Option<String>,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    lines: Vec<Line>,
-    #[serde(default = "yes")]
-    enabled: bool,
-    #[serde(default)]
-    allow_activation_code_via_mra: bool,
-    #[serde(default)]
-    mra_service_domain: String,
+pub struct DeviceDoc {
+    pub model: String,
+    pub profile: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<Line>,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_activation_code_via_mra: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mra_service_domain: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawInventory {
-    cluster: Cluster,
-    #[serde(default)]
-    profiles: BTreeMap<String, Profile>,
-    #[serde(default)]
-    users: BTreeMap<String, User>,
-    #[serde(default)]
-    devices: BTreeMap<String, RawDevice>,
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
-/// A device (CUCM: Device > Phone).
-#[derive(Debug, Clone)]
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+/// The whole inventory as it is stored: what the TOML file holds, and what `sipcfg store export` writes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InventoryDoc {
+    pub cluster: Cluster,
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileDoc>,
+    #[serde(default)]
+    pub users: BTreeMap<String, UserDoc>,
+    #[serde(default)]
+    pub devices: BTreeMap<String, DeviceDoc>,
+}
+
+/// [`InventoryDoc`] for serialization: the cluster with its call managers (which templates see resolved,
+/// through the render context, so [`Cluster`] alone does not serialize them).
+#[derive(Debug, Serialize)]
+pub struct InventoryDocRef<'a> {
+    pub cluster: ClusterDoc<'a>,
+    pub profiles: BTreeMap<&'a str, &'a ProfileDoc>,
+    pub users: BTreeMap<&'a str, &'a UserDoc>,
+    pub devices: BTreeMap<&'a str, DeviceDoc>,
+}
+
+/// The cluster as it is stored: every key, the call managers included.
+#[derive(Debug, Serialize)]
+pub struct ClusterDoc<'a> {
+    #[serde(flatten)]
+    pub cluster: &'a Cluster,
+    pub call_managers: &'a [CallManager],
+}
+
+impl<'a> ClusterDoc<'a> {
+    pub fn of(cluster: &'a Cluster) -> ClusterDoc<'a> {
+        ClusterDoc { cluster, call_managers: &cluster.call_managers }
+    }
+}
+
+/// A device, checked against the profiles, users and phone types.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
     pub name: DeviceName,
     pub phone_type: &'static PhoneType,
@@ -300,14 +364,71 @@ pub struct Device {
     pub mra_service_domain: String,
 }
 
+impl Device {
+    /// Checks `doc` as the device `name` against `profiles` and `users`; every rule it breaks otherwise.
+    pub fn from_doc(
+        name: DeviceName,
+        doc: DeviceDoc,
+        profiles: &BTreeMap<String, Profile>,
+        users: &Users,
+    ) -> Result<Device, Vec<String>> {
+        let fields = DeviceFields {
+            name: Some(&name),
+            model: &doc.model,
+            profile: &doc.profile,
+            owner: doc.owner.as_deref(),
+            lines: &doc.lines,
+            allow_activation_code_via_mra: doc.allow_activation_code_via_mra,
+            mra_service_domain: &doc.mra_service_domain,
+        };
+        let (phone_type, problems) = rules::check_device(fields, profiles, users);
+        let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        match phone_type {
+            Some(phone_type) if problems.is_empty() => Ok(Device {
+                name,
+                phone_type,
+                profile: doc.profile,
+                owner: doc.owner,
+                description: doc.description,
+                lines: doc.lines,
+                enabled: doc.enabled,
+                allow_activation_code_via_mra: doc.allow_activation_code_via_mra,
+                mra_service_domain: doc.mra_service_domain,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// The device as it is stored.
+    pub fn to_doc(&self) -> DeviceDoc {
+        DeviceDoc {
+            model: self.phone_type.name.to_owned(),
+            profile: self.profile.clone(),
+            owner: self.owner.clone(),
+            description: self.description.clone(),
+            lines: self.lines.clone(),
+            enabled: self.enabled,
+            allow_activation_code_via_mra: self.allow_activation_code_via_mra,
+            mra_service_domain: self.mra_service_domain.clone(),
+        }
+    }
+}
+
+/// The users, by id: a persistent map, so that one user's change shares the rest (10,000 users of a
+/// cluster are not copied for it).
+pub type Users = imbl::OrdMap<String, User>;
+/// The devices, by name: a persistent map, so that one device's change shares the other 99,999.
+pub type Devices = imbl::HashMap<DeviceName, Arc<Device>>;
+
 /// A loaded, consistent inventory.
 #[derive(Debug, Clone)]
 pub struct Inventory {
+    /// Where it was read from: the TOML file, or the shared store; errors name it.
     pub file: PathBuf,
     pub cluster: Cluster,
     pub profiles: BTreeMap<String, Profile>,
-    pub users: BTreeMap<String, User>,
-    pub devices: HashMap<DeviceName, Device>,
+    pub users: Users,
+    pub devices: Devices,
 }
 
 impl Inventory {
@@ -323,19 +444,24 @@ impl Inventory {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryErrors> {
-        let file = path.to_owned();
-        let raw: RawInventory = toml::from_str(text).map_err(|e| {
+        let doc: InventoryDoc = toml::from_str(text).map_err(|e| {
             InventoryErrors(vec![InventoryError {
-                file: file.clone(),
+                file: path.to_owned(),
                 entry: String::new(),
                 message: crate::config::toml_message(text, &e),
             }])
         })?;
+        Inventory::from_doc(path, doc)
+    }
+
+    /// Checks a whole inventory; `origin` names where it came from in every error.
+    pub fn from_doc(origin: &Path, doc: InventoryDoc) -> Result<Inventory, InventoryErrors> {
+        let file = origin.to_owned();
         let mut errors = Vec::new();
         let mut err =
             |entry: String, message: String| errors.push(InventoryError { file: file.clone(), entry, message });
 
-        let cluster = raw.cluster;
+        let cluster = doc.cluster;
         for problem in rules::cluster_problems(&cluster) {
             err("cluster".into(), problem);
         }
@@ -346,26 +472,24 @@ impl Inventory {
         }
 
         let mut profiles = BTreeMap::new();
-        for (name, mut p) in raw.profiles {
-            p.name = name.clone();
-            let entry = format!("profile {name:?}");
-            for problem in rules::profile_problems(&p) {
-                err(entry.clone(), problem);
+        for (name, doc) in doc.profiles {
+            let profile = Profile { name: name.clone(), doc };
+            for problem in rules::profile_problems(&profile) {
+                err(format!("profile {name:?}"), problem);
             }
-            profiles.insert(name, p);
+            profiles.insert(name, profile);
         }
 
-        let mut users = BTreeMap::new();
-        for (id, mut u) in raw.users {
-            u.id = id.clone();
+        let mut users = Users::new();
+        for (id, doc) in doc.users {
             if !rules::valid_user_id(&id) {
                 err(format!("user {id:?}"), rules::USER_ID_RULE.into());
             }
-            users.insert(id, u);
+            users.insert(id.clone(), User { id, doc });
         }
 
-        let mut devices = HashMap::with_capacity(raw.devices.len());
-        for (name, d) in raw.devices {
+        let mut devices = Vec::with_capacity(doc.devices.len());
+        for (name, d) in doc.devices {
             let entry = format!("device {name:?}");
             let device_name = match DeviceName::parse_canonical(&name) {
                 Ok(n) => n,
@@ -374,45 +498,35 @@ impl Inventory {
                     continue;
                 }
             };
-            let fields = DeviceFields {
-                name: Some(&device_name),
-                model: &d.model,
-                profile: &d.profile,
-                owner: d.owner.as_deref(),
-                lines: &d.lines,
-                allow_activation_code_via_mra: d.allow_activation_code_via_mra,
-                mra_service_domain: &d.mra_service_domain,
-            };
-            let (phone_type, problems) = rules::check_device(fields, &profiles, &users);
-            for problem in problems {
-                err(entry.clone(), problem.to_string());
+            match Device::from_doc(device_name, d, &profiles, &users) {
+                Ok(device) => devices.push((device.name.clone(), Arc::new(device))),
+                Err(problems) => {
+                    for problem in problems {
+                        err(entry.clone(), problem);
+                    }
+                }
             }
-            let Some(phone_type) = phone_type else { continue };
-            devices.insert(
-                device_name.clone(),
-                Device {
-                    name: device_name,
-                    phone_type,
-                    profile: d.profile,
-                    owner: d.owner,
-                    description: d.description,
-                    lines: d.lines,
-                    enabled: d.enabled,
-                    allow_activation_code_via_mra: d.allow_activation_code_via_mra,
-                    mra_service_domain: d.mra_service_domain,
-                },
-            );
         }
 
         if errors.is_empty() {
-            Ok(Inventory { file, cluster, profiles, users, devices })
+            Ok(Inventory { file, cluster, profiles, users, devices: devices.into_iter().collect() })
         } else {
             Err(InventoryErrors(errors))
         }
     }
 
+    /// The inventory as it is stored (for `sipcfg store export` and the shared store).
+    pub fn to_doc(&self) -> InventoryDocRef<'_> {
+        InventoryDocRef {
+            cluster: ClusterDoc::of(&self.cluster),
+            profiles: self.profiles.iter().map(|(k, p)| (k.as_str(), &p.doc)).collect(),
+            users: self.users.iter().map(|(k, u)| (k.as_str(), &u.doc)).collect(),
+            devices: self.devices.iter().map(|(k, d)| (k.as_str(), d.to_doc())).collect(),
+        }
+    }
+
     pub fn device(&self, name: &DeviceName) -> Option<&Device> {
-        self.devices.get(name)
+        self.devices.get(name).map(Arc::as_ref)
     }
 
     /// The device's profile. Every device's profile exists once the inventory has loaded.

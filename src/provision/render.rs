@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::provision::inventory::{CallManager, Cluster, Device, Inventory, Profile, User};
+use crate::provision::inventory::{CallManager, Cluster, Device, Inventory, Profile, SecurityMode, Transport, User};
 use crate::provision::model::{PHONE_TYPES, PhoneType};
 use crate::provision::trust::TrustCert;
 use crate::provision::xml::check_well_formed;
@@ -260,7 +260,7 @@ fn describe(e: &minijinja::Error) -> String {
 struct RenderContext<'a> {
     device: DeviceView<'a>,
     profile: ProfileView<'a>,
-    owner: Option<&'a User>,
+    owner: Option<UserView<'a>>,
     cluster: ClusterView<'a>,
     /// SIP OAuth in force for this device: the cluster mode is on and the profile enables OAuth.
     oauth: bool,
@@ -356,10 +356,30 @@ struct LineView<'a> {
 
 #[derive(Serialize)]
 struct ProfileView<'a> {
-    #[serde(flatten)]
-    profile: &'a Profile,
+    name: &'a str,
+    phone_type: &'a str,
+    security_mode: SecurityMode,
+    transport: Transport,
+    oauth: bool,
+    digest_authentication: bool,
+    tftp_encrypted_config: bool,
+    description: &'a str,
     security_mode_code: u8,
     transport_code: u8,
+}
+
+/// The owner as templates see it: every field, empty ones too (templates fail on an undefined value).
+#[derive(Serialize)]
+struct UserView<'a> {
+    id: &'a str,
+    name: &'a str,
+    department: &'a str,
+}
+
+impl<'a> From<&'a User> for UserView<'a> {
+    fn from(u: &'a User) -> Self {
+        UserView { id: &u.id, name: &u.name, department: &u.department }
+    }
 }
 
 impl<'a> RenderContext<'a> {
@@ -399,11 +419,18 @@ impl<'a> RenderContext<'a> {
                 mra_service_domain: &device.mra_service_domain,
             },
             profile: ProfileView {
-                profile,
+                name: &profile.name,
+                phone_type: &profile.phone_type,
+                security_mode: profile.security_mode,
+                transport: profile.transport,
+                oauth: profile.oauth,
+                digest_authentication: profile.digest_authentication,
+                tftp_encrypted_config: profile.tftp_encrypted_config,
+                description: &profile.description,
                 security_mode_code: profile.security_mode.code(),
                 transport_code: profile.transport.code(),
             },
-            owner,
+            owner: owner.map(UserView::from),
             cluster: ClusterView::new(cluster),
             oauth: cluster.sip_oauth_mode && profile.oauth,
             phone_edge_trust: trust.iter().map(TrustView::from).collect(),

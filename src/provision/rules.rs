@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::provision::filename::DeviceName;
-use crate::provision::inventory::{CallManager, Cluster, Line, Profile, SecurityMode, Transport, User};
+use crate::provision::inventory::{CallManager, Cluster, Line, Profile, SecurityMode, Transport, Users};
 use crate::provision::model::{self, PhoneType, Prefix};
 use crate::provision::subject::MAX_USER_ID;
 
@@ -242,7 +242,7 @@ pub fn did_you_mean(suggestion: Option<&str>) -> String {
 pub fn check_device(
     device: DeviceFields<'_>,
     profiles: &BTreeMap<String, Profile>,
-    users: &BTreeMap<String, User>,
+    users: &Users,
 ) -> (Option<&'static PhoneType>, Vec<DeviceProblem>) {
     let mut problems = Vec::new();
     let phone_type = model::phone_type(device.model);
