@@ -148,16 +148,31 @@ pub fn listeners_clash(a: SocketAddr, b: SocketAddr) -> bool {
 }
 
 /// Logs: human-readable on a terminal or JSON lines; and the audit log.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` (default) or `json`, for the log on standard error.
     #[serde(default)]
     pub format: LogFormat,
     /// The audit log: one JSON line per request (every download and every refusal: time, client address,
-    /// channel, method, file, subject, status, reason). Never a token. Appended to; rotate it with
-    /// copytruncate or a SIGHUP-free tool.
+    /// channel, method, file, subject, status, reason). Never a token. Appended to; when the file at this
+    /// path is renamed or removed (log rotation), the next one is opened within about a second.
     pub audit_file: Option<PathBuf>,
+    /// Audit lines held in memory for the audit log's writer thread. When it is full, a request waits for
+    /// room instead of losing its line (back-pressure). The writer holds up to as much again while writing.
+    #[serde(default = "default_audit_buffer_bytes")]
+    pub audit_buffer_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::default(), audit_file: None, audit_buffer_bytes: default_audit_buffer_bytes() }
+    }
+}
+
+/// 4 MiB: about 12,000 access lines, more than the writer's 100 ms batch at 100,000 requests a second.
+fn default_audit_buffer_bytes() -> usize {
+    4 * 1024 * 1024
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -600,6 +615,15 @@ impl Config {
         }
         if !(50..=60_000).contains(&server.reload_poll_ms) {
             return Err(invalid("server.reload_poll_ms", "must be between 50 and 60000".into()));
+        }
+        if !(4096..=1 << 30).contains(&raw.log.audit_buffer_bytes) {
+            return Err(invalid(
+                "log.audit_buffer_bytes",
+                format!(
+                    "{} is outside 4096-1073741824 (the default, 4194304, suits most sites)",
+                    raw.log.audit_buffer_bytes
+                ),
+            ));
         }
         if raw.cache.max_bytes < 1024 * 1024 {
             return Err(invalid("cache.max_bytes", "must be at least 1 MiB".into()));

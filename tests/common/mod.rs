@@ -451,3 +451,67 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `sipcfg serve` run as a process, for what is per process: the log subscriber, the audit log, standard
+/// error. Its HTTPS and admin listeners are on free loopback ports; standard error goes to a file.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub stderr: PathBuf,
+}
+
+impl ServeProcess {
+    /// Starts `sipcfg serve -c config` (with `SIPCFG_LOG` = `log`) and waits until it accepts TLS connections.
+    pub async fn start(config: &Path, log: &str) -> ServeProcess {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (addr, admin) = (free(), free());
+        let stderr = config.with_extension("stderr.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+            .args(["serve", "--listen", &addr.to_string(), "--admin-listen", &admin.to_string(), "--config"])
+            .arg(config)
+            .env("SIPCFG_LOG", log)
+            .env("NO_COLOR", "1")
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let served = ServeProcess { child, addr, admin, stderr };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while served.client().connect().await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "the server did not start:\n{}", served.log());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        served
+    }
+
+    pub fn client(&self) -> Client {
+        Client::tls_to(self.addr)
+    }
+
+    /// `/metrics` now.
+    pub async fn metrics(&self) -> Metrics {
+        let r = Client::plain_to(self.admin).get("/metrics", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        Metrics(r.text())
+    }
+
+    /// What the server wrote on standard error so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, as systemd stops it; the server must exit 0.
+    pub fn stop(mut self) -> String {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert_eq!(self.child.wait().unwrap().code(), Some(0), "{}", self.log());
+        self.log()
+    }
+}
+
+impl Drop for ServeProcess {
+    /// A test that failed half-way leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
