@@ -51,14 +51,9 @@ fn log_subscriber(
     .with_filter(filter);
     let registry = tracing_subscriber::registry().with(console);
     let Some(path) = &log.audit_file else { return Ok((Box::new(registry), None)) };
-    let (writer, guard) = AuditLog::open(path, log.audit_buffer_bytes).map_err(|e| e.to_string())?;
-    let stats = writer.stats();
-    let audit = tracing_subscriber::fmt::layer()
-        .json()
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(writer)
-        .with_filter(Targets::new().with_target("sipcfg::access", tracing::Level::INFO));
+    let (audit, guard) = AuditLog::open(path, log.audit_buffer_bytes).map_err(|e| e.to_string())?;
+    let stats = audit.stats();
+    let audit = audit.with_filter(Targets::new().with_target("sipcfg::access", tracing::Level::INFO));
     Ok((Box::new(registry.with(audit)), Some(Audit { guard, stats })))
 }
 

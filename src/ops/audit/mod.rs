@@ -5,8 +5,8 @@
 //!   when the buffer is full, the request waits until the writer has taken it (back-pressure). Only a write
 //!   the file system refuses (disk full, I/O error) loses lines, and every such line is counted
 //!   ([`AuditStats`], `sipcfg_audit_lines_dropped_total`) and reported in a warning at most once a minute.
-//! - **Cheap on the request path.** Appending is a lock and a copy: no allocation, no system call. The
-//!   writer wakes every [`FLUSH_INTERVAL`] (or at once when the buffer is half full) and writes what has
+//! - **Cheap on the request path.** The line is formatted straight from the event's fields ([`line`]),
+//!   and appending it is a lock and a copy: no allocation, no system call. The writer wakes every [`FLUSH_INTERVAL`] (or at once when the buffer is half full) and writes what has
 //!   gathered in one `write`; a request wakes it only after it found nothing to write for a whole interval.
 //! - **Rotation without loss.** Before writing, at most once every [`ROTATION_CHECK`], the writer compares
 //!   the file it holds open with the file at the path (device and inode). Renamed away (logrotate's
@@ -14,6 +14,8 @@
 //!   case a new one is about to be created, and then creates it. Lines written in between land in the
 //!   renamed file, none in the void.
 //! - **At exit** the guard waits up to [`CLOSE_WAIT`] for the buffered lines to reach the file.
+
+mod line;
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -195,33 +197,6 @@ impl AuditLog {
     /// The counters `/metrics` reports.
     pub fn stats(&self) -> Arc<AuditStats> {
         self.shared.stats.clone()
-    }
-}
-
-/// One event's line, handed to the buffer in one piece.
-pub struct LineWriter<'a>(&'a Shared);
-
-impl Write for LineWriter<'_> {
-    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        self.0.push(line);
-        Ok(line.len())
-    }
-
-    fn write_all(&mut self, line: &[u8]) -> io::Result<()> {
-        self.0.push(line);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for AuditLog {
-    type Writer = LineWriter<'a>;
-
-    fn make_writer(&'a self) -> LineWriter<'a> {
-        LineWriter(&self.shared)
     }
 }
 
