@@ -103,6 +103,30 @@ struct RawConfig {
     log: LogConfig,
     #[serde(default)]
     admin: AdminConfig,
+    #[serde(default)]
+    observe: ObserveConfig,
+}
+
+/// Observe mode, for a pilot with real phones: what a client sends (request line, headers with every
+/// credential redacted) and its TLS facts, logged once per subject and client address under the
+/// `sipcfg::observe` target. Off by default; off, it costs nothing on the request path.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObserveConfig {
+    pub enabled: bool,
+    /// The (subject, client address) pairs remembered, so that each is logged once: memory stays bounded
+    /// whatever reaches the port. Pairs beyond it are not logged (a warning says so, once).
+    pub max_pairs: usize,
+    /// Ask TLS clients of the phone port for a certificate (optional: the handshake goes on without one),
+    /// to learn whether phones present their MIC or LSC. Any certificate is accepted and logged, never
+    /// trusted. Off by default: it changes the handshake phones see (docs/decisions.md).
+    pub request_client_certificate: bool,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        ObserveConfig { enabled: false, max_pairs: 4096, request_client_certificate: false }
+    }
 }
 
 /// The admin listener (plain HTTP, no authentication): `/metrics`, `/healthz`, `/readyz`; and when
@@ -477,6 +501,7 @@ pub struct Config {
     pub state: Option<StateConfig>,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    pub observe: ObserveConfig,
     /// `serve --listen` and `--admin-listen`, kept so that a reload applies them to the file it reads again.
     pub overrides: Overrides,
 }
@@ -515,6 +540,7 @@ impl Config {
             ("[edge] listen", new.edge.is_some() && edge_listen(self) != edge_listen(new)),
             ("[state]", self.state != new.state),
             ("[log]", self.log != new.log),
+            ("[observe]", self.observe != new.observe),
             ("[admin] enabled, listen", admin(self) != admin(new)),
         ]
         .into_iter()
@@ -673,6 +699,12 @@ impl Config {
         if !(1..=168).contains(&admin.cert_check_hours) {
             return Err(invalid("admin.cert_check_hours", "must be between 1 and 168".into()));
         }
+        if !(1..=1_000_000).contains(&raw.observe.max_pairs) {
+            return Err(invalid(
+                "observe.max_pairs",
+                format!("{} is outside 1-1000000 (the default, 4096, is plenty for a pilot)", raw.observe.max_pairs),
+            ));
+        }
 
         Config {
             path: path.to_owned(),
@@ -692,6 +724,7 @@ impl Config {
             state: raw.state.map(|s| StateConfig { database: at(s.database), ..s }),
             log: LogConfig { audit_file: raw.log.audit_file.map(at), ..raw.log },
             admin: raw.admin,
+            observe: raw.observe,
             overrides: Overrides::default(),
         }
         .checked_listeners()

@@ -128,7 +128,8 @@ impl App {
             Some(s) => FailureLimiter::new(s.max_failed_grants, s.failed_grant_window_secs),
             None => FailureLimiter::new(10, 60),
         };
-        let tls = PhoneTls::new(&config.tls, None)?;
+        let observe = &config.observe;
+        let tls = PhoneTls::new(&config.tls, observe.enabled && observe.request_client_certificate, None)?;
         let edge_tls = match &config.edge {
             Some(e) => Some(Arc::new(edge::server_config(&config.tls, e)?)),
             None => None,
@@ -250,7 +251,10 @@ impl App {
         let one = |message: String| vec![LoadError::Config(message)];
         let mut config = Config::load(&self.config.path).map_err(|e| one(e.to_string()))?;
         config.apply_overrides(self.config.overrides);
-        let tls = PhoneTls::new(&config.tls, Some(&self.tls.load())).map_err(|e| one(e.to_string()))?;
+        // [observe] is restart-only: the handshake keeps asking (or not) for a client certificate as at start.
+        let observe = &self.config.observe;
+        let ask = observe.enabled && observe.request_client_certificate;
+        let tls = PhoneTls::new(&config.tls, ask, Some(&self.tls.load())).map_err(|e| one(e.to_string()))?;
         let edge_tls = match &config.edge {
             Some(e) => Some(edge::server_config(&config.tls, e).map_err(|e| one(e.to_string()))?),
             None => None,

@@ -20,6 +20,7 @@ use crate::provision::cache::RenderedFile;
 use crate::provision::files::FileError;
 use crate::provision::subject::Subject;
 use crate::provision::{FetchError, FetchMemo, NotFound};
+use crate::server::observe::{Observer, RequestHead, TlsFacts};
 use crate::server::response::{Body, allow, head_only, plain};
 use crate::server::{oauth, route};
 
@@ -52,13 +53,21 @@ pub struct ConnectionMemo {
 /// Boxed, so that taking the memo out and putting it back moves a pointer.
 pub type MemoSlot = std::sync::Mutex<Option<Box<ConnectionMemo>>>;
 
+/// What a connection holds for its requests: the memo, and in observe mode the observer with the
+/// connection's TLS facts.
+#[derive(Default)]
+pub struct Connection {
+    pub memo: MemoSlot,
+    pub observed: Option<(Arc<Observer>, Option<TlsFacts>)>,
+}
+
 pub async fn handle<B>(
     app: &App,
     monitor: &Monitor,
     peer: SocketAddr,
     channel: Channel,
     req: Request<B>,
-    slot: &MemoSlot,
+    conn: &Connection,
 ) -> Response<Body>
 where
     B: http_body::Body<Data = Bytes>,
@@ -67,6 +76,8 @@ where
     // The clock is read, and the path copied, only for an access line that will be written.
     let logged = tracing::enabled!(target: "sipcfg::access", tracing::Level::INFO)
         .then(|| (Instant::now(), req.method().clone(), loggable(req.uri().path())));
+    let observed = conn.observed.as_ref().map(|(observer, tls)| (observer, tls, RequestHead::of(&req)));
+    let slot = &conn.memo;
     let kind = route::kind_of(req.uri().path());
     let unanswered = Unanswered { monitor, peer, channel, kind, line: Some(logged) };
     let (response, subject, reason) = match (check_target(&req), channel) {
@@ -87,6 +98,9 @@ where
     let logged = unanswered.answered();
     let status = response.status().as_u16();
     monitor.metrics.request(channel, kind, status, reason);
+    if let Some((observer, tls, head)) = observed {
+        observer.request(peer, channel, tls.as_ref(), &head, subject.as_ref(), status);
+    }
     if let Some((started, method, path)) = logged {
         let subject = subject.as_ref().map(ToString::to_string).unwrap_or_default();
         access_line(peer, channel, method.as_str(), &path, status, &subject, reason, started.elapsed());
@@ -494,7 +508,7 @@ const PLAIN: [bool; 256] = {
 };
 
 /// The request path as it may appear in a log line: printable ASCII, bounded.
-fn loggable(path: &str) -> String {
+pub(super) fn loggable(path: &str) -> String {
     // Phones ask for plain names: one branch-free pass and a copy (escaping char by char cost 2,100
     // instructions a request whenever access lines are written).
     if path.len() <= LOG_PATH_MAX && path.bytes().fold(true, |plain, b| plain & PLAIN[usize::from(b)]) {

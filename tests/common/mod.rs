@@ -315,6 +315,11 @@ impl Client {
         Client { addr, http2: false, tls: Some(Arc::new(tls_client_config(b"http/1.1"))) }
     }
 
+    /// Over TLS with this client configuration (a client certificate, other ALPN), HTTP/2 or HTTP/1.1.
+    pub fn tls_with(addr: SocketAddr, tls: rustls::ClientConfig, http2: bool) -> Client {
+        Client { addr, http2, tls: Some(Arc::new(tls)) }
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
         let auth = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
