@@ -121,9 +121,10 @@ async fn lines_the_file_system_refuses_are_counted_as_dropped() {
     assert_eq!(metrics.get("sipcfg_audit_lines_dropped_total"), 40.0, "{}", metrics.0);
     assert_eq!(metrics.get("sipcfg_audit_lines_written_total"), 0.0);
     let log = served.stop();
-    // The first loss at once, then at most one a minute; what was lost since the last one, at exit.
+    // The first loss at once, then at most one a minute; what was lost since the last one, at exit. Whether
+    // the 40 lines were written in one batch or more, that is one or two warnings.
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("audit log: lines could not be written")).collect();
-    assert_eq!(warnings.len(), 2, "{log}");
+    assert!(matches!(warnings.len(), 1 | 2), "{log}");
     assert!(warnings.iter().all(|w| w.contains("No space left on device")), "{log}");
     let counted: u64 = warnings
         .iter()
@@ -193,4 +194,19 @@ async fn after_a_rename_lines_land_in_the_new_file_and_none_is_lost() {
     assert!(expected("e", 0..100).iter().all(|p| current.contains(p)), "after the second: the file sipcfg created");
     let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode & !0o640, 0, "sipcfg creates its audit log without access for others: {mode:o}");
+}
+
+/// The buffer has a default, and a value outside its range is refused with the key named.
+#[test]
+fn the_buffer_size_has_a_default_and_a_range() {
+    let example = std::fs::read_to_string(common::repo().join("example/sipcfg.toml")).unwrap();
+    let parse = |log: &str| {
+        let text = example.replace("audit_file = \"state/audit.log\"", log);
+        sipcfg::config::Config::parse(Path::new("/etc/sipcfg/sipcfg.toml"), &text)
+    };
+    assert_eq!(parse("audit_file = \"a.log\"").unwrap().log.audit_buffer_bytes, 4 * 1024 * 1024);
+    for bad in ["audit_buffer_bytes = 100", "audit_buffer_bytes = 2000000000"] {
+        let err = parse(bad).expect_err(bad).to_string();
+        assert!(err.contains("/etc/sipcfg/sipcfg.toml: log.audit_buffer_bytes") && err.contains("4096"), "{err}");
+    }
 }

@@ -194,3 +194,20 @@ async fn off_by_default_and_no_client_certificate_unless_asked_for() {
     assert_eq!(lines.len(), 1, "{log}");
     assert_eq!(lines[0]["fields"]["tls_client_certificate"], "not requested");
 }
+
+/// Every key has a default (off); a bound outside its range or an unknown key is refused, named.
+#[test]
+fn the_section_has_defaults_and_checked_values() {
+    let example = std::fs::read_to_string(common::repo().join("example/sipcfg.toml")).unwrap();
+    let parse = |observe: &str| {
+        let text = format!("{example}\n[observe]\n{observe}\n");
+        sipcfg::config::Config::parse(std::path::Path::new("/etc/sipcfg/sipcfg.toml"), &text)
+    };
+    let defaults = parse("").unwrap().observe;
+    assert!(!defaults.enabled && !defaults.request_client_certificate);
+    assert_eq!(defaults.max_pairs, 4096);
+    let err = parse("max_pairs = 0").unwrap_err().to_string();
+    assert!(err.contains("observe.max_pairs") && err.contains("1-1000000"), "{err}");
+    let err = parse("enable = true").unwrap_err().to_string();
+    assert!(err.contains("unknown field `enable`"), "{err}");
+}

@@ -157,7 +157,7 @@ impl Shared {
     }
 }
 
-/// The audit log as the log layer's writer: each event's line is appended to the buffer.
+/// The audit log, a layer of the log subscriber ([`line`]): each event's line is appended to the buffer.
 #[derive(Clone)]
 pub struct AuditLog {
     shared: Arc<Shared>,
