@@ -6,6 +6,8 @@
 #
 #   scripts/instructions.sh                        # the working tree's release build
 #   BINS="/tmp/old/sipcfg target/release/sipcfg" scripts/instructions.sh   # several builds, same inventory
+#   AUDIT=1 scripts/instructions.sh                # with the audit log on ([log] audit_file): a line per 304
+#   EXTRA=$'[observe]\nenabled = true' scripts/instructions.sh   # more configuration (for builds that know it)
 #
 # Each sipcfg runs under callgrind with instrumentation off until it has loaded and pre-rendered N devices;
 # sipcfg-load then makes three keep-alive runs of R1, R2 and R3 requests over KC connections, with a dump
@@ -69,7 +71,14 @@ EOF
     cat <<EOF
 [admin]
 enabled = false
+
 EOF
+    if [ -n "${AUDIT:-}" ]; then
+        printf '[log]\naudit_file = "%s"\n\n' "$WORK/audit.log"
+    fi
+    if [ -n "${EXTRA:-}" ]; then
+        printf '%s\n' "$EXTRA"
+    fi
 } >"$WORK/sipcfg.toml"
 "$LOAD" --mint "$N" --config "$WORK/sipcfg.toml" --out "$WORK/tokens.txt" 2>"$WORK/mint.log"
 
@@ -89,7 +98,7 @@ totals() { grep -E '^totals:' "$1" | awk '{print $2}'; }
 
 for bin in $BINS; do
     out=$WORK/callgrind.out
-    rm -f "$out"*
+    rm -f "$out"* "$WORK/audit.log"
     SIPCFG_LOG=warn,sipcfg::app=info valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out" \
         "$bin" serve -c "$WORK/sipcfg.toml" 2>"$WORK/server.log" &
     SERVER=$!
@@ -105,6 +114,11 @@ for bin in $BINS; do
         callgrind_control -d "$SERVER" >/dev/null 2>&1
     done
     kill "$SERVER"; wait "$SERVER" 2>/dev/null || true; SERVER=""
+    if [ -n "${AUDIT:-}" ]; then
+        # Every request of the three runs has its line (a build that drops lines shows here).
+        lines=$(wc -l <"$WORK/audit.log")
+        say "$bin: $lines audit lines for $((R1 + R2 + R3)) requests"
+    fi
     c2=$(totals "$out.2"); c3=$(totals "$out.3")
     python3 - "$bin" "$c2" "$c3" "$R2" "$R3" <<'PY'
 import sys

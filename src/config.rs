@@ -103,6 +103,30 @@ struct RawConfig {
     log: LogConfig,
     #[serde(default)]
     admin: AdminConfig,
+    #[serde(default)]
+    observe: ObserveConfig,
+}
+
+/// Observe mode, for a pilot with real phones: what a client sends (request line, headers with every
+/// credential redacted) and its TLS facts, logged once per subject and client address under the
+/// `sipcfg::observe` target. Off by default; off, it costs nothing on the request path.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObserveConfig {
+    pub enabled: bool,
+    /// The (subject, client address) pairs remembered, so that each is logged once: memory stays bounded
+    /// whatever reaches the port. Pairs beyond it are not logged (a warning says so, once).
+    pub max_pairs: usize,
+    /// Ask TLS clients of the phone port for a certificate (optional: the handshake goes on without one),
+    /// to learn whether phones present their MIC or LSC. Any certificate is accepted and logged, never
+    /// trusted. Off by default: it changes the handshake phones see (docs/decisions.md).
+    pub request_client_certificate: bool,
+}
+
+impl Default for ObserveConfig {
+    fn default() -> Self {
+        ObserveConfig { enabled: false, max_pairs: 4096, request_client_certificate: false }
+    }
 }
 
 /// The admin listener (plain HTTP, no authentication): `/metrics`, `/healthz`, `/readyz`; and when
@@ -148,16 +172,31 @@ pub fn listeners_clash(a: SocketAddr, b: SocketAddr) -> bool {
 }
 
 /// Logs: human-readable on a terminal or JSON lines; and the audit log.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` (default) or `json`, for the log on standard error.
     #[serde(default)]
     pub format: LogFormat,
     /// The audit log: one JSON line per request (every download and every refusal: time, client address,
-    /// channel, method, file, subject, status, reason). Never a token. Appended to; rotate it with
-    /// copytruncate or a SIGHUP-free tool.
+    /// channel, method, file, subject, status, reason). Never a token. Appended to; when the file at this
+    /// path is renamed or removed (log rotation), the next one is opened within about a second.
     pub audit_file: Option<PathBuf>,
+    /// Audit lines held in memory for the audit log's writer thread. When it is full, a request waits for
+    /// room instead of losing its line (back-pressure). The writer holds up to as much again while writing.
+    #[serde(default = "default_audit_buffer_bytes")]
+    pub audit_buffer_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::default(), audit_file: None, audit_buffer_bytes: default_audit_buffer_bytes() }
+    }
+}
+
+/// 4 MiB: about 12,000 access lines, more than the writer's 100 ms batch at 100,000 requests a second.
+fn default_audit_buffer_bytes() -> usize {
+    4 * 1024 * 1024
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -519,6 +558,7 @@ pub struct Config {
     pub state: Option<StateConfig>,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    pub observe: ObserveConfig,
     /// `serve --listen` and `--admin-listen`, kept so that a reload applies them to the file it reads again.
     pub overrides: Overrides,
 }
@@ -528,6 +568,10 @@ pub struct Config {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
+    /// `--legacy-listen`: the plain-HTTP listener's address (it turns the listener on).
+    pub legacy_listen: Option<SocketAddr>,
+    /// `--edge-listen`: the edge listener's address (`[edge]` must be configured).
+    pub edge_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -540,6 +584,12 @@ impl Config {
         if let Some(l) = overrides.admin_listen {
             self.admin.enabled = true;
             self.admin.listen = l;
+        }
+        if let Some(l) = overrides.legacy_listen {
+            self.legacy = Some(LegacyConfig { listen: l });
+        }
+        if let (Some(l), Some(edge)) = (overrides.edge_listen, &mut self.edge) {
+            edge.listen = l;
         }
         self.overrides = overrides;
     }
@@ -557,6 +607,7 @@ impl Config {
             ("[edge] listen", new.edge.is_some() && edge_listen(self) != edge_listen(new)),
             ("[state]", self.state != new.state),
             ("[log]", self.log != new.log),
+            ("[observe]", self.observe != new.observe),
             ("[admin] enabled, listen", admin(self) != admin(new)),
         ]
         .into_iter()
@@ -658,6 +709,15 @@ impl Config {
         if !(50..=60_000).contains(&server.reload_poll_ms) {
             return Err(invalid("server.reload_poll_ms", "must be between 50 and 60000".into()));
         }
+        if !(4096..=1 << 30).contains(&raw.log.audit_buffer_bytes) {
+            return Err(invalid(
+                "log.audit_buffer_bytes",
+                format!(
+                    "{} is outside 4096-1073741824 (the default, 4194304, suits most sites)",
+                    raw.log.audit_buffer_bytes
+                ),
+            ));
+        }
         if raw.cache.max_bytes < 1024 * 1024 {
             return Err(invalid("cache.max_bytes", "must be at least 1 MiB".into()));
         }
@@ -731,6 +791,12 @@ impl Config {
         if !(1..=168).contains(&admin.cert_check_hours) {
             return Err(invalid("admin.cert_check_hours", "must be between 1 and 168".into()));
         }
+        if !(1..=1_000_000).contains(&raw.observe.max_pairs) {
+            return Err(invalid(
+                "observe.max_pairs",
+                format!("{} is outside 1-1000000 (the default, 4096, is plenty for a pilot)", raw.observe.max_pairs),
+            ));
+        }
 
         Config {
             path: path.to_owned(),
@@ -753,6 +819,7 @@ impl Config {
             state: raw.state.map(|s| StateConfig { database: at(s.database), ..s }),
             log: LogConfig { audit_file: raw.log.audit_file.map(at), ..raw.log },
             admin: raw.admin,
+            observe: raw.observe,
             overrides: Overrides::default(),
         }
         .checked_listeners()
@@ -761,31 +828,51 @@ impl Config {
     /// The admin listener never shares a port with a listener phones use (`server`, `legacy`, `edge`).
     /// Checked at load, and again by `serve` after `--listen` or `--admin-listen` changed an address.
     pub fn check_listeners(&self) -> Result<(), ConfigError> {
-        if !self.admin.enabled {
-            return Ok(());
+        let invalid = |key, message| ConfigError::Invalid { path: self.path.clone(), key, message };
+        if self.overrides.edge_listen.is_some() && self.edge.is_none() {
+            return Err(invalid(
+                "edge.listen",
+                "--edge-listen was given but the configuration has no [edge] section (its client CA and proxies)"
+                    .into(),
+            ));
         }
-        let admin = self.admin.listen;
-        let server_key =
-            if self.overrides.listen.is_some() { "server.listen (from --listen)" } else { "server.listen" };
-        let phone_facing = [
-            (server_key, Some(self.server.listen)),
-            ("legacy.listen", self.legacy.as_ref().map(|l| l.listen)),
-            ("edge.listen", self.edge.as_ref().map(|e| e.listen)),
+        let o = &self.overrides;
+        let named = |key: &'static str, flag: &'static str, overridden: bool| {
+            if overridden { format!("{key} (from {flag})") } else { key.to_owned() }
+        };
+        let listeners = [
+            ("server.listen", named("server.listen", "--listen", o.listen.is_some()), Some(self.server.listen)),
+            (
+                "legacy.listen",
+                named("legacy.listen", "--legacy-listen", o.legacy_listen.is_some()),
+                self.legacy.as_ref().map(|l| l.listen),
+            ),
+            (
+                "edge.listen",
+                named("edge.listen", "--edge-listen", o.edge_listen.is_some()),
+                self.edge.as_ref().map(|e| e.listen),
+            ),
+            (
+                "admin.listen",
+                named("admin.listen", "--admin-listen", o.admin_listen.is_some()),
+                self.admin.enabled.then_some(self.admin.listen),
+            ),
         ];
-        let admin_key =
-            if self.overrides.admin_listen.is_some() { "admin.listen (from --admin-listen)" } else { "admin.listen" };
-        for (key, addr) in phone_facing {
-            if let Some(addr) = addr
-                && listeners_clash(admin, addr)
-            {
-                return Err(ConfigError::Invalid {
-                    path: self.path.clone(),
-                    key: "admin.listen",
-                    message: format!(
-                        "{admin_key} {admin} takes the port of {key} ({addr}): the admin listener has no \
-                         authentication and must never be reachable on a port phones use; give it another port"
-                    ),
-                });
+        for (i, (key, name, addr)) in listeners.iter().enumerate() {
+            let Some(addr) = addr else { continue };
+            for (_, other_name, other) in &listeners[..i] {
+                let Some(other) = other else { continue };
+                if listeners_clash(*addr, *other) {
+                    let why = if *key == "admin.listen" {
+                        ": the admin listener has no authentication and must never be reachable on a port phones use"
+                    } else {
+                        ""
+                    };
+                    return Err(invalid(
+                        key,
+                        format!("{name} {addr} takes the port of {other_name} ({other}){why}; give it another port"),
+                    ));
+                }
             }
         }
         Ok(())

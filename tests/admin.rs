@@ -491,10 +491,10 @@ async fn a_request_dropped_before_its_answer_is_counted_as_client_gone() {
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Stalled)
         .unwrap();
-    let slot = sipcfg::server::phone::MemoSlot::default();
+    let conn = sipcfg::server::phone::Connection::default();
     let peer = "127.0.0.1:40000".parse().unwrap();
     // What hyper does when the client resets the stream while the handler waits: drops the handler.
-    let handler = sipcfg::server::phone::handle(&server.app, &server.monitor, peer, Channel::Https, request, &slot);
+    let handler = sipcfg::server::phone::handle(&server.app, &server.monitor, peer, Channel::Https, request, &conn);
     assert!(tokio::time::timeout(Duration::from_millis(100), handler).await.is_err(), "the body never came");
     assert_eq!(server.monitor.metrics.requests(Channel::Https, FileKind::OauthToken, 499), 1);
     let metrics = server.metrics().await;

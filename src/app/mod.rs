@@ -180,7 +180,8 @@ impl App {
         let fingerprint = watched::fingerprint(&watched::files(&config));
         let snapshots = snapshots_of(&config);
         let now = unix_now() as Time;
-        let tls = PhoneTls::new(&config.tls, None)?;
+        let observe = &config.observe;
+        let tls = PhoneTls::new(&config.tls, observe.enabled && observe.request_client_certificate, None)?;
         // What loads, and whose Phone-Edge-Trust holds the server chain's issuer (else phones fail on 6971).
         let load_checked = |sources: &Sources| -> Result<Loaded, Vec<LoadError>> {
             let loaded = deployment::load(sources)?;
@@ -368,11 +369,13 @@ impl App {
     async fn load_all(&self) -> Result<Candidate, Vec<LoadError>> {
         let one = |message: String| vec![LoadError::Config(message)];
         let (path, overrides, previous_tls) = (self.config.path.clone(), self.config.overrides, self.tls.load_full());
+        // [observe] is restart-only: the handshake keeps asking (or not) for a client certificate as at start.
+        let ask = self.config.observe.enabled && self.config.observe.request_client_certificate;
         let now = unix_now() as Time;
         let files = blocking(move || {
             let mut config = Config::load(&path).map_err(|e| one(e.to_string()))?;
             config.apply_overrides(overrides);
-            let tls = PhoneTls::new(&config.tls, Some(&previous_tls)).map_err(|e| one(e.to_string()))?;
+            let tls = PhoneTls::new(&config.tls, ask, Some(&previous_tls)).map_err(|e| one(e.to_string()))?;
             let (edge_tls, tomcat_trust) = edge_tls(&config, now).map_err(|e| one(e.to_string()))?;
             let loaded = deployment::load(&Sources::from_config(&config))?;
             check_server_trusted(&config, tls.chain(), &loaded, now).map_err(|e| vec![LoadError::Untrusted(e)])?;

@@ -1,6 +1,9 @@
 //! Logging: human-readable or JSON on standard error, and the audit log (one JSON line per request).
 
 use std::io::IsTerminal;
+use std::sync::Arc;
+
+use crate::ops::audit::{AuditGuard, AuditLog, AuditStats};
 
 /// Logging for the commands: human-readable on standard error (`SIPCFG_LOG` filters, default `info`).
 pub fn init_logging() {
@@ -8,16 +11,21 @@ pub fn init_logging() {
 }
 
 /// Logging for `serve`: text or JSON on standard error, and the audit log (JSON lines of the
-/// `sipcfg::access` events) when configured. The returned guard flushes the audit log when dropped.
-pub fn init_logging_with(
-    log: &crate::config::LogConfig,
-) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>, String> {
+/// `sipcfg::access` events) when configured. The returned guard writes what the audit log still holds when
+/// dropped; its counters go to `/metrics`.
+pub fn init_logging_with(log: &crate::config::LogConfig) -> Result<Option<Audit>, String> {
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIPCFG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (subscriber, guard) = log_subscriber(log, filter)?;
+    let (subscriber, audit) = log_subscriber(log, filter)?;
     let _ = subscriber.try_init();
-    Ok(guard)
+    Ok(audit)
+}
+
+/// The audit log of a running `serve`: dropping the guard writes what is left and stops its writer.
+pub struct Audit {
+    pub guard: AuditGuard,
+    pub stats: Arc<AuditStats>,
 }
 
 type Subscriber = Box<dyn tracing::Subscriber + Send + Sync>;
@@ -29,7 +37,7 @@ type Subscriber = Box<dyn tracing::Subscriber + Send + Sync>;
 fn log_subscriber(
     log: &crate::config::LogConfig,
     filter: tracing_subscriber::EnvFilter,
-) -> Result<(Subscriber, Option<tracing_appender::non_blocking::WorkerGuard>), String> {
+) -> Result<(Subscriber, Option<Audit>), String> {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
     // Colours only for a person at a terminal (and never with NO_COLOR): the journal and files get plain text.
@@ -43,22 +51,10 @@ fn log_subscriber(
     .with_filter(filter);
     let registry = tracing_subscriber::registry().with(console);
     let Some(path) = &log.audit_file else { return Ok((Box::new(registry), None)) };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("audit log {}: {e}", path.display()))?;
-    let (writer, guard) = tracing_appender::non_blocking(file);
-    let audit = tracing_subscriber::fmt::layer()
-        .json()
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(writer)
-        .with_filter(Targets::new().with_target("sipcfg::access", tracing::Level::INFO));
-    Ok((Box::new(registry.with(audit)), Some(guard)))
+    let (audit, guard) = AuditLog::open(path, log.audit_buffer_bytes).map_err(|e| e.to_string())?;
+    let stats = audit.stats();
+    let audit = audit.with_filter(Targets::new().with_target("sipcfg::access", tracing::Level::INFO));
+    Ok((Box::new(registry.with(audit)), Some(Audit { guard, stats })))
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use crate::cli::cert::CertAction;
 use crate::cli::cluster::{ClusterAction, ModeAction};
 use crate::cli::edge::EdgeAction;
 use crate::cli::tokens::{CodeAction, KeysAction, TokenAction};
-use crate::config::{self, Config};
+use crate::config::{self, Config, Overrides};
 use crate::provision::deployment::LoadError;
 use crate::provision::inventory::Inventory;
 
@@ -66,6 +66,15 @@ pub enum Command {
         /// 127.0.0.1:9971); it turns the admin listener on.
         #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
         admin_listen: Option<SocketAddr>,
+        /// Address of the plain-HTTP listener (CUCM's 6970: common files, non-OAuth devices), overriding
+        /// legacy.listen; it turns that listener on. With --listen and the others, several nodes run from one
+        /// configuration on one machine.
+        #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
+        legacy_listen: Option<SocketAddr>,
+        /// Address of the edge-proxy listener (mutual TLS, Expressway-C), overriding edge.listen; the
+        /// configuration must have an [edge] section.
+        #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
+        edge_listen: Option<SocketAddr>,
     },
     /// Validate the configuration, inventory, templates and keys, rendering every device; exit 1 on any error.
     Check,
@@ -169,7 +178,9 @@ pub enum Command {
 pub fn main(cli: Cli) -> ExitCode {
     let config = cli.config;
     let result = match cli.command {
-        Command::Serve { listen, admin_listen } => serve::serve(&config, listen, admin_listen),
+        Command::Serve { listen, admin_listen, legacy_listen, edge_listen } => {
+            serve::serve(&config, Overrides { listen, admin_listen, legacy_listen, edge_listen })
+        }
         other => {
             logging::init_logging();
             run_command(&config, other)
@@ -186,7 +197,9 @@ pub fn main(cli: Cli) -> ExitCode {
 
 fn run_command(config: &ConfigArg, command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Serve { listen, admin_listen } => serve::serve(config, listen, admin_listen),
+        Command::Serve { listen, admin_listen, legacy_listen, edge_listen } => {
+            serve::serve(config, Overrides { listen, admin_listen, legacy_listen, edge_listen })
+        }
         Command::Check => check::check(config),
         Command::Render { file: Some(file), .. } => render::render(config, &file),
         Command::Render { file: None, out, .. } => match out {

@@ -1,6 +1,5 @@
 //! `sipcfg serve`: the node, until SIGTERM.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,15 +9,13 @@ use crate::config::Overrides;
 use crate::ops::{Monitor, reload, signals, systemd};
 use crate::server::{self, Listeners};
 
-pub(crate) fn serve(
-    arg: &ConfigArg,
-    listen: Option<SocketAddr>,
-    admin_listen: Option<SocketAddr>,
-) -> Result<ExitCode, String> {
+pub(crate) fn serve(arg: &ConfigArg, overrides: Overrides) -> Result<ExitCode, String> {
     let mut config = load_config(arg)?;
-    config.apply_overrides(Overrides { listen, admin_listen });
+    config.apply_overrides(overrides);
     config.check_listeners().map_err(|e| e.to_string())?;
-    let _audit_guard = logging::init_logging_with(&config.log)?;
+    // Kept until `serve` returns, after the runtime: its drop writes the audit lines still buffered.
+    let audit = logging::init_logging_with(&config.log)?;
+    let audit_stats = audit.as_ref().map(|a| a.stats.clone());
     let examples = config.example_key_files();
     if !examples.is_empty() {
         let files: Vec<_> = examples.iter().map(|p| p.display().to_string()).collect();
@@ -39,6 +36,9 @@ pub(crate) fn serve(
         let shutdown = signals::shutdown();
         let app = Arc::new(App::from_config(config).await.map_err(|e| e.to_string())?);
         let monitor = Monitor::of(&app);
+        if let Some(stats) = audit_stats {
+            monitor.metrics.attach_audit(stats);
+        }
         let listeners = Listeners::bind(app.config()).await?;
         let deployment = app.provisioner().current();
         let addr = |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -73,5 +73,7 @@ pub(crate) fn serve(
         }
         Ok::<_, String>(())
     })?;
+    drop(runtime);
+    drop(audit);
     Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@
 //! start), one per connection and handshake; a refused request adds a lookup of its (static) reason.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -23,6 +23,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::app::channel::Channel;
+use crate::ops::audit::AuditStats;
 use crate::provision::cache::CacheObserver;
 use crate::provision::filename::NameShape;
 
@@ -179,6 +180,39 @@ impl Collector for RequestCollector {
     }
 }
 
+/// The audit log's counters, once `serve` has opened it; nothing is listed without an audit log.
+#[derive(Debug, Default)]
+struct AuditCollector(Arc<OnceLock<Arc<AuditStats>>>);
+
+impl Collector for AuditCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(stats) = self.0.get() else { return Ok(()) };
+        let counters: [(&str, &str, u64); 4] = [
+            ("audit_lines_written", "Lines written to the audit log", stats.written()),
+            (
+                "audit_lines_dropped",
+                "Audit lines lost: refused by the file system (disk full, I/O error) or still buffered when the \
+                 writer could not finish at exit. Never to keep up: a full buffer makes requests wait instead",
+                stats.dropped(),
+            ),
+            (
+                "audit_waits",
+                "Requests that waited for room in the audit log's full buffer (log.audit_buffer_bytes)",
+                stats.waits(),
+            ),
+            (
+                "audit_reopens",
+                "Times the audit log was reopened after its file was renamed or removed",
+                stats.reopens(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            ConstCounter::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Counter)?)?;
+        }
+        Ok(())
+    }
+}
+
 /// A token grant's type, as the token endpoint names it in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantType {
@@ -267,6 +301,7 @@ pub struct Metrics {
     draining: Gauge,
     files_loaded: Gauge,
     serving_last_good: Gauge,
+    audit: Arc<OnceLock<Arc<AuditStats>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -286,6 +321,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("sipcfg");
         let requests = Arc::new(RequestCounts::new());
         registry.register_collector(Box::new(RequestCollector(requests.clone())));
+        let audit = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(AuditCollector(audit.clone())));
 
         let refusals = Family::<Labels1, Counter>::default();
         registry.register(
@@ -462,7 +499,13 @@ impl Metrics {
             draining,
             files_loaded,
             serving_last_good,
+            audit,
         }
+    }
+
+    /// Reports the audit log's counters from now on (`serve` opens the audit log before the metrics exist).
+    pub fn attach_audit(&self, stats: Arc<AuditStats>) {
+        let _ = self.audit.set(stats);
     }
 
     /// One answered request: its listener, what it asked for, its status and the reason of its access line

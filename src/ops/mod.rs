@@ -3,12 +3,14 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`audit`] | the audit log's file: its writer thread, back-pressure, rotation |
 //! | [`reload`] | the file watch and SIGHUP → [`App::reload`]; the token-state watch and purge |
 //! | [`health`] | readiness (`/readyz`), certificate expiry warnings |
 //! | [`metrics`] | the counters and the Prometheus exposition (`/metrics`) |
 //! | [`signals`] | SIGTERM, SIGINT and SIGHUP, registered before the server announces itself |
 //! | [`systemd`] | `sd_notify` (READY, RELOADING, STOPPING, STATUS) and the watchdog |
 
+pub mod audit;
 pub mod health;
 pub mod metrics;
 pub mod reload;

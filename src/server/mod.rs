@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod limits;
 pub mod oauth;
+pub mod observe;
 pub mod phone;
 pub mod response;
 pub mod route;
@@ -111,7 +112,8 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
         .max_pending_accept_reset_streams(settings.h2_max_pending_reset_streams)
         .max_local_error_reset_streams(settings.h2_max_local_error_reset_streams)
         .max_header_list_size(settings.max_header_bytes as u32);
-    let node = Arc::new(Node { app: app.clone(), monitor: monitor.clone(), builder });
+    let observer = observe::Observer::from_config(&app.config().observe);
+    let node = Arc::new(Node { app: app.clone(), monitor: monitor.clone(), builder, observer });
     let (stop, stopped) = stop_signal();
 
     let serve = |listener: TcpListener, channel: Channel| {
@@ -190,13 +192,18 @@ struct Node {
     app: Arc<App>,
     monitor: Monitor,
     builder: auto::Builder<TokioExecutor>,
+    /// Observe mode (`[observe]`); `None` when off.
+    observer: Option<Arc<observe::Observer>>,
 }
 
 impl Node {
     async fn serve_connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, channel: Channel, watcher: Watcher) {
         let _ = tcp.set_nodelay(true);
         let tls = match channel {
-            Channel::Legacy => return self.serve_http(tcp, peer, channel, watcher).await,
+            Channel::Legacy => {
+                let conn = self.connection(None);
+                return self.serve_http(tcp, peer, channel, watcher, conn).await;
+            }
             Channel::Https => self.app.phone_tls(),
             Channel::Edge => match self.app.edge_tls() {
                 Some(t) => t,
@@ -205,10 +212,20 @@ impl Node {
         };
         let timeout = self.app.config().server.tls_handshake_timeout();
         let metrics = &self.monitor.metrics;
-        match tokio::time::timeout(timeout, TlsAcceptor::from(tls).accept(tcp)).await {
-            Ok(Ok(stream)) => {
+        let handshake = async {
+            match &self.observer {
+                None => TlsAcceptor::from(tls).accept(tcp).await.map(|stream| (stream, None)),
+                Some(observer) => {
+                    let (stream, facts) = observer.accept(tls, tcp, peer, channel).await?;
+                    Ok((stream, Some(facts)))
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok((stream, facts))) => {
                 metrics.handshake(channel, Ok(()));
-                self.serve_http(stream, peer, channel, watcher).await
+                let conn = self.connection(facts);
+                self.serve_http(stream, peer, channel, watcher, conn).await
             }
             Ok(Err(e)) => {
                 metrics.handshake(channel, Err(HandshakeFailure::Error));
@@ -221,18 +238,30 @@ impl Node {
         }
     }
 
-    async fn serve_http<I>(self: Arc<Self>, io: I, peer: SocketAddr, channel: Channel, watcher: Watcher)
-    where
+    /// What a new connection holds for its requests: an empty memo, and in observe mode the observer with
+    /// the connection's TLS facts.
+    fn connection(&self, tls: Option<observe::TlsFacts>) -> phone::Connection {
+        phone::Connection { memo: phone::MemoSlot::default(), observed: self.observer.clone().map(|o| (o, tls)) }
+    }
+
+    async fn serve_http<I>(
+        self: Arc<Self>,
+        io: I,
+        peer: SocketAddr,
+        channel: Channel,
+        watcher: Watcher,
+        conn: phone::Connection,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let io = limits::IdleTimeout::new(io, self.app.config().server.idle_timeout());
         let node = self.clone();
-        let memo = Arc::new(phone::MemoSlot::default());
+        let conn = Arc::new(conn);
         let service = service_fn(move |req| {
-            let (node, memo) = (node.clone(), memo.clone());
+            let (node, conn) = (node.clone(), conn.clone());
             async move {
                 Ok::<_, std::convert::Infallible>(
-                    phone::handle(&node.app, &node.monitor, peer, channel, req, &memo).await,
+                    phone::handle(&node.app, &node.monitor, peer, channel, req, &conn).await,
                 )
             }
         });

@@ -2,6 +2,7 @@
 //! configuration with its session cache ([`PhoneTls`]), and the edge listener's mutual TLS ([`edge`]).
 
 pub mod edge;
+pub mod observe;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,15 +42,25 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError>
 
 /// The server configuration for the HTTPS listener.
 pub fn server_config(tls: &TlsConfig) -> Result<ServerConfig, TlsError> {
-    with_chain(tls, load_certificates(&tls.certificate)?)
+    with_chain(tls, load_certificates(&tls.certificate)?, false)
 }
 
-fn with_chain(tls: &TlsConfig, certs: Vec<CertificateDer<'static>>) -> Result<ServerConfig, TlsError> {
+/// With `ask_client_certificate` (observe mode), clients are asked for an optional certificate
+/// ([`observe::AnyClientCertificate`]).
+fn with_chain(
+    tls: &TlsConfig,
+    certs: Vec<CertificateDer<'static>>,
+    ask_client_certificate: bool,
+) -> Result<ServerConfig, TlsError> {
     let key = load_private_key(&tls.private_key)?;
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+    let provider = provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match ask_client_certificate {
+        true => builder.with_client_cert_verifier(Arc::new(observe::AnyClientCertificate::new(&provider))),
+        false => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     apply_common(&mut config, tls);
     Ok(config)
 }
@@ -60,25 +71,32 @@ pub struct PhoneTls {
     pub config: Arc<ServerConfig>,
     chain: Vec<CertificateDer<'static>>,
     resumption: (bool, usize),
+    ask_client_certificate: bool,
 }
 
 impl PhoneTls {
     /// Builds the configuration; a reload passes the one in force (`previous`), whose session cache is kept
-    /// when the chain and the resumption settings are the same, so that an inventory or template change
-    /// does not cost every phone a full handshake. A new certificate starts an empty cache: no session
-    /// established under the old one is resumed.
-    pub fn new(tls: &TlsConfig, previous: Option<&PhoneTls>) -> Result<PhoneTls, TlsError> {
+    /// when the chain, the resumption settings and the client-certificate request are the same, so that an
+    /// inventory or template change does not cost every phone a full handshake. A new certificate starts an
+    /// empty cache: no session established under the old one is resumed. `ask_client_certificate`:
+    /// observe mode's optional client certificate (`observe.request_client_certificate`).
+    pub fn new(
+        tls: &TlsConfig,
+        ask_client_certificate: bool,
+        previous: Option<&PhoneTls>,
+    ) -> Result<PhoneTls, TlsError> {
         let chain = load_certificates(&tls.certificate)?;
-        let mut config = with_chain(tls, chain.clone())?;
+        let mut config = with_chain(tls, chain.clone(), ask_client_certificate)?;
         let resumption = (tls.resumption, tls.session_cache_entries);
         if let Some(previous) = previous
             && tls.resumption
             && previous.resumption == resumption
             && previous.chain == chain
+            && previous.ask_client_certificate == ask_client_certificate
         {
             config.session_storage = previous.config.session_storage.clone();
         }
-        Ok(PhoneTls { config: Arc::new(config), chain, resumption })
+        Ok(PhoneTls { config: Arc::new(config), chain, resumption, ask_client_certificate })
     }
 
     /// The certificate chain presented: the leaf first, then the intermediates of the `[tls]` file.

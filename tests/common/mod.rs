@@ -326,6 +326,11 @@ impl Client {
         Client { addr, http2: false, tls: Some(Arc::new(tls_client_config(b"http/1.1"))) }
     }
 
+    /// Over TLS with this client configuration (a client certificate, other ALPN), HTTP/2 or HTTP/1.1.
+    pub fn tls_with(addr: SocketAddr, tls: rustls::ClientConfig, http2: bool) -> Client {
+        Client { addr, http2, tls: Some(Arc::new(tls)) }
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
         let auth = token.map(|t| format!("Bearer {t}"));
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
@@ -466,5 +471,97 @@ fn copy_dir_except(from: &Path, to: &Path, skip: &[&str]) {
         } else {
             std::fs::copy(entry.path(), target).unwrap();
         }
+    }
+}
+
+/// `sipcfg serve` run as a process, for what is per process: the log subscriber, the audit log, standard
+/// error. Its HTTPS and admin listeners are on free loopback ports; standard error goes to a file.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub stderr: PathBuf,
+}
+
+impl ServeProcess {
+    /// Starts `sipcfg serve -c config` (with `SIPCFG_LOG` = `log`) on ports the kernel picks (every listener,
+    /// so that tests running at once never race for a port) and waits until it accepts TLS connections.
+    pub async fn start(config: &Path, log: &str) -> ServeProcess {
+        let stderr = config.with_extension("stderr.log");
+        let any = "127.0.0.1:0";
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+            .args(["serve", "--listen", any, "--admin-listen", any, "--legacy-listen", any, "--config"])
+            .arg(config)
+            // The two lines that name the listeners' addresses, whatever else the test filters out.
+            .env("SIPCFG_LOG", format!("{log},sipcfg::cli::serve=info,sipcfg::server::admin=info"))
+            .env("NO_COLOR", "1")
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        // The log is text (`address=127.0.0.1:1234`) or JSON (`"address":"127.0.0.1:1234"`).
+        let address_of = |text: &str, line: &str| -> Option<SocketAddr> {
+            let line = text.lines().find(|l| l.contains(line))?;
+            let (at, len) = match line.find("address=") {
+                Some(at) => (at, "address=".len()),
+                None => (line.find("\"address\":")?, "\"address\":".len()),
+            };
+            let rest = line[at + len..].trim_start_matches('"');
+            rest.split(|c: char| c.is_whitespace() || c == '"' || c == ',' || c == '}').next()?.parse().ok()
+        };
+        let (addr, admin) = loop {
+            let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+            if let (Some(a), Some(b)) =
+                (address_of(&text, "serving configuration files over HTTPS"), address_of(&text, "serving /metrics"))
+            {
+                break (a, b);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("the server exited ({status}) before serving:\n{text}");
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the server did not start:\n{text}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let served = ServeProcess { child, addr, admin, stderr };
+        while served.client().connect().await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "the server does not accept:\n{}", served.log());
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        served
+    }
+
+    pub fn client(&self) -> Client {
+        Client::tls_to(self.addr)
+    }
+
+    /// `/metrics` now.
+    pub async fn metrics(&self) -> Metrics {
+        let r = Client::plain_to(self.admin).get("/metrics", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+        Metrics(r.text())
+    }
+
+    /// What the server wrote on standard error so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, as systemd stops it; the server must exit 0.
+    pub fn stop(mut self) -> String {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert_eq!(self.child.wait().unwrap().code(), Some(0), "{}", self.log());
+        self.log()
+    }
+}
+
+impl Drop for ServeProcess {
+    /// A test that failed half-way leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
