@@ -2,6 +2,9 @@
 //! would (HTTP/1.1 or HTTP/2 over TLS, trusting certs-example/ca.pem).
 #![allow(dead_code)]
 
+pub mod haproxy;
+pub mod pg;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
