@@ -99,6 +99,7 @@ struct RawConfig {
     legacy: Option<LegacyConfig>,
     edge: Option<EdgeConfig>,
     state: Option<StateConfig>,
+    store: Option<RawStore>,
     #[serde(default)]
     log: LogConfig,
     #[serde(default)]
@@ -228,6 +229,112 @@ pub struct StateConfig {
     pub reuse_grace_secs: u64,
 }
 
+/// The environment variable that gives (or replaces) `[store] url`.
+pub const STORE_URL_ENV: &str = "SIPCFG_STORE_URL";
+
+/// `[store]` as written: every key optional, since `SIPCFG_STORE_URL` may give the URL.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    #[serde(default = "default_store_connections")]
+    max_connections: u32,
+    #[serde(default = "default_store_timeout")]
+    connect_timeout_secs: u64,
+    #[serde(default = "default_store_resync")]
+    resync_secs: u64,
+}
+
+/// The shared store of a cluster: PostgreSQL, which every node reads and writes. Without it, a node keeps its
+/// inventory in files and its token state in SQLite (`[state]`). docs/cluster.md.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// `postgres://USER@HOST:PORT/DATABASE[?sslmode=...]`, without a password (it would end up in logs and
+    /// process lists): the password is read from `password_file`.
+    pub url: String,
+    /// A file holding the database password (first line), readable by sipcfg only.
+    pub password_file: Option<PathBuf>,
+    /// The key-encryption key: 32 random bytes, base64. The private parts of the token-signing keys are
+    /// stored encrypted with it (AES-256-GCM); every node needs the same file. `sipcfg store init` creates
+    /// it when it does not exist. Default: `store.key` beside the configuration file.
+    pub key_file: PathBuf,
+    /// Connections each node keeps at most (1-100).
+    pub max_connections: u32,
+    /// How long a node waits for a connection before it reports the store unreachable (1-60 s): token
+    /// grants answer 503 after that.
+    pub connect_timeout_secs: u64,
+    /// How often a node reads the change log even without a notification (1-300 s): what a lost
+    /// notification costs at most.
+    pub resync_secs: u64,
+}
+
+impl StoreConfig {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+    pub fn resync(&self) -> Duration {
+        Duration::from_secs(self.resync_secs)
+    }
+}
+
+fn default_store_connections() -> u32 {
+    10
+}
+fn default_store_timeout() -> u64 {
+    5
+}
+fn default_store_resync() -> u64 {
+    5
+}
+
+/// Why `url` cannot name the shared store, or `None`. A URL with a password is refused: secrets never go
+/// into URLs.
+pub fn store_url_problem(url: &str) -> Option<String> {
+    let Some(rest) = url.strip_prefix("postgres://").or_else(|| url.strip_prefix("postgresql://")) else {
+        return Some(format!("{:?} is not a PostgreSQL URL: give postgres://USER@HOST:PORT/DATABASE", redact_url(url)));
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    if let Some((user_info, _)) = authority.rsplit_once('@')
+        && user_info.contains(':')
+    {
+        return Some(format!(
+            "{:?} holds a password: remove it and put it in [store] password_file (a URL ends up in logs and \
+             process lists)",
+            redact_url(url)
+        ));
+    }
+    if url.contains("password=") {
+        return Some(
+            "the URL holds a password parameter: remove it and put the password in [store] password_file".into(),
+        );
+    }
+    None
+}
+
+/// `url` with any password replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.find("password=") {
+        Some(at) => {
+            let end = tail[at..].find('&').map_or(tail.len(), |e| at + e);
+            format!("{}password=***{}", &tail[..at], &tail[end..])
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
 fn default_failed_grants() -> u32 {
     10
 }
@@ -237,8 +344,11 @@ fn default_failed_window() -> i64 {
 fn default_purge_interval() -> u64 {
     3600
 }
+/// `[state] reuse_grace_secs` when not set (and in a cluster without `[state]`).
+pub const DEFAULT_REUSE_GRACE_SECS: u64 = 30;
+
 fn default_reuse_grace() -> u64 {
-    30
+    DEFAULT_REUSE_GRACE_SECS
 }
 
 /// Listener and connection limits.
@@ -556,6 +666,8 @@ pub struct Config {
     pub legacy: Option<LegacyConfig>,
     pub edge: Option<EdgeConfig>,
     pub state: Option<StateConfig>,
+    /// The shared store of a cluster (PostgreSQL), when configured (`[store]` or `SIPCFG_STORE_URL`).
+    pub store: Option<StoreConfig>,
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub observe: ObserveConfig,
@@ -606,6 +718,7 @@ impl Config {
             // Removing [edge] is applied (edge connections are refused); adding or moving it is not.
             ("[edge] listen", new.edge.is_some() && edge_listen(self) != edge_listen(new)),
             ("[state]", self.state != new.state),
+            ("[store]", self.store != new.store),
             ("[log]", self.log != new.log),
             ("[observe]", self.observe != new.observe),
             ("[admin] enabled, listen", admin(self) != admin(new)),
@@ -615,13 +728,21 @@ impl Config {
         .collect()
     }
 
+    /// Reads the configuration file; `SIPCFG_STORE_URL`, when set, gives `[store] url`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Config::parse(path, &text)
+        let store_url = std::env::var(STORE_URL_ENV).ok().filter(|u| !u.trim().is_empty());
+        Config::parse_with(path, &text, store_url)
     }
 
+    /// Parses a configuration file's text, without looking at the environment.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(path, text, None)
+    }
+
+    /// Parses a configuration file's text; `store_url` (from `SIPCFG_STORE_URL`) replaces `[store] url`.
+    pub fn parse_with(path: &Path, text: &str, store_url: Option<String>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: toml_message(text, &e) })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -756,7 +877,9 @@ impl Config {
                     ));
                 }
             }
-            if edge.client_ca.is_none() && raw.trust.tomcat_trust.is_none() {
+            // With a shared store, Tomcat-trust is in it.
+            let shared = raw.store.is_some() || store_url.is_some();
+            if edge.client_ca.is_none() && raw.trust.tomcat_trust.is_none() && !shared {
                 return Err(invalid(
                     "edge.client_ca",
                     "the edge listener needs the CAs of the Expressway-C certificates: set [trust] tomcat_trust \
@@ -798,6 +921,44 @@ impl Config {
             ));
         }
 
+        let store = match (raw.store, store_url) {
+            (None, None) => None,
+            (raw_store, env_url) => {
+                let from_env = env_url.is_some();
+                let raw_store = raw_store.unwrap_or(RawStore {
+                    max_connections: default_store_connections(),
+                    connect_timeout_secs: default_store_timeout(),
+                    resync_secs: default_store_resync(),
+                    ..RawStore::default()
+                });
+                let key = if from_env { STORE_URL_ENV } else { "store.url" };
+                let url = env_url.or(raw_store.url).ok_or_else(|| {
+                    invalid("store.url", format!("give the PostgreSQL URL here or in {STORE_URL_ENV}"))
+                })?;
+                if let Some(problem) = store_url_problem(&url) {
+                    return Err(invalid(key, problem));
+                }
+                let ranges: [(&'static str, u64, std::ops::RangeInclusive<u64>); 3] = [
+                    ("store.max_connections", u64::from(raw_store.max_connections), 1..=100),
+                    ("store.connect_timeout_secs", raw_store.connect_timeout_secs, 1..=60),
+                    ("store.resync_secs", raw_store.resync_secs, 1..=300),
+                ];
+                for (key, v, range) in ranges {
+                    if !range.contains(&v) {
+                        return Err(invalid(key, format!("{v} is outside {}-{}", range.start(), range.end())));
+                    }
+                }
+                Some(StoreConfig {
+                    url,
+                    password_file: raw_store.password_file.map(at),
+                    key_file: at(raw_store.key_file.unwrap_or_else(|| PathBuf::from("store.key"))),
+                    max_connections: raw_store.max_connections,
+                    connect_timeout_secs: raw_store.connect_timeout_secs,
+                    resync_secs: raw_store.resync_secs,
+                })
+            }
+        };
+
         Config {
             path: path.to_owned(),
             server,
@@ -817,6 +978,7 @@ impl Config {
             legacy: raw.legacy,
             edge: raw.edge.map(|e| EdgeConfig { client_ca: e.client_ca.map(at), ..e }),
             state: raw.state.map(|s| StateConfig { database: at(s.database), ..s }),
+            store,
             log: LogConfig { audit_file: raw.log.audit_file.map(at), ..raw.log },
             admin: raw.admin,
             observe: raw.observe,

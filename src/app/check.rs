@@ -7,7 +7,7 @@ use crate::app::{check_server_trusted, edge_tls};
 use crate::auth::signer::Signer;
 use crate::auth::token::Verifier;
 use crate::config::Config;
-use crate::provision::deployment::{self, Sources};
+use crate::provision::deployment::{Held, Sources};
 use crate::provision::inventory::Inventory;
 use crate::provision::trust::{self, Purpose, ServerChain, TrustStore};
 use crate::tls;
@@ -30,8 +30,8 @@ impl Report {
     }
 }
 
-/// Checks the deployment `config` describes.
-pub fn check(config: &Config) -> Report {
+/// Checks the deployment `config` describes, its inventory and certificate stores as `held`.
+pub fn check(config: &Config, held: Held<'_>) -> Report {
     let mut report = Report::default();
     let errors = &mut report.errors;
     if let Err(e) = Verifier::from_config(&config.auth) {
@@ -46,7 +46,7 @@ pub fn check(config: &Config) -> Report {
         errors.push(e.to_string());
     }
     let now = unix_now() as Time;
-    let tomcat_trust = match edge_tls(config, now) {
+    let tomcat_trust = match edge_tls(config, held, now) {
         Ok((_, certs)) => certs,
         Err(e) => {
             errors.push(e.to_string());
@@ -54,6 +54,7 @@ pub fn check(config: &Config) -> Report {
         }
     };
     if config.edge.is_none()
+        && config.store.is_none()
         && let Some(dir) = &config.trust.tomcat_trust
     {
         report.warnings.push(format!(
@@ -61,7 +62,7 @@ pub fn check(config: &Config) -> Report {
             dir.display()
         ));
     }
-    let loaded = match deployment::load(&Sources::from_config(config)) {
+    let loaded = match held.load(&Sources::from_config(config)) {
         Ok(loaded) => loaded,
         Err(load_errors) => {
             errors
@@ -114,18 +115,32 @@ pub fn check(config: &Config) -> Report {
     report
 }
 
-/// Whether Phone-Edge-Trust lacks the issuer of the server certificate while OAuth devices exist, read from
-/// the files now (for `sipcfg cert add|remove`, which cannot know what else the change needs). `None` when it
-/// holds it, or when a file does not load: `sipcfg check` reports that.
-pub fn phone_edge_trust_problem(config: &Config) -> Option<String> {
+/// Whether Phone-Edge-Trust lacks the issuer of the server certificate while OAuth devices exist, read now
+/// from where the deployment is `held` (for `sipcfg cert add|remove`, which cannot know what else the change
+/// needs). `None` when it holds it, or when something does not load: `sipcfg check` reports that.
+pub fn phone_edge_trust_problem(config: &Config, held: Held<'_>) -> Option<String> {
     let now = unix_now() as Time;
     let chain = tls::load_certificates(&config.tls.certificate).ok()?;
-    let inventory = Inventory::load(&config.inventory.file).ok()?;
-    let dir = config.trust.phone_edge_trust.as_deref();
-    let store = match dir {
-        Some(dir) => TrustStore::new(Purpose::PhoneEdgeTrust, dir).load(now).ok()?,
-        None => Vec::new(),
+    let (inventory, store, dir) = match held {
+        Held::Files => {
+            let inventory = Inventory::load(&config.inventory.file).ok()?;
+            let dir = config.trust.phone_edge_trust.clone();
+            let store = match &dir {
+                Some(dir) => TrustStore::new(Purpose::PhoneEdgeTrust, dir).load(now).ok()?,
+                None => Vec::new(),
+            };
+            (inventory, store, dir)
+        }
+        Held::Stored { origin, deployment } => {
+            let inventory = Inventory::from_doc(origin, deployment.inventory.clone()).ok()?;
+            let location = origin.join("phone-edge-trust");
+            let store =
+                trust::load_stored(Purpose::PhoneEdgeTrust, &location, &deployment.phone_edge_trust, now).ok()?;
+            (inventory, store.into_iter().map(|(_, c)| c).collect(), Some(location))
+        }
     };
     let server = ServerChain { file: &config.tls.certificate, certs: &chain };
-    trust::check_phone_edge_trust(&config.path, server, dir, &store, &inventory, now).err().map(|e| e.to_string())
+    trust::check_phone_edge_trust(&config.path, server, dir.as_deref(), &store, &inventory, now)
+        .err()
+        .map(|e| e.to_string())
 }

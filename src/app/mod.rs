@@ -16,6 +16,7 @@ pub mod certificates;
 pub mod channel;
 pub mod check;
 pub mod oauth_order;
+pub mod site;
 pub mod watched;
 
 use std::sync::Arc;
@@ -24,16 +25,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 
 use crate::app::certificates::Certificates;
+use crate::app::site::Site;
 use crate::auth::limiter::FailureLimiter;
 use crate::auth::service::{ServiceError, TokenService};
 use crate::auth::store::NodeReport;
+use crate::auth::store::StoreError;
 use crate::auth::token::Verifier;
 use crate::config::{AdminConfig, Config};
-use crate::provision::deployment::{self, LoadError, Loaded, Sources};
+use crate::provision::deployment::{Held, InventoryChange, LoadError, Loaded, Sources};
+use crate::provision::filename::DeviceName;
 use crate::provision::snapshot::Snapshots;
-use crate::provision::trust::{self, Purpose, ServerChain, ServerNotTrusted, TrustCert, TrustError, TrustStore};
+use crate::provision::trust::{self, ServerChain, ServerNotTrusted, TrustCert, TrustError};
 use crate::provision::{PrerenderOutcome, Provisioner};
-use crate::store::sqlite::{SqliteAuthStore, SqliteStore};
 use crate::tls::{PhoneTls, TlsError, edge};
 use crate::util::time::{Time, unix_now};
 
@@ -49,6 +52,17 @@ pub enum StartupError {
     Edge(#[from] EdgeError),
     #[error("token service: {0}")]
     State(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Site(String),
+}
+
+impl StartupError {
+    /// Whether the start failed because the shared store could not be reached (worth retrying).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StartupError::Store(e) if e.is_unavailable())
+    }
 }
 
 /// Why the edge listener's TLS configuration could not be built.
@@ -61,16 +75,18 @@ pub enum EdgeError {
 }
 
 /// The edge listener's TLS configuration when `[edge]` is configured, with the Tomcat-trust certificates it
-/// trusts (besides `edge.client_ca`). The store is read only for an edge listener.
-pub fn edge_tls(config: &Config, now: Time) -> Result<(Option<rustls::ServerConfig>, Vec<TrustCert>), EdgeError> {
+/// trusts (besides `edge.client_ca`), read from where the deployment is `held`. The store is read only for
+/// an edge listener.
+pub fn edge_tls(
+    config: &Config,
+    held: Held<'_>,
+    now: Time,
+) -> Result<(Option<rustls::ServerConfig>, Vec<TrustCert>), EdgeError> {
     let Some(edge) = &config.edge else { return Ok((None, Vec::new())) };
-    let certs = match &config.trust.tomcat_trust {
-        Some(dir) => TrustStore::new(Purpose::TomcatTrust, dir.clone()).load(now)?,
-        None => Vec::new(),
-    };
+    let (certs, location) = held.tomcat_trust(config.trust.tomcat_trust.as_deref(), now)?;
     let ders: Vec<rustls_pki_types::CertificateDer<'static>> =
         certs.iter().map(|c| rustls_pki_types::CertificateDer::from(c.der.clone())).collect();
-    let store = config.trust.tomcat_trust.as_deref().map(|dir| edge::TomcatTrust { dir, certs: &ders });
+    let store = location.as_deref().map(|dir| edge::TomcatTrust { dir, certs: &ders });
     let server = edge::server_config(&config.tls, edge, store)?;
     Ok((Some(server), certs))
 }
@@ -100,6 +116,25 @@ pub struct Status {
     certificates: ArcSwap<Certificates>,
     admin: ArcSwap<AdminConfig>,
     on_disk: ArcSwap<OnDisk>,
+    store: ArcSwap<StoreState>,
+}
+
+/// Whether the shared store is reachable, and how far this node has followed it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum StoreState {
+    /// No shared store: files and the embedded database.
+    #[default]
+    NotShared,
+    /// Reachable at the last look.
+    Up {
+        /// The last change number applied here.
+        applied: u64,
+        /// How long the last change took from its commit to being in force here (seconds).
+        lag_secs: f64,
+    },
+    /// Not reachable since `since`: downloads go on from memory, token grants answer 503.
+    Down { since: Time, error: String, applied: u64 },
 }
 
 /// Whether what serves is what the files on disk say.
@@ -129,6 +164,11 @@ impl Status {
     pub fn admin(&self) -> Arc<AdminConfig> {
         self.admin.load_full()
     }
+
+    /// The shared store's reachability, as the node last saw it.
+    pub fn store(&self) -> Arc<StoreState> {
+        self.store.load_full()
+    }
 }
 
 /// A node: everything it serves with, and what a reload replaces.
@@ -157,13 +197,17 @@ pub struct App {
     reloading: tokio::sync::Mutex<()>,
     /// Who this node is, in the token store's list of running nodes.
     node: NodeReport,
-    /// Where the last deployment that loaded is kept, with `[state]`.
+    /// Where the last deployment that loaded is kept, with `[state]` (files only).
     snapshots: Option<Snapshots>,
+    /// Where the deployment and the token state live.
+    site: Site,
+    /// The shared store's last change number that is in force here (0 with files).
+    applied: AtomicU64,
 }
 
 /// Everything a reload reads, loaded and checked, not yet in force: the configuration, the token verifier, the
 /// phone port's TLS, the edge listener's TLS and its Tomcat-trust certificates, the deployment.
-type Candidate = (Config, Verifier, PhoneTls, Option<rustls::ServerConfig>, Vec<TrustCert>, Loaded);
+type Candidate = (Config, Verifier, PhoneTls, Option<rustls::ServerConfig>, Vec<TrustCert>, Loaded, u64);
 
 /// What [`App::reload`] put in force.
 #[derive(Debug, Clone)]
@@ -176,34 +220,54 @@ pub struct Reloaded {
 
 impl App {
     pub async fn from_config(config: Config) -> Result<App, StartupError> {
+        let site = Site::open(&config).map_err(|e| match e {
+            site::SiteError::Store(e) => StartupError::Store(e),
+            other => StartupError::Site(other.to_string()),
+        })?;
         let sources = Sources::from_config(&config);
         let fingerprint = watched::fingerprint(&watched::files(&config));
-        let snapshots = snapshots_of(&config);
+        let snapshots = if site.shared().is_some() { None } else { snapshots_of(&config) };
         let now = unix_now() as Time;
         let observe = &config.observe;
         let tls = PhoneTls::new(&config.tls, observe.enabled && observe.request_client_certificate, None)?;
         // What loads, and whose Phone-Edge-Trust holds the server chain's issuer (else phones fail on 6971).
-        let load_checked = |sources: &Sources| -> Result<Loaded, Vec<LoadError>> {
-            let loaded = deployment::load(sources)?;
+        let load_checked = |held: Held<'_>, sources: &Sources| -> Result<Loaded, Vec<LoadError>> {
+            let loaded = held.load(sources)?;
             check_server_trusted(&config, tls.chain(), &loaded, now).map_err(|e| vec![LoadError::Untrusted(e)])?;
             Ok(loaded)
         };
-        let (loaded, on_disk) = match load_checked(&sources) {
-            Ok(loaded) => {
-                save_last_good(snapshots.as_ref(), &sources, 1, now);
-                (loaded, OnDisk::Loaded)
+        let (loaded, on_disk, applied, edge) = match &site {
+            Site::Files => {
+                let (loaded, on_disk) = match load_checked(Held::Files, &sources) {
+                    Ok(loaded) => {
+                        save_last_good(snapshots.as_ref(), &sources, 1, now);
+                        (loaded, OnDisk::Loaded)
+                    }
+                    Err(errors) => start_from_last_good(snapshots.as_ref(), &sources, errors, now, |s| {
+                        load_checked(Held::Files, s)
+                    })?,
+                };
+                (loaded, on_disk, 0, edge_tls(&config, Held::Files, now)?)
             }
-            Err(errors) => start_from_last_good(snapshots.as_ref(), &sources, errors, now, load_checked)?,
+            Site::Shared(store) => {
+                store.check_schema().await?;
+                let snapshot = store.snapshot().await?;
+                let origin = store.origin_path();
+                let held = Held::Stored { origin: &origin, deployment: &snapshot.deployment };
+                let loaded = load_checked(held, &sources).map_err(StartupError::Load)?;
+                (loaded, OnDisk::Loaded, snapshot.seq, edge_tls(&config, held, now)?)
+            }
         };
+        let (edge_tls, tomcat_trust) = edge;
         let mut verifier = Verifier::from_config(&config.auth)?;
-        let token_service = match &config.state {
-            Some(s) => {
-                let store = SqliteStore::open(&s.database).map_err(|e| StartupError::State(e.to_string()))?;
-                let store = Arc::new(SqliteAuthStore::new(store));
-                let service = TokenService::open(store, &config.auth, s.reuse_grace_secs as Time, now)
-                    .await
-                    .map_err(|e| StartupError::State(e.to_string()))?;
-                if let Some(v) = service.sync(now).await.map_err(|e| StartupError::State(e.to_string()))? {
+        let auth_store = site.auth_store(&config).map_err(|e| StartupError::State(e.to_string()))?;
+        let token_service = match auth_store {
+            Some(store) => {
+                let grace =
+                    config.state.as_ref().map_or(crate::config::DEFAULT_REUSE_GRACE_SECS, |s| s.reuse_grace_secs);
+                let service =
+                    TokenService::open(store, &config.auth, grace as Time, now).await.map_err(service_error)?;
+                if let Some(v) = service.sync(now).await.map_err(service_error)? {
                     verifier = v;
                 }
                 Some(Arc::new(service))
@@ -214,9 +278,11 @@ impl App {
             Some(s) => FailureLimiter::new(s.max_failed_grants, s.failed_grant_window_secs),
             None => FailureLimiter::new(10, 60),
         };
-        let (edge_tls, tomcat_trust) = edge_tls(&config, now)?;
         warn_missing_steps(&config, &loaded);
         let status = Status::default();
+        if site.shared().is_some() {
+            status.store.store(Arc::new(StoreState::Up { applied, lag_secs: 0.0 }));
+        }
         status.certificates.store(Arc::new(Certificates::of(&config, &loaded.phone_edge_trust, &tomcat_trust)));
         status.admin.store(Arc::new(config.admin.clone()));
         status.on_disk.store(Arc::new(on_disk));
@@ -247,6 +313,8 @@ impl App {
             config,
             reloading: tokio::sync::Mutex::new(()),
             snapshots,
+            site,
+            applied: AtomicU64::new(applied),
         })
     }
 
@@ -306,12 +374,16 @@ impl App {
     /// loads. Settings that only a restart applies are logged when they changed.
     pub async fn reload(&self) -> Result<Reloaded, Vec<LoadError>> {
         let _one = self.reloading.lock().await;
+        self.reload_locked().await
+    }
+
+    async fn reload_locked(&self) -> Result<Reloaded, Vec<LoadError>> {
         let paths = watched::files(&self.live());
         let fingerprint = blocking(move || watched::fingerprint(&paths)).await;
         let result = self.load_all().await;
         // Even a refused set was seen: it is not retried until the files change again.
         self.loaded_fingerprint.store(fingerprint, Ordering::SeqCst);
-        let (config, verifier, tls, edge_tls, tomcat_trust, loaded) = match result {
+        let (config, verifier, tls, edge_tls, tomcat_trust, loaded, applied) = match result {
             Ok(candidate) => candidate,
             Err(errors) => {
                 self.files_broken(&errors);
@@ -336,6 +408,9 @@ impl App {
         let sources = Sources::from_config(&config);
         self.live.store(Arc::new(config));
         let generation = self.provisioner.replace(loaded);
+        if self.site.shared().is_some() {
+            self.applied.fetch_max(applied, Ordering::SeqCst);
+        }
         self.status.certificates.store(Arc::new(certificates));
         self.status.on_disk.store(Arc::new(OnDisk::Loaded));
         let snapshots = self.snapshots.clone();
@@ -364,37 +439,163 @@ impl App {
         self.status.on_disk.store(Arc::new(OnDisk::Broken { since, errors, serving, last_good }));
     }
 
-    /// Everything a reload reads, from the files (on the blocking pool: a large inventory takes a while to
-    /// parse), then the verifier.
+    /// Everything a reload reads: the shared store's snapshot (with one), then the files (on the blocking
+    /// pool: a large inventory takes a while to parse), then the verifier.
     async fn load_all(&self) -> Result<Candidate, Vec<LoadError>> {
         let one = |message: String| vec![LoadError::Config(message)];
         let (path, overrides, previous_tls) = (self.config.path.clone(), self.config.overrides, self.tls.load_full());
         // [observe] is restart-only: the handshake keeps asking (or not) for a client certificate as at start.
         let ask = self.config.observe.enabled && self.config.observe.request_client_certificate;
         let now = unix_now() as Time;
+        let stored = match self.site.shared() {
+            Some(store) => {
+                let snapshot = store.snapshot().await.map_err(|e| one(e.to_string()))?;
+                Some((store.origin_path(), snapshot))
+            }
+            None => None,
+        };
         let files = blocking(move || {
             let mut config = Config::load(&path).map_err(|e| one(e.to_string()))?;
             config.apply_overrides(overrides);
+            let held = match &stored {
+                Some((origin, snapshot)) => Held::Stored { origin, deployment: &snapshot.deployment },
+                None => Held::Files,
+            };
             let tls = PhoneTls::new(&config.tls, ask, Some(&previous_tls)).map_err(|e| one(e.to_string()))?;
-            let (edge_tls, tomcat_trust) = edge_tls(&config, now).map_err(|e| one(e.to_string()))?;
-            let loaded = deployment::load(&Sources::from_config(&config))?;
+            let (edge_tls, tomcat_trust) = edge_tls(&config, held, now).map_err(|e| one(e.to_string()))?;
+            let loaded = held.load(&Sources::from_config(&config))?;
             check_server_trusted(&config, tls.chain(), &loaded, now).map_err(|e| vec![LoadError::Untrusted(e)])?;
-            Ok::<_, Vec<LoadError>>((config, tls, edge_tls, tomcat_trust, loaded))
+            let applied = stored.as_ref().map_or(0, |(_, snapshot)| snapshot.seq);
+            Ok::<_, Vec<LoadError>>((config, tls, edge_tls, tomcat_trust, loaded, applied))
         })
         .await?;
-        let (config, tls, edge_tls, tomcat_trust, loaded) = files;
+        let (config, tls, edge_tls, tomcat_trust, loaded, applied) = files;
         let verifier = match &self.token_service {
             Some(service) => service.set_auth(&config.auth, now).await.map_err(|e| one(e.to_string()))?,
             None => Verifier::from_config(&config.auth).map_err(|e| one(e.to_string()))?,
         };
-        Ok((config, verifier, tls, edge_tls, tomcat_trust, loaded))
+        Ok((config, verifier, tls, edge_tls, tomcat_trust, loaded, applied))
+    }
+
+    /// Where the deployment and the token state live.
+    pub fn site(&self) -> &Site {
+        &self.site
+    }
+
+    /// The shared store's last change number in force here (0 with files).
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+
+    /// Takes in what changed in the shared store since the last look: a device or a user alone (its file
+    /// re-renders; the others stay cached), anything else by a full reload; keys and revocations through the
+    /// token service. Nothing to do with files.
+    pub async fn sync_store(&self, now: Time) -> Result<Synced, StoreError> {
+        let Some(store) = self.site.shared() else { return Ok(Synced::default()) };
+        let _one = self.reloading.lock().await;
+        let applied = self.applied();
+        let set = match store.changes_since(applied).await {
+            Ok(set) => set,
+            Err(e) => {
+                self.store_down(&e, now);
+                return Err(e);
+            }
+        };
+        let mut synced = Synced { latest: set.latest, ..Synced::default() };
+        if set.is_empty() {
+            self.applied.fetch_max(set.latest, Ordering::SeqCst);
+            self.store_up(None);
+            return Ok(synced);
+        }
+        if set.tokens
+            && let Some(service) = &self.token_service
+        {
+            match service.sync(now).await {
+                Ok(Some(verifier)) => {
+                    self.verifier.store(Arc::new(verifier));
+                    synced.tokens = true;
+                }
+                Ok(None) => {}
+                Err(ServiceError::Store(e)) => {
+                    self.store_down(&e, now);
+                    return Err(e);
+                }
+                Err(e) => tracing::error!(error = %e, "token service keys or revocations could not be taken in"),
+            }
+        }
+        let mut full = set.full;
+        if !full && (!set.devices.is_empty() || !set.users.is_empty()) {
+            let changes = inventory_changes(&set);
+            match self.provisioner.apply(&changes).await {
+                Ok(stale) => synced.devices = stale,
+                Err(errors) => {
+                    tracing::warn!(error = %errors, "a change from the shared store does not apply alone; reloading");
+                    full = true;
+                }
+            }
+        }
+        if full {
+            match self.reload_locked().await {
+                Ok(done) => synced.reloaded = Some(done),
+                Err(errors) => {
+                    synced.refused = errors.iter().map(ToString::to_string).collect();
+                }
+            }
+        }
+        self.applied.fetch_max(set.latest, Ordering::SeqCst);
+        let lag = set.oldest_ms.map(|at| (unix_now_ms() - at).max(0) as f64 / 1000.0);
+        self.store_up(lag);
+        synced.lag_secs = lag;
+        Ok(synced)
+    }
+
+    /// Reaches the shared store whatever the last attempt said (while it is down, its other calls fail at
+    /// once); its state in [`Status`] follows.
+    pub async fn probe_store(&self, now: Time) -> Result<(), StoreError> {
+        let Some(store) = self.site.shared() else { return Ok(()) };
+        match store.probe().await {
+            Ok(_) => {
+                self.store_up(None);
+                Ok(())
+            }
+            Err(e) => {
+                self.store_down(&e, now);
+                Err(e)
+            }
+        }
+    }
+
+    fn store_up(&self, lag: Option<f64>) {
+        let applied = self.applied();
+        let lag_secs = match (lag, &*self.status.store()) {
+            (Some(lag), _) => lag,
+            (None, StoreState::Up { lag_secs, .. }) => *lag_secs,
+            (None, _) => 0.0,
+        };
+        self.status.store.store(Arc::new(StoreState::Up { applied, lag_secs }));
+    }
+
+    fn store_down(&self, e: &StoreError, now: Time) {
+        let since = match &*self.status.store() {
+            StoreState::Down { since, .. } => *since,
+            _ => now,
+        };
+        let applied = self.applied();
+        self.status.store.store(Arc::new(StoreState::Down { since, error: e.to_string(), applied }));
     }
 
     /// Tells the token store that this node is running and has applied its changes up to what the view in
     /// force was built from; `sipcfg token revoke` waits for every running node this way.
     pub async fn report_node(&self, now: Time) -> Result<(), ServiceError> {
         let Some(service) = &self.token_service else { return Ok(()) };
-        let Some(applied) = service.applied_change() else { return Ok(()) };
+        // With a shared store, the change number followed (it orders token changes with the others).
+        let applied = match self.site.shared() {
+            Some(_) => self.applied(),
+            None => match service.applied_change() {
+                Some(applied) => applied,
+                None => return Ok(()),
+            },
+        };
         let report = NodeReport { seen: now, applied, ..self.node.clone() };
         service.store().report_node(&report).await?;
         Ok(())
@@ -412,6 +613,61 @@ impl App {
             }
             None => Ok(false),
         }
+    }
+}
+
+/// What [`App::sync_store`] took in.
+#[derive(Debug, Default)]
+pub struct Synced {
+    /// The store's last change number, now applied.
+    pub latest: u64,
+    /// Keys changed: a new verifier is in force.
+    pub tokens: bool,
+    /// Devices whose file changed (a device or user change applied alone).
+    pub devices: Vec<DeviceName>,
+    /// A full reload was put in force.
+    pub reloaded: Option<Reloaded>,
+    /// A full reload was refused (the deployment in force keeps serving): why.
+    pub refused: Vec<String>,
+    /// From the oldest change of the set's commit to now, when it is in force (seconds).
+    pub lag_secs: Option<f64>,
+}
+
+/// The devices and users of a change set, as changes to the deployment in force.
+fn inventory_changes(set: &crate::store::postgres::ChangeSet) -> Vec<InventoryChange> {
+    let mut changes = Vec::with_capacity(set.devices.len() + set.users.len());
+    // Users first: a device put in the same change may name a new owner.
+    for (id, doc) in &set.users {
+        if doc.is_some() {
+            changes.push(InventoryChange::User(id.clone(), doc.clone()));
+        }
+    }
+    for (name, doc) in &set.devices {
+        match DeviceName::parse_canonical(name) {
+            Ok(name) => changes.push(InventoryChange::Device(name, doc.clone())),
+            Err(e) => tracing::warn!(device = %name, error = %e, "the shared store holds a device name sipcfg refuses"),
+        }
+    }
+    // Removed users last: their devices were moved or removed first.
+    for (id, doc) in &set.users {
+        if doc.is_none() {
+            changes.push(InventoryChange::User(id.clone(), None));
+        }
+    }
+    changes
+}
+
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A token-service error at start: the store's own when it is one (an unreachable store is retried).
+fn service_error(e: ServiceError) -> StartupError {
+    match e {
+        ServiceError::Store(e) => StartupError::Store(e),
+        other => StartupError::State(other.to_string()),
     }
 }
 

@@ -9,15 +9,22 @@ use crate::provision::deployment::Sources;
 
 /// Every file (or folder) whose change means a reload: the configuration, the TLS certificate and key, the
 /// token keys, the edge client CA and the Tomcat-trust store, the inventory, templates and Phone-Edge-Trust
-/// store.
+/// store. With a shared store, the inventory and the certificate stores are in it (its change log is
+/// followed instead): only the templates are.
 pub fn files(config: &Config) -> Vec<PathBuf> {
     let mut paths = vec![config.path.clone(), config.tls.certificate.clone(), config.tls.private_key.clone()];
     paths.extend(config.auth.keys.iter().map(|k| k.public_key.clone()));
     paths.extend(config.auth.jwks.iter().cloned());
     paths.extend(config.auth.signing.iter().map(|s| s.private_key.clone()));
     paths.extend(config.edge.iter().filter_map(|e| e.client_ca.clone()));
-    paths.extend(config.trust.tomcat_trust.iter().cloned());
-    paths.extend(Sources::from_config(config).watched());
+    let sources = Sources::from_config(config);
+    if config.store.is_some() {
+        paths.push(sources.templates);
+        paths.extend(sources.templates_override);
+    } else {
+        paths.extend(config.trust.tomcat_trust.iter().cloned());
+        paths.extend(sources.watched());
+    }
     paths
 }
 

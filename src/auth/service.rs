@@ -43,6 +43,9 @@ pub enum GrantError {
     UnsupportedGrantType(&'static str),
     #[error("server_error: {0}")]
     Server(String),
+    /// The store cannot be reached: 503 with `Retry-After`, the client tries again.
+    #[error("temporarily_unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl GrantError {
@@ -52,18 +55,19 @@ impl GrantError {
             GrantError::InvalidGrant(_) => "invalid_grant",
             GrantError::UnsupportedGrantType(_) => "unsupported_grant_type",
             GrantError::Server(_) => "server_error",
+            GrantError::Unavailable(_) => "temporarily_unavailable",
         }
     }
 
     /// Counts against the client's failed-grant budget.
     pub fn counts_as_failure(&self) -> bool {
-        !matches!(self, GrantError::Server(_))
+        !matches!(self, GrantError::Server(_) | GrantError::Unavailable(_))
     }
 }
 
 impl From<StoreError> for GrantError {
     fn from(e: StoreError) -> Self {
-        GrantError::Server(e.to_string())
+        if e.is_unavailable() { GrantError::Unavailable(e.to_string()) } else { GrantError::Server(e.to_string()) }
     }
 }
 
@@ -75,7 +79,10 @@ impl From<RandomError> for GrantError {
 
 impl From<ServiceError> for GrantError {
     fn from(e: ServiceError) -> Self {
-        GrantError::Server(e.to_string())
+        match e {
+            ServiceError::Store(e) => e.into(),
+            other => GrantError::Server(other.to_string()),
+        }
     }
 }
 

@@ -16,6 +16,20 @@ pub enum StoreError {
     Database { path: String, message: String },
     #[error("state database: {0}")]
     Corrupt(String),
+    /// The shared store refused or failed an operation (not a matter of reaching it).
+    #[error("shared store {store}: {message}")]
+    Shared { store: String, message: String },
+    /// The shared store cannot be reached (network, server down, no free connection in time): worth a
+    /// retry later, unlike the other errors.
+    #[error("shared store {store} is unreachable: {message}")]
+    Unavailable { store: String, message: String },
+}
+
+impl StoreError {
+    /// Whether the store could not be reached (the operation may work later).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
 }
 
 /// An activation code as listed (never the code itself).
@@ -84,6 +98,67 @@ pub struct NodeReport {
     /// When it last reported.
     pub seen: Time,
     pub applied: u64,
+}
+
+/// A refresh token as stored, for moving the state between stores (`sipcfg store init` and `export`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRefreshToken {
+    pub digest: Digest,
+    pub family: String,
+    pub subject: String,
+    pub issued: Time,
+    pub expires: Time,
+    /// `active`, `rotated` or `revoked`.
+    pub state: String,
+    pub parent: Option<Digest>,
+    pub changed: Time,
+}
+
+/// An activation code as stored (its digest, never the code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredActivationCode {
+    pub code: ActivationCode,
+    pub digest: Digest,
+}
+
+/// Everything a token store holds, for moving it between stores: the embedded SQLite file and the shared
+/// PostgreSQL store (`sipcfg store init` moves it in, `sipcfg store export` out). Nodes are not part of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenState {
+    pub activation_codes: Vec<StoredActivationCode>,
+    /// Parents before their children.
+    pub refresh_tokens: Vec<StoredRefreshToken>,
+    pub revocations: Vec<Revocation>,
+    pub signing_keys: Vec<SigningKey>,
+}
+
+/// A revocation by subject as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub subject: String,
+    pub revoked_at: Time,
+    pub keep_until: Time,
+}
+
+impl TokenState {
+    /// Whether there is nothing to move.
+    pub fn is_empty(&self) -> bool {
+        self.activation_codes.is_empty()
+            && self.refresh_tokens.is_empty()
+            && self.revocations.is_empty()
+            && self.signing_keys.is_empty()
+    }
+
+    /// How much of each, for people.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} activation code(s), {} refresh token(s), {} revocation(s), {} signing key(s)",
+            self.activation_codes.len(),
+            self.refresh_tokens.len(),
+            self.revocations.len(),
+            self.signing_keys.len()
+        )
+    }
 }
 
 /// The state of the token service.

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::app::check;
-use crate::cli::{ConfigArg, load_config};
+use crate::app::site::Site;
+use crate::cli::{ConfigArg, block_on, load_config, open_site};
 use crate::config::Config;
-use crate::provision::trust::{self, CertKind, TrustCert, TrustStore};
+use crate::provision::trust::{self, CertKind, TrustCert};
 use crate::tls;
 use crate::util::time::{Time, rfc3339_utc, unix_now};
 
@@ -64,23 +65,12 @@ pub enum CertAction {
 }
 
 pub(crate) fn cert(arg: &ConfigArg, action: CertAction) -> Result<ExitCode, String> {
+    block_on(cert_async(arg, action))?
+}
+
+async fn cert_async(arg: &ConfigArg, action: CertAction) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let store = |purpose: Purpose| {
-        let purpose = purpose.store();
-        let dir = match purpose {
-            trust::Purpose::PhoneEdgeTrust => config.trust.phone_edge_trust.clone(),
-            trust::Purpose::TomcatTrust => config.trust.tomcat_trust.clone(),
-        };
-        dir.map(|dir| TrustStore::new(purpose, dir)).ok_or_else(|| {
-            format!(
-                "{}: no {} folder is configured: set it under [trust] (e.g. {} = \"{}\")",
-                config.path.display(),
-                purpose.key(),
-                purpose.key().trim_start_matches("trust."),
-                purpose.option()
-            )
-        })
-    };
+    let site = open_site(&config)?;
     let now = unix_now() as Time;
     let show = |c: &TrustCert| {
         let state = if c.is_expired(now) { "  EXPIRED" } else { "" };
@@ -91,8 +81,10 @@ pub(crate) fn cert(arg: &ConfigArg, action: CertAction) -> Result<ExitCode, Stri
         CertAction::Add { purpose, file } => {
             // The server's own certificate, which Phone-Edge-Trust takes when it is self-signed.
             let server_leaf = tls::load_certificates(&config.tls.certificate).ok().and_then(|c| c.into_iter().next());
-            let outcome =
-                store(purpose)?.add(&file, now, server_leaf.as_ref().map(|c| c.as_ref())).map_err(|e| e.to_string())?;
+            let outcome = site
+                .add_certificates(&config, purpose.store(), &file, now, server_leaf.as_ref().map(|c| c.as_ref()))
+                .await
+                .map_err(|e| e.to_string())?;
             for c in &outcome.added {
                 print!("added: ");
                 show(c);
@@ -103,21 +95,20 @@ pub(crate) fn cert(arg: &ConfigArg, action: CertAction) -> Result<ExitCode, Stri
             for (c, why) in &outcome.skipped {
                 println!("skipped: {}  {}: {why}", c.sha256, c.subject);
             }
-            warn_if_untrusted(&config, purpose);
+            warn_if_untrusted(&config, &site, purpose).await;
         }
         CertAction::List { purpose } => {
-            let store = store(purpose)?;
-            let certs = store.load(now).map_err(|e| e.to_string())?;
-            for c in &certs {
+            let (certs, _) = site.certificates(&config, purpose.store(), now).await.map_err(|e| e.to_string())?;
+            for (_, c) in &certs {
                 show(c);
             }
-            println!("{} of {} certificates", certs.len(), store.purpose().max());
+            println!("{} of {} certificates", certs.len(), purpose.store().max());
         }
         CertAction::Remove { purpose, id } => {
-            let c = store(purpose)?.remove(&id).map_err(|e| e.to_string())?;
+            let c = site.remove_certificate(&config, purpose.store(), &id).await.map_err(|e| e.to_string())?;
             print!("removed: ");
             show(&c);
-            warn_if_untrusted(&config, purpose);
+            warn_if_untrusted(&config, &site, purpose).await;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -125,11 +116,11 @@ pub(crate) fn cert(arg: &ConfigArg, action: CertAction) -> Result<ExitCode, Stri
 
 /// After a change to Phone-Edge-Trust: says so when the store still does not hold the issuer of the server
 /// certificate while OAuth devices exist, since a running server then refuses the reload.
-fn warn_if_untrusted(config: &Config, purpose: Purpose) {
+async fn warn_if_untrusted(config: &Config, site: &Site, purpose: Purpose) {
     if purpose != Purpose::PhoneEdgeTrust {
         return;
     }
-    if let Some(problem) = check::phone_edge_trust_problem(config) {
+    if let Ok(Some(problem)) = site.with_held(|held| check::phone_edge_trust_problem(config, held)).await {
         eprintln!("warning: {problem}; until it does, a running server refuses the change and `sipcfg check` fails");
     }
 }

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::app::oauth_order::{self, Missing};
-use crate::cli::{ConfigArg, load_config, load_inventory};
+use crate::app::site::{Site, SiteError};
+use crate::cli::{ConfigArg, block_on, load_config, open_site, site_inventory};
 use crate::config::Config;
 use crate::provision::settings::{self, ClusterChange};
-use crate::provision::trust::{Purpose, TrustStore};
+use crate::provision::trust::Purpose;
 use crate::util::time::{Time, unix_now};
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -49,14 +50,21 @@ pub enum ClusterAction {
 }
 
 pub(crate) fn sip_oauth_mode(arg: &ConfigArg, action: ModeAction) -> Result<ExitCode, String> {
+    block_on(sip_oauth_mode_async(arg, action))?
+}
+
+async fn sip_oauth_mode_async(arg: &ConfigArg, action: ModeAction) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let file = &config.inventory.file;
-    let set = |on| settings::apply(file, &[ClusterChange::SipOAuthMode(on)]).map_err(|e| e.to_string());
+    let site = open_site(&config)?;
+    let set = |on| {
+        let (site, config) = (&site, &config);
+        async move { site.set_cluster(config, &[ClusterChange::SipOAuthMode(on)]).await.map_err(|e| e.to_string()) }
+    };
     let cluster = match action {
-        ModeAction::Status => load_inventory(file)?.cluster,
+        ModeAction::Status => site_inventory(&site, &config).await?.cluster,
         ModeAction::Enable => {
             // CUCM's task flow puts the switch last: refuse while a step before it would leave phones unserved.
-            let missing = missing_steps(&config)?;
+            let missing = missing_steps(&config, &site).await?;
             if !missing.blocking.is_empty() {
                 return Err(format!(
                     "SIP OAuth mode not enabled: the steps before it are not done:\n  {}",
@@ -66,26 +74,30 @@ pub(crate) fn sip_oauth_mode(arg: &ConfigArg, action: ModeAction) -> Result<Exit
             for advice in &missing.advice {
                 eprintln!("note: {advice}");
             }
-            set(true)?
+            set(true).await?
         }
-        ModeAction::Disable => set(false)?,
+        ModeAction::Disable => set(false).await?,
     };
     let state = if cluster.sip_oauth_mode { "enabled" } else { "disabled" };
     match action {
         ModeAction::Status => println!("SIP OAuth mode is {state}"),
         _ => println!(
-            "SIP OAuth mode is {state} ({} updated; a running server applies it within seconds)",
-            file.display()
+            "SIP OAuth mode is {state} ({} updated; every running server applies it within seconds)",
+            site.inventory_location(&config)
         ),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn cluster(arg: &ConfigArg, action: ClusterAction) -> Result<ExitCode, String> {
+    block_on(cluster_async(arg, action))?
+}
+
+async fn cluster_async(arg: &ConfigArg, action: ClusterAction) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let file = &config.inventory.file;
+    let site = open_site(&config)?;
     let cluster = match action {
-        ClusterAction::Show => load_inventory(file)?.cluster,
+        ClusterAction::Show => site_inventory(&site, &config).await?.cluster,
         ClusterAction::Set {
             refresh_login_flow,
             sip_oauth_port,
@@ -103,7 +115,7 @@ pub(crate) fn cluster(arg: &ConfigArg, action: ClusterAction) -> Result<ExitCode
                 return Err("nothing to set: see `sipcfg cluster set --help`".into());
             }
             if matches!(refresh_login_flow, Some(OnOff::Off))
-                && load_inventory(file)?.cluster.sip_oauth_mode
+                && site_inventory(&site, &config).await?.cluster.sip_oauth_mode
                 && !config.auth.has_external_issuer()
             {
                 return Err(
@@ -113,7 +125,7 @@ pub(crate) fn cluster(arg: &ConfigArg, action: ClusterAction) -> Result<ExitCode
                         .into(),
                 );
             }
-            settings::apply(file, &changes).map_err(|e| e.to_string())?
+            site.set_cluster(&config, &changes).await.map_err(|e| e.to_string())?
         }
     };
     print!("{}", settings::describe(&cluster));
@@ -121,13 +133,13 @@ pub(crate) fn cluster(arg: &ConfigArg, action: ClusterAction) -> Result<ExitCode
 }
 
 /// What is missing before the cluster switch in the deployment `config` describes.
-fn missing_steps(config: &Config) -> Result<Missing, String> {
-    let inventory = load_inventory(&config.inventory.file)?;
-    let trust = match &config.trust.phone_edge_trust {
-        Some(dir) => {
-            TrustStore::new(Purpose::PhoneEdgeTrust, dir.clone()).load(unix_now() as Time).map_err(|e| e.to_string())?
-        }
-        None => Vec::new(),
+async fn missing_steps(config: &Config, site: &Site) -> Result<Missing, String> {
+    let inventory = site_inventory(site, config).await?;
+    let trust = match site.certificates(config, Purpose::PhoneEdgeTrust, unix_now() as Time).await {
+        Ok((certs, _)) => certs.into_iter().map(|(_, c)| c).collect(),
+        // No Phone-Edge-Trust folder configured: an empty store, which the missing steps name.
+        Err(SiteError::Config(_)) => Vec::new(),
+        Err(e) => return Err(e.to_string()),
     };
     Ok(oauth_order::before_the_switch(config, &inventory, &trust))
 }

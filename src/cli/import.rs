@@ -3,17 +3,22 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::app::site::SiteError;
 use crate::cli::progress::Bar;
-use crate::cli::{ConfigArg, load_config};
-use crate::provision::import::{self, ImportError, Options};
+use crate::cli::{ConfigArg, block_on, load_config, open_site};
+use crate::provision::import::{ImportError, Options};
 
 pub(crate) fn import(arg: &ConfigArg, file: &Path, update: bool, dry_run: bool) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let inventory = &config.inventory.file;
     let mut progress = Bar::new("checking rows");
-    let report = match import::import(inventory, file, Options { update, dry_run }, &mut progress) {
+    let (inventory, outcome) = block_on(async {
+        let site = open_site(&config)?;
+        let outcome = site.import(&config, file, Options { update, dry_run }, &mut progress).await;
+        Ok::<_, String>((site.inventory_location(&config), outcome))
+    })??;
+    let report = match outcome {
         Ok(report) => report,
-        Err(ImportError::Rows(rows)) => {
+        Err(SiteError::Import(ImportError::Rows(rows))) => {
             for e in &rows.errors {
                 eprintln!("error: {}: {e}", file.display());
             }
@@ -22,7 +27,7 @@ pub(crate) fn import(arg: &ConfigArg, file: &Path, update: bool, dry_run: bool) 
             } else {
                 format!("{} invalid row(s) of {}", rows.invalid_rows(), rows.rows)
             };
-            eprintln!("{}: {what}; nothing written to {}", file.display(), inventory.display());
+            eprintln!("{}: {what}; nothing written to {inventory}", file.display());
             return Ok(ExitCode::FAILURE);
         }
         Err(e) => return Err(e.to_string()),
@@ -35,13 +40,9 @@ pub(crate) fn import(arg: &ConfigArg, file: &Path, update: bool, dry_run: bool) 
     if dry_run {
         println!("{}: {} rows valid: {counts} (dry run: nothing written)", file.display(), report.rows);
     } else if report.written {
-        println!(
-            "{}: {counts}; {} written (a running server applies it within seconds)",
-            file.display(),
-            inventory.display()
-        );
+        println!("{}: {counts}; {inventory} written (every running server applies it within seconds)", file.display());
     } else {
-        println!("{}: {counts}; {} is already up to date", file.display(), inventory.display());
+        println!("{}: {counts}; {inventory} is already up to date", file.display());
     }
     Ok(ExitCode::SUCCESS)
 }

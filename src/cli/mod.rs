@@ -7,6 +7,7 @@
 //! | [`check`], [`render`], [`import`] | `check`, `render`, `import` |
 //! | [`cluster`], [`cert`], [`edge`] | `sip-oauth-mode`, `cluster`, `cert`, `edge` |
 //! | [`tokens`] | `token`, `activation-code`, `keys` |
+//! | [`store`] | `store init`, `store export`, `store status` (the shared store of a cluster) |
 //! | [`docs`] | `manpage`, `completions` |
 //! | [`logging`], [`progress`] | logs and the audit log; progress bars |
 
@@ -20,6 +21,7 @@ pub mod logging;
 pub mod progress;
 pub mod render;
 pub mod serve;
+pub mod store;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -28,9 +30,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::site::Site;
 use crate::cli::cert::CertAction;
 use crate::cli::cluster::{ClusterAction, ModeAction};
 use crate::cli::edge::EdgeAction;
+use crate::cli::store::StoreAction;
 use crate::cli::tokens::{CodeAction, KeysAction, TokenAction};
 use crate::config::{self, Config, Overrides};
 use crate::provision::deployment::LoadError;
@@ -173,6 +177,12 @@ pub enum Command {
         #[command(subcommand)]
         action: EdgeAction,
     },
+    /// The shared store of a cluster ([store], PostgreSQL): create or upgrade its schema and move the
+    /// deployment in, write it back as files, or show the nodes and how far each has followed it.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
 }
 
 pub fn main(cli: Cli) -> ExitCode {
@@ -219,6 +229,7 @@ fn run_command(config: &ConfigArg, command: Command) -> Result<ExitCode, String>
         Command::Cluster { action } => cluster::cluster(config, action),
         Command::Cert { action } => cert::cert(config, action),
         Command::Edge { action } => edge::edge(config, action),
+        Command::Store { action } => store::store(config, action),
     }
 }
 
@@ -274,8 +285,14 @@ fn parse_listen(value: &str) -> Result<SocketAddr, String> {
     addrs.next().ok_or_else(|| format!("{value:?}: the host name resolves to no address"))
 }
 
-pub(crate) fn load_inventory(path: &Path) -> Result<Inventory, String> {
-    Inventory::load(path).map_err(|e| e.to_string())
+/// Where the deployment of `config` lives (its files, or the shared store).
+pub(crate) fn open_site(config: &Config) -> Result<Site, String> {
+    Site::open(config).map_err(|e| e.to_string())
+}
+
+/// The inventory, from where it lives.
+pub(crate) async fn site_inventory(site: &Site, config: &Config) -> Result<Inventory, String> {
+    site.inventory(config).await.map_err(|e| e.to_string())
 }
 
 pub(crate) fn join(errors: Vec<LoadError>) -> String {

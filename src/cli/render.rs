@@ -4,15 +4,25 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::progress::Bar;
-use crate::cli::{ConfigArg, join, load_config};
-use crate::provision::deployment::{self, Sources};
+use crate::cli::{ConfigArg, block_on, join, load_config, open_site};
+use crate::config::Config;
+use crate::provision::deployment::{Loaded, Sources};
 use crate::provision::export;
 use crate::provision::filename::{self, FileRequest};
 use crate::provision::trust;
 
+/// The deployment `config` describes, from where it lives (its files, or the shared store).
+fn load(config: &Config) -> Result<Loaded, String> {
+    let sources = Sources::from_config(config);
+    block_on(async {
+        let site = open_site(config)?;
+        site.with_held(|held| held.load(&sources)).await.map_err(|e| e.to_string())?.map_err(join)
+    })?
+}
+
 pub(crate) fn render(arg: &ConfigArg, file: &str) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let loaded = deployment::load(&Sources::from_config(&config)).map_err(join)?;
+    let loaded = load(&config)?;
     let (inventory, templates, trust) = (&loaded.inventory, &loaded.templates, &loaded.phone_edge_trust);
     let request = filename::parse_name(file).map_err(|e| format!("{file}: {e}"))?;
     let xml = match request {
@@ -48,7 +58,7 @@ pub(crate) fn render(arg: &ConfigArg, file: &str) -> Result<ExitCode, String> {
 /// `render --all --out DIR`: every device's file through the same rendering as `render FILE` and the server.
 pub(crate) fn render_all(arg: &ConfigArg, out: &Path) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let loaded = deployment::load(&Sources::from_config(&config)).map_err(join)?;
+    let loaded = load(&config)?;
     let done = export::render_all(&loaded, out, &mut Bar::new("rendering"))?;
     for f in &done.failures {
         eprintln!("error: {f}");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::app::App;
 use crate::cli::{ConfigArg, load_config, logging};
-use crate::config::Overrides;
+use crate::config::{Config, Overrides};
 use crate::ops::{Monitor, reload, signals, systemd};
 use crate::server::{self, Listeners};
 
@@ -33,8 +33,9 @@ pub(crate) fn serve(arg: &ConfigArg, overrides: Overrides) -> Result<ExitCode, S
         // Signal handlers before anything is announced: a SIGHUP or SIGTERM sent as soon as the server says
         // it serves (log line, READY=1) must reload or stop it, not meet the default action.
         let hangup = signals::hangup();
-        let shutdown = signals::shutdown();
-        let app = Arc::new(App::from_config(config).await.map_err(|e| e.to_string())?);
+        let mut shutdown = Box::pin(signals::shutdown());
+        let Some(app) = start(config, &mut shutdown).await? else { return Ok(()) };
+        let app = Arc::new(app);
         let monitor = Monitor::of(&app);
         if let Some(stats) = audit_stats {
             monitor.metrics.attach_audit(stats);
@@ -61,7 +62,7 @@ pub(crate) fn serve(arg: &ConfigArg, overrides: Overrides) -> Result<ExitCode, S
             tracing::warn!(error = %e, "systemd notification (READY=1) failed");
         }
         let shutdown = async {
-            shutdown.await;
+            shutdown.as_mut().await;
             if let Err(e) = systemd::notify_stopping() {
                 tracing::warn!(error = %e, "systemd notification (STOPPING=1) failed");
             }
@@ -76,4 +77,39 @@ pub(crate) fn serve(arg: &ConfigArg, overrides: Overrides) -> Result<ExitCode, S
     drop(runtime);
     drop(audit);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Builds the node. While the shared store is unreachable it cannot (it holds the deployment and the keys):
+/// it says so and tries again, backing off from 1 to 30 s, until it can or SIGTERM comes (then `None`). The
+/// listeners are not bound meanwhile, so balancers and phones go to the other nodes.
+async fn start(
+    config: Config,
+    shutdown: &mut std::pin::Pin<Box<impl std::future::Future<Output = ()>>>,
+) -> Result<Option<App>, String> {
+    let mut wait = std::time::Duration::from_secs(1);
+    let first = std::time::Instant::now();
+    loop {
+        match App::from_config(config.clone()).await {
+            Ok(app) => {
+                if first.elapsed() >= std::time::Duration::from_secs(1) {
+                    tracing::info!(after_secs = first.elapsed().as_secs(), "the shared store is reachable: starting");
+                }
+                return Ok(Some(app));
+            }
+            Err(e) if e.is_unavailable() => {
+                tracing::error!(
+                    error = %e,
+                    retry_secs = wait.as_secs(),
+                    "cannot start: the shared store is unreachable (it holds the deployment and the token keys); \
+                     retrying. The other nodes serve meanwhile"
+                );
+                tokio::select! {
+                    () = shutdown.as_mut() => return Ok(None),
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(std::time::Duration::from_secs(30));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
 }

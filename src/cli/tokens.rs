@@ -1,19 +1,18 @@
 //! `sipcfg token`, `sipcfg activation-code`, `sipcfg keys`: tokens and the token service.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Subcommand;
 
+use crate::app::site::Site;
 use crate::auth::service::{Applied, TokenService};
 use crate::auth::signer::Signer;
 use crate::auth::store::NodeReport;
-use crate::cli::{ConfigArg, block_on, load_config, load_inventory};
-use crate::config::Config;
+use crate::cli::{ConfigArg, block_on, load_config, open_site, site_inventory};
+use crate::config::{Config, DEFAULT_REUSE_GRACE_SECS};
 use crate::provision::filename::DeviceName;
 use crate::provision::inventory::Inventory;
 use crate::provision::subject::Subject;
-use crate::store::sqlite::{SqliteAuthStore, SqliteStore};
 use crate::util::time::{Time, rfc3339_utc, unix_now};
 
 #[derive(Subcommand, Debug)]
@@ -71,22 +70,24 @@ pub(crate) fn token(
 ) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
     let signer = Signer::from_config(&config.auth).map_err(|e| e.to_string())?;
-    let inventory = load_inventory(&config.inventory.file)?;
+    let inventory = block_on(async { site_inventory(&open_site(&config)?, &config).await })??;
     let subject = subject_arg(&inventory, device, user)?;
     let token = signer.mint(&subject, ttl.unwrap_or(signer.default_ttl_secs)).map_err(|e| e.to_string())?;
     println!("{token}");
     Ok(ExitCode::SUCCESS)
 }
 
-/// The token service on the configured state database.
-pub(crate) async fn token_service(config: &Config) -> Result<TokenService, String> {
-    let state = config.state.as_ref().ok_or_else(|| {
-        format!("{}: no [state] database is configured (the token service needs one)", config.path.display())
+/// The token service on the configured state: `[state]`'s database, or the shared store.
+pub(crate) async fn token_service(config: &Config, site: &Site) -> Result<TokenService, String> {
+    let store = site.auth_store(config).map_err(|e| e.to_string())?.ok_or_else(|| {
+        format!(
+            "{}: no [state] database is configured, and no [store] (the token service needs one of them)",
+            config.path.display()
+        )
     })?;
-    let store = Arc::new(SqliteAuthStore::new(SqliteStore::open(&state.database).map_err(|e| e.to_string())?));
-    let service = TokenService::open(store, &config.auth, state.reuse_grace_secs as Time, unix_now() as Time)
-        .await
-        .map_err(|e| e.to_string())?;
+    let grace = config.state.as_ref().map_or(DEFAULT_REUSE_GRACE_SECS, |s| s.reuse_grace_secs);
+    let service =
+        TokenService::open(store, &config.auth, grace as Time, unix_now() as Time).await.map_err(|e| e.to_string())?;
     service.sync(unix_now() as Time).await.map_err(|e| e.to_string())?;
     Ok(service)
 }
@@ -120,9 +121,10 @@ pub(crate) fn revoke(arg: &ConfigArg, device: Option<String>, user: Option<Strin
 
 async fn revoke_async(arg: &ConfigArg, device: Option<String>, user: Option<String>) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let inventory = load_inventory(&config.inventory.file)?;
+    let site = open_site(&config)?;
+    let inventory = site_inventory(&site, &config).await?;
     let subject = subject_arg(&inventory, device, user)?;
-    let service = token_service(&config).await?;
+    let service = token_service(&config, &site).await?;
     service.revoke_subject(&subject, unix_now() as Time).await.map_err(|e| e.to_string())?;
     let change = service.store().change_counter().await.map_err(|e| e.to_string())?;
     // The command returns once every running node refuses the subject's tokens, not when the row is written.
@@ -147,7 +149,7 @@ async fn revoke_async(arg: &ConfigArg, device: Option<String>, user: Option<Stri
                 "revoked {subject} in {}, but after {} s these running servers still have not applied it: {}. \
                  They refuse its tokens once they read the state again; check that they can (their log says why \
                  not).",
-                state_database(&config),
+                state_location(&config, &site),
                 REVOCATION_WAIT.as_secs(),
                 names(&lagging)
             );
@@ -163,8 +165,11 @@ fn names(nodes: &[NodeReport]) -> String {
     nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-fn state_database(config: &Config) -> String {
-    config.state.as_ref().map_or_else(String::new, |s| s.database.display().to_string())
+fn state_location(config: &Config, site: &Site) -> String {
+    match site.shared() {
+        Some(store) => store.origin().to_owned(),
+        None => config.state.as_ref().map_or_else(String::new, |s| s.database.display().to_string()),
+    }
 }
 
 pub(crate) fn activation_code(arg: &ConfigArg, action: CodeAction) -> Result<ExitCode, String> {
@@ -173,11 +178,12 @@ pub(crate) fn activation_code(arg: &ConfigArg, action: CodeAction) -> Result<Exi
 
 async fn activation_code_async(arg: &ConfigArg, action: CodeAction) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let service = token_service(&config).await?;
+    let site = open_site(&config)?;
+    let service = token_service(&config, &site).await?;
     let now = unix_now() as Time;
     match action {
         CodeAction::Create { device, valid } => {
-            let inventory = load_inventory(&config.inventory.file)?;
+            let inventory = site_inventory(&site, &config).await?;
             let Subject::Device(name) = subject_arg(&inventory, Some(device), None)? else {
                 return Err("an activation code is for a device".into());
             };
@@ -226,7 +232,8 @@ pub(crate) fn keys(arg: &ConfigArg, action: KeysAction) -> Result<ExitCode, Stri
 
 async fn keys_async(arg: &ConfigArg, action: KeysAction) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
-    let service = token_service(&config).await?;
+    let site = open_site(&config)?;
+    let service = token_service(&config, &site).await?;
     let now = unix_now() as Time;
     match action {
         KeysAction::List => {}

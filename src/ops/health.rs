@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::app::certificates::{CertRole, CertValidity, Certificates, DAY, left};
-use crate::app::{OnDisk, Status};
+use crate::app::{OnDisk, Status, StoreState};
 use crate::config::AdminConfig;
 use crate::provision::Provisioner;
 use crate::util::stop::Stop;
@@ -50,6 +50,11 @@ impl Health {
         self.0.status.on_disk()
     }
 
+    /// The shared store's reachability as the node last saw it.
+    pub fn store(&self) -> Arc<StoreState> {
+        self.0.status.store()
+    }
+
     /// The certificates in force.
     pub fn certificates(&self) -> Arc<Certificates> {
         self.0.status.certificates()
@@ -79,7 +84,9 @@ impl Health {
             detail: if draining { "shutdown began: open requests are finishing".into() } else { "no".into() },
         };
         let files = files_check(&self.0.status.on_disk());
-        Readiness::of(vec![inventory, certificate, draining, files])
+        let mut checks = vec![inventory, certificate, draining, files];
+        checks.extend(store_check(&self.0.status.store(), now));
+        Readiness::of(checks)
     }
 
     /// Logs a warning per certificate that expires within `admin.cert_warn_days` (an error once expired),
@@ -178,6 +185,24 @@ fn files_check(on_disk: &OnDisk) -> Check {
             ),
         },
     }
+}
+
+/// The shared store, when there is one: unreachable leaves the node ready but degraded (it serves downloads
+/// from memory; every node reads the same store, so taking this one out of a balancer would not help).
+fn store_check(store: &StoreState, now: Time) -> Option<Check> {
+    let detail = match store {
+        StoreState::NotShared => return None,
+        StoreState::Up { applied, lag_secs } => {
+            format!("reachable; change {applied} in force (last change took {lag_secs:.3} s to arrive)")
+        }
+        StoreState::Down { since, error, applied } => format!(
+            "unreachable for {} s (since {}): {error}; downloads go on from memory (change {applied}), token grants \
+             answer 503 until it is back",
+            now - since,
+            rfc3339_utc(*since)
+        ),
+    };
+    Some(Check { name: "store", ok: matches!(store, StoreState::Up { .. }), required: false, detail })
 }
 
 /// The server certificate chain: valid now, and for longer than `cert_unready_days`.

@@ -269,6 +269,12 @@ pub struct Snapshot {
     pub serving_last_good: bool,
     /// Revocations the token service has taken in since start.
     pub revocations: u64,
+    /// A shared store is configured.
+    pub store_shared: bool,
+    /// The shared store was reachable at the last look (true without one).
+    pub store_up: bool,
+    /// The shared store's last change number in force here.
+    pub store_applied: u64,
 }
 
 /// Every metric of one server. Handles are made at start; recording is an atomic add.
@@ -301,6 +307,11 @@ pub struct Metrics {
     draining: Gauge,
     files_loaded: Gauge,
     serving_last_good: Gauge,
+    store_shared: Gauge,
+    store_up: Gauge,
+    store_applied: Gauge,
+    store_lag: Histogram,
+    store_unreachable: Counter,
     audit: Arc<OnceLock<Arc<AuditStats>>>,
 }
 
@@ -462,6 +473,29 @@ impl Metrics {
             "1 when the node started from the last good deployment kept in the state folder because its files did \
              not load, until they do",
         );
+        let store_shared =
+            gauge(&mut registry, "store_shared", "1 when the node follows a shared store ([store]), else 0");
+        let store_up = gauge(
+            &mut registry,
+            "store_up",
+            "1 when the shared store was reachable at the last look (always 1 without one); 0: downloads go on from \
+             memory, token grants answer 503",
+        );
+        let store_applied = gauge(
+            &mut registry,
+            "store_applied_change",
+            "The shared store's last change number in force on this node (compare nodes: one behind is lagging)",
+        );
+        let store_lag = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register_with_unit(
+            "store_change_lag",
+            "From a change's commit in the shared store to its being in force on this node (notification, read, \
+             apply)",
+            Unit::Seconds,
+            store_lag.clone(),
+        );
+        let store_unreachable =
+            counter(&mut registry, "store_unreachable", "Times the shared store became unreachable for this node");
         let start: Gauge = Gauge::default();
         registry.register_with_unit("start_time", "When the process started, unix time", Unit::Seconds, start.clone());
         start.set(crate::util::time::unix_now() as i64);
@@ -499,6 +533,11 @@ impl Metrics {
             draining,
             files_loaded,
             serving_last_good,
+            store_shared,
+            store_up,
+            store_applied,
+            store_lag,
+            store_unreachable,
             audit,
         }
     }
@@ -563,6 +602,16 @@ impl Metrics {
         }
     }
 
+    /// A change of the shared store came in force here `secs` after its commit.
+    pub fn store_lag(&self, secs: f64) {
+        self.store_lag.observe(secs);
+    }
+
+    /// The shared store became unreachable.
+    pub fn store_unreachable(&self) {
+        self.store_unreachable.inc();
+    }
+
     /// The text exposition of every metric, with the state gauges set from `snapshot`.
     pub fn encode(&self, snapshot: &Snapshot) -> String {
         // One scrape at a time: the certificate family is cleared and refilled.
@@ -587,6 +636,9 @@ impl Metrics {
         self.draining.set(i64::from(snapshot.draining));
         self.files_loaded.set(i64::from(snapshot.files_loaded));
         self.serving_last_good.set(i64::from(snapshot.serving_last_good));
+        self.store_shared.set(i64::from(snapshot.store_shared));
+        self.store_up.set(i64::from(snapshot.store_up));
+        self.store_applied.set(gauge(snapshot.store_applied));
         let mut text = String::with_capacity(16 * 1024);
         if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry) {
             tracing::error!(error = %e, "metrics could not be encoded");

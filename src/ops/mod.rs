@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`audit`] | the audit log's file: its writer thread, back-pressure, rotation |
 //! | [`reload`] | the file watch and SIGHUP → [`App::reload`]; the token-state watch and purge |
+//! | [`store_watch`] | a cluster node following the shared store: notifications, resyncs, reachability |
 //! | [`health`] | readiness (`/readyz`), certificate expiry warnings |
 //! | [`metrics`] | the counters and the Prometheus exposition (`/metrics`) |
 //! | [`signals`] | SIGTERM, SIGINT and SIGHUP, registered before the server announces itself |
@@ -15,11 +16,12 @@ pub mod health;
 pub mod metrics;
 pub mod reload;
 pub mod signals;
+pub mod store_watch;
 pub mod systemd;
 
 use std::sync::Arc;
 
-use crate::app::{App, OnDisk};
+use crate::app::{App, OnDisk, StoreState};
 use crate::auth::service::TokenService;
 use crate::ops::health::Health;
 use crate::ops::metrics::{Metrics, Snapshot};
@@ -55,6 +57,7 @@ impl Monitor {
         let deployment = self.provisioner.current();
         let readiness = self.health.readiness(unix_now() as Time);
         let on_disk = self.health.on_disk();
+        let store = self.health.store();
         Snapshot {
             cache_entries,
             cache_bytes,
@@ -68,6 +71,12 @@ impl Monitor {
             files_loaded: matches!(*on_disk, OnDisk::Loaded),
             serving_last_good: matches!(*on_disk, OnDisk::Broken { last_good: true, .. }),
             revocations: self.tokens.as_ref().map_or(0, |s| s.revocations_seen()),
+            store_shared: !matches!(*store, StoreState::NotShared),
+            store_up: !matches!(*store, StoreState::Down { .. }),
+            store_applied: match *store {
+                StoreState::Up { applied, .. } | StoreState::Down { applied, .. } => applied,
+                StoreState::NotShared => 0,
+            },
         }
     }
 

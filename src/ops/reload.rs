@@ -163,9 +163,16 @@ pub fn spawn_background(
 ) -> (StopHandle, Vec<tokio::task::JoinHandle<()>>) {
     let (handle, stop) = stop_signal();
     let every = app.config().server.reload_poll();
+    // A cluster node follows the shared store (its notifications carry token changes too); a single node
+    // polls its state database.
+    let state = if app.site().shared().is_some() {
+        tokio::spawn(crate::ops::store_watch::watch_store(app.clone(), monitor.clone(), stop.clone()))
+    } else {
+        tokio::spawn(watch_state(app.clone(), STATE_POLL, stop.clone()))
+    };
     let tasks = vec![
         tokio::spawn(watch(app.clone(), monitor.clone(), every, hangup, stop.clone())),
-        tokio::spawn(watch_state(app.clone(), STATE_POLL, stop.clone())),
+        state,
         tokio::spawn(monitor.health.clone().watch_certificates(stop.clone())),
         tokio::spawn(systemd::watchdog(stop)),
     ];

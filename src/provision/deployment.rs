@@ -2,14 +2,16 @@
 //! checked together from the files the configuration names, and put in force as one ([`Deployment`]).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use crate::config::Config;
 use crate::provision::cache::RenderedFile;
 use crate::provision::filename::DeviceName;
 use crate::provision::files::FileRoot;
-use crate::provision::inventory::{Device, DeviceDoc, Inventory, InventoryError, InventoryErrors, User, UserDoc};
+use crate::provision::inventory::{
+    Device, DeviceDoc, Inventory, InventoryDoc, InventoryError, InventoryErrors, User, UserDoc,
+};
 use crate::provision::model::{PHONE_TYPES, PhoneType};
 use crate::provision::render::{TemplateErrors, Templates};
 use crate::provision::rules;
@@ -107,20 +109,89 @@ pub enum LoadError {
     Config(String),
 }
 
-/// Loads every part, reporting the problems of all of them.
+/// A deployment's inventory and certificate stores as the shared store holds them: the inventory's
+/// documents, and each certificate's PEM with where it is (named in errors). Templates and common files are
+/// not in it: every node has its own copy of those.
+#[derive(Debug, Clone)]
+pub struct StoredDeployment {
+    pub inventory: InventoryDoc,
+    pub phone_edge_trust: Vec<(PathBuf, String)>,
+    pub tomcat_trust: Vec<(PathBuf, String)>,
+}
+
+/// Where a deployment's inventory and certificate stores are read from.
+#[derive(Debug, Clone, Copy)]
+pub enum Held<'a> {
+    /// The files the configuration names (one node).
+    Files,
+    /// The shared store's copy, read in one snapshot; `origin` (its URL) names it in errors.
+    Stored { origin: &'a Path, deployment: &'a StoredDeployment },
+}
+
+impl Held<'_> {
+    /// The deployment: inventory and Phone-Edge-Trust from where they are held, templates and common files
+    /// from the files `sources` names.
+    pub fn load(self, sources: &Sources) -> Result<Loaded, Vec<LoadError>> {
+        match self {
+            Held::Files => load(sources),
+            Held::Stored { origin, deployment } => load_stored(sources, origin, deployment),
+        }
+    }
+
+    /// The Tomcat-trust certificates (the folder `dir` for files), and where they are, for messages.
+    pub fn tomcat_trust(self, dir: Option<&Path>, now: i64) -> Result<(Vec<TrustCert>, Option<PathBuf>), TrustError> {
+        match self {
+            Held::Files => match dir {
+                Some(dir) => Ok((TrustStore::new(Purpose::TomcatTrust, dir).load(now)?, Some(dir.to_owned()))),
+                None => Ok((Vec::new(), None)),
+            },
+            Held::Stored { origin, deployment } => {
+                let location = origin.join("tomcat-trust");
+                let certs = trust::load_stored(Purpose::TomcatTrust, &location, &deployment.tomcat_trust, now)?;
+                Ok((certs.into_iter().map(|(_, c)| c).collect(), Some(location)))
+            }
+        }
+    }
+}
+
+/// Loads every part from the files `sources` names, reporting the problems of all of them.
 pub fn load(sources: &Sources) -> Result<Loaded, Vec<LoadError>> {
+    let inventory = Inventory::load(&sources.inventory).map_err(LoadError::from);
+    let phone_edge_trust = match &sources.phone_edge_trust {
+        Some(dir) => {
+            TrustStore::new(Purpose::PhoneEdgeTrust, dir.clone()).load(unix_now() as i64).map_err(LoadError::from)
+        }
+        None => Ok(Vec::new()),
+    };
+    load_with(sources, inventory, phone_edge_trust)
+}
+
+/// Loads a deployment whose inventory and Phone-Edge-Trust come from the shared store (`origin` names it
+/// in errors); templates and common files from the files `sources` names.
+pub fn load_stored(sources: &Sources, origin: &Path, stored: &StoredDeployment) -> Result<Loaded, Vec<LoadError>> {
+    let inventory = Inventory::from_doc(origin, stored.inventory.clone()).map_err(LoadError::from);
+    let phone_edge_trust = trust::load_stored(
+        Purpose::PhoneEdgeTrust,
+        &origin.join("phone-edge-trust"),
+        &stored.phone_edge_trust,
+        unix_now() as i64,
+    )
+    .map(|certs| certs.into_iter().map(|(_, c)| c).collect())
+    .map_err(LoadError::from);
+    load_with(sources, inventory, phone_edge_trust)
+}
+
+fn load_with(
+    sources: &Sources,
+    inventory: Result<Inventory, LoadError>,
+    phone_edge_trust: Result<Vec<TrustCert>, LoadError>,
+) -> Result<Loaded, Vec<LoadError>> {
     let mut errors = Vec::new();
-    let inventory = Inventory::load(&sources.inventory).map_err(|e| errors.push(e.into())).ok();
+    let inventory = inventory.map_err(|e| errors.push(e)).ok();
     let templates = Templates::load(&sources.templates, sources.templates_override.as_deref())
         .map_err(|e| errors.push(e.into()))
         .ok();
-    let phone_edge_trust = match &sources.phone_edge_trust {
-        Some(dir) => TrustStore::new(Purpose::PhoneEdgeTrust, dir.clone())
-            .load(unix_now() as i64)
-            .map_err(|e| errors.push(e.into()))
-            .ok(),
-        None => Some(Vec::new()),
-    };
+    let phone_edge_trust = phone_edge_trust.map_err(|e| errors.push(e)).ok();
     let files = match &sources.files {
         Some(dir) => FileRoot::open(dir, sources.max_file_bytes)
             .map(Some)

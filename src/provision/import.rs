@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use crate::provision::filename::{DeviceName, DeviceNameError};
-use crate::provision::inventory::{Device, Inventory, InventoryErrors, Line};
+use crate::provision::inventory::{Device, DeviceDoc, Inventory, InventoryError, InventoryErrors, Line};
 use crate::provision::model::PhoneType;
 use crate::provision::rules::{self, DeviceFields, DeviceProblem, did_you_mean};
 use crate::util::fsutil::atomic_write;
@@ -351,6 +351,33 @@ pub fn apply(path: &Path, text: &str, plan: &Plan) -> Result<String, ImportError
     Ok(new_text)
 }
 
+/// The planned devices as documents, for a store that holds documents rather than a TOML file (the shared
+/// store): each changed row's device, with the fields of an existing device that the file has no column for
+/// kept, each checked as a load checks it (its problems become the row's errors).
+pub fn apply_docs(inventory: &Inventory, plan: &Plan) -> Result<Vec<(DeviceName, DeviceDoc)>, ImportError> {
+    let mut changed = Vec::new();
+    for row in plan.devices.iter().filter(|r| !r.unchanged) {
+        let doc = row.doc(inventory.device(&row.name), plan.columns);
+        // A device's rules depend on the profiles and users only, which an import does not change.
+        match Device::from_doc(row.name.clone(), doc.clone(), &inventory.profiles, &inventory.users) {
+            Ok(_) => {}
+            Err(problems) => {
+                let errors = problems
+                    .into_iter()
+                    .map(|message| InventoryError {
+                        file: inventory.file.clone(),
+                        entry: format!("device {:?}", row.name.as_str()),
+                        message,
+                    })
+                    .collect();
+                return Err(map_to_rows(InventoryErrors(errors), &plan.devices, plan.report.rows));
+            }
+        }
+        changed.push((row.name.clone(), doc));
+    }
+    Ok(changed)
+}
+
 /// Errors of the whole new inventory that concern an imported device become that row's errors.
 fn map_to_rows(errors: InventoryErrors, rows: &[Row], count: usize) -> ImportError {
     let lines: HashMap<String, &Row> = rows.iter().map(|r| (format!("device {:?}", r.name.as_str()), r)).collect();
@@ -620,6 +647,38 @@ impl Row {
             && (!columns.owner || d.owner == self.owner)
             && (!columns.description || d.description == self.description)
             && (!columns.lines || d.lines.iter().map(line).eq(self.lines.iter().map(line)))
+    }
+
+    /// The device as a document: a new one, or `existing` with the columns of the file replaced (its other
+    /// fields, such as enabled and MRA, stay).
+    fn doc(&self, existing: Option<&Device>, columns: Presence) -> DeviceDoc {
+        let mut doc = existing.map_or_else(
+            || DeviceDoc {
+                model: String::new(),
+                profile: String::new(),
+                owner: self.owner.clone(),
+                description: self.description.clone(),
+                lines: self.lines.clone(),
+                enabled: true,
+                allow_activation_code_via_mra: false,
+                mra_service_domain: String::new(),
+            },
+            Device::to_doc,
+        );
+        doc.model = self.phone_type.name.to_owned();
+        doc.profile = self.profile.clone();
+        if existing.is_some() {
+            if columns.owner {
+                doc.owner = self.owner.clone();
+            }
+            if columns.description {
+                doc.description = self.description.clone();
+            }
+            if columns.lines {
+                doc.lines = self.lines.clone();
+            }
+        }
+        doc
     }
 
     /// A new `[devices.NAME]` table, keys in the order the example inventory uses.

@@ -525,6 +525,16 @@ impl Inventory {
         }
     }
 
+    /// The inventory as an owned document (to move it into the shared store).
+    pub fn doc(&self) -> InventoryDoc {
+        InventoryDoc {
+            cluster: self.cluster.clone(),
+            profiles: self.profiles.iter().map(|(k, p)| (k.clone(), p.doc.clone())).collect(),
+            users: self.users.iter().map(|(k, u)| (k.clone(), u.doc.clone())).collect(),
+            devices: self.devices.iter().map(|(k, d)| (k.as_str().to_owned(), d.to_doc())).collect(),
+        }
+    }
+
     pub fn device(&self, name: &DeviceName) -> Option<&Device> {
         self.devices.get(name).map(Arc::as_ref)
     }

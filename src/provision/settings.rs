@@ -61,6 +61,21 @@ pub fn apply(path: &Path, changes: &[ClusterChange]) -> Result<Cluster, Settings
     Ok(inventory.cluster)
 }
 
+/// `changes` applied to the settings of `cluster` (for a store that holds documents; check the result as a
+/// whole inventory before writing it).
+pub fn apply_to(cluster: &mut Cluster, changes: &[ClusterChange]) {
+    for change in changes {
+        match *change {
+            ClusterChange::SipOAuthMode(on) => cluster.sip_oauth_mode = on,
+            ClusterChange::RefreshLoginFlow(on) => cluster.refresh_login_flow = on,
+            ClusterChange::SipOAuthPort(p) => cluster.sip_oauth_port = p,
+            ClusterChange::SipMraOAuthPort(p) => cluster.sip_mra_oauth_port = p,
+            ClusterChange::AccessTokenMinutes(m) => cluster.access_token_minutes = m,
+            ClusterChange::RefreshTokenDays(d) => cluster.refresh_token_days = d,
+        }
+    }
+}
+
 /// The cluster settings as an administrator reads them. The OAuth ports are the cluster's, which every call
 /// manager uses unless it sets its own: such a node gets a line with the ports in force on it.
 pub fn describe(cluster: &Cluster) -> String {

@@ -412,72 +412,8 @@ impl TrustStore {
     /// add, is an error; so is a store that would hold more than the purpose's maximum: then nothing is
     /// written.
     pub fn add(&self, pem_file: &Path, now: i64, server_leaf: Option<&[u8]>) -> Result<Added, TrustError> {
-        let certs = parse_pem_certs(&read_limited(pem_file)?, pem_file)?;
-        let single = certs.len() == 1;
-        let mut outcome = Added::default();
-        let mut candidates: Vec<TrustCert> = Vec::new();
-        for cert in certs {
-            if candidates.iter().any(|c| c.sha256 == cert.sha256) {
-                continue;
-            }
-            match self.refusal(&cert, server_leaf) {
-                None => {
-                    cert.valid_at(pem_file, now)?;
-                    candidates.push(cert);
-                }
-                Some(hint) if single => return Err(cert.not_a_ca(pem_file, hint)),
-                Some(hint) => {
-                    let why = format!("not a CA ({}); {hint}", cert.not_ca);
-                    outcome.skipped.push((cert, why));
-                }
-            }
-        }
         let existing = self.load_entries()?;
-        for cert in candidates {
-            match existing.iter().find(|(_, c)| c.sha256 == cert.sha256) {
-                Some((path, _)) => outcome.present.push((cert, path.clone())),
-                None => outcome.added.push(cert),
-            }
-        }
-        let store = self.purpose.name();
-        if outcome.added.is_empty() {
-            return Err(match (single, outcome.present.pop()) {
-                (true, Some((cert, existing))) => TrustError::AlreadyPresent {
-                    path: pem_file.to_owned(),
-                    store,
-                    subject: cert.subject,
-                    sha256: cert.sha256,
-                    existing,
-                },
-                (_, Some(_)) => TrustError::NothingToAdd {
-                    path: pem_file.to_owned(),
-                    store,
-                    detail: "every certificate of it that the store takes is already there".into(),
-                },
-                (_, None) => TrustError::NothingToAdd {
-                    path: pem_file.to_owned(),
-                    store,
-                    detail: format!(
-                        "none of its {} certificates is a CA{}",
-                        outcome.skipped.len(),
-                        match self.purpose {
-                            Purpose::PhoneEdgeTrust => " or the server's own self-signed certificate",
-                            Purpose::TomcatTrust => " or self-signed",
-                        }
-                    ),
-                },
-            });
-        }
-        let max = self.purpose.max();
-        if existing.len() + outcome.added.len() > max {
-            return Err(TrustError::StoreFull {
-                dir: self.dir.clone(),
-                store,
-                holds: existing.len(),
-                adding: outcome.added.len(),
-                max,
-            });
-        }
+        let outcome = plan_add(self.purpose, &self.dir, &existing, pem_file, now, server_leaf)?;
         fs::create_dir_all(&self.dir).map_err(|source| TrustError::Io {
             path: self.dir.clone(),
             action: "create the directory",
@@ -497,37 +433,118 @@ impl TrustStore {
         }
         Ok(outcome)
     }
+}
 
-    /// Why the store does not take `cert` (a hint for the administrator), or `None` when it does.
-    fn refusal(&self, cert: &TrustCert, server_leaf: Option<&[u8]>) -> Option<String> {
-        let is_server = server_leaf.is_some_and(|leaf| leaf == cert.der.as_slice());
-        match (self.purpose, cert.kind) {
-            (_, CertKind::Ca) => None,
-            (Purpose::PhoneEdgeTrust, CertKind::SelfSigned) if is_server => None,
-            (Purpose::TomcatTrust, CertKind::SelfSigned) => None,
-            (Purpose::PhoneEdgeTrust, CertKind::SelfSigned) => Some(
-                "a self-signed certificate goes into Phone-Edge-Trust only when it is the server's own \
-                 ([tls] certificate)"
-                    .into(),
-            ),
-            (Purpose::PhoneEdgeTrust, CertKind::Leaf) if is_server => Some(format!(
-                "it is the server certificate ([tls] certificate); phones trust it through the CA that issued it: \
-                 add that CA (\"{}\"), or a file with the chain",
-                cert.issuer
-            )),
-            (Purpose::PhoneEdgeTrust, CertKind::Leaf) => Some(format!(
-                "Phone-Edge-Trust holds the CA that issued the server certificate (or the server certificate \
-                 itself when it is self-signed); add the CA that issued this one (\"{}\") if that is the one",
-                cert.issuer
-            )),
-            (Purpose::TomcatTrust, CertKind::Leaf) => Some(format!(
-                "Tomcat-trust holds the CA that issued an Expressway-C certificate, or that certificate itself \
-                 when it is self-signed; add the CA that issued this one (\"{}\")",
-                cert.issuer
-            )),
+/// What adding the certificates of `pem_file` to a store of `purpose` that holds `existing` (each with where
+/// it is: a file, or a row of the shared store) would add, as [`TrustStore::add`] describes; `store` names
+/// the store in errors. Nothing is written.
+pub fn plan_add(
+    purpose: Purpose,
+    store_location: &Path,
+    existing: &[(PathBuf, TrustCert)],
+    pem_file: &Path,
+    now: i64,
+    server_leaf: Option<&[u8]>,
+) -> Result<Added, TrustError> {
+    let certs = parse_pem_certs(&read_limited(pem_file)?, pem_file)?;
+    let single = certs.len() == 1;
+    let mut outcome = Added::default();
+    let mut candidates: Vec<TrustCert> = Vec::new();
+    for cert in certs {
+        if candidates.iter().any(|c| c.sha256 == cert.sha256) {
+            continue;
+        }
+        match refusal(purpose, &cert, server_leaf) {
+            None => {
+                cert.valid_at(pem_file, now)?;
+                candidates.push(cert);
+            }
+            Some(hint) if single => return Err(cert.not_a_ca(pem_file, hint)),
+            Some(hint) => {
+                let why = format!("not a CA ({}); {hint}", cert.not_ca);
+                outcome.skipped.push((cert, why));
+            }
         }
     }
+    for cert in candidates {
+        match existing.iter().find(|(_, c)| c.sha256 == cert.sha256) {
+            Some((path, _)) => outcome.present.push((cert, path.clone())),
+            None => outcome.added.push(cert),
+        }
+    }
+    let store = purpose.name();
+    if outcome.added.is_empty() {
+        return Err(match (single, outcome.present.pop()) {
+            (true, Some((cert, existing))) => TrustError::AlreadyPresent {
+                path: pem_file.to_owned(),
+                store,
+                subject: cert.subject,
+                sha256: cert.sha256,
+                existing,
+            },
+            (_, Some(_)) => TrustError::NothingToAdd {
+                path: pem_file.to_owned(),
+                store,
+                detail: "every certificate of it that the store takes is already there".into(),
+            },
+            (_, None) => TrustError::NothingToAdd {
+                path: pem_file.to_owned(),
+                store,
+                detail: format!(
+                    "none of its {} certificates is a CA{}",
+                    outcome.skipped.len(),
+                    match purpose {
+                        Purpose::PhoneEdgeTrust => " or the server's own self-signed certificate",
+                        Purpose::TomcatTrust => " or self-signed",
+                    }
+                ),
+            },
+        });
+    }
+    let max = purpose.max();
+    if existing.len() + outcome.added.len() > max {
+        return Err(TrustError::StoreFull {
+            dir: store_location.to_owned(),
+            store,
+            holds: existing.len(),
+            adding: outcome.added.len(),
+            max,
+        });
+    }
+    Ok(outcome)
+}
 
+/// Why a store of `purpose` does not take `cert` (a hint for the administrator), or `None` when it does.
+fn refusal(purpose: Purpose, cert: &TrustCert, server_leaf: Option<&[u8]>) -> Option<String> {
+    let is_server = server_leaf.is_some_and(|leaf| leaf == cert.der.as_slice());
+    match (purpose, cert.kind) {
+        (_, CertKind::Ca) => None,
+        (Purpose::PhoneEdgeTrust, CertKind::SelfSigned) if is_server => None,
+        (Purpose::TomcatTrust, CertKind::SelfSigned) => None,
+        (Purpose::PhoneEdgeTrust, CertKind::SelfSigned) => Some(
+            "a self-signed certificate goes into Phone-Edge-Trust only when it is the server's own \
+             ([tls] certificate)"
+                .into(),
+        ),
+        (Purpose::PhoneEdgeTrust, CertKind::Leaf) if is_server => Some(format!(
+            "it is the server certificate ([tls] certificate); phones trust it through the CA that issued it: \
+             add that CA (\"{}\"), or a file with the chain",
+            cert.issuer
+        )),
+        (Purpose::PhoneEdgeTrust, CertKind::Leaf) => Some(format!(
+            "Phone-Edge-Trust holds the CA that issued the server certificate (or the server certificate \
+             itself when it is self-signed); add the CA that issued this one (\"{}\") if that is the one",
+            cert.issuer
+        )),
+        (Purpose::TomcatTrust, CertKind::Leaf) => Some(format!(
+            "Tomcat-trust holds the CA that issued an Expressway-C certificate, or that certificate itself \
+             when it is self-signed; add the CA that issued this one (\"{}\")",
+            cert.issuer
+        )),
+    }
+}
+
+impl TrustStore {
     /// Removes one certificate, named by its full SHA-256 (hex, any case, colons allowed as `openssl x509
     /// -fingerprint` prints it), a unique prefix of at least 8 hex digits, or its file name in the store.
     ///
@@ -589,36 +606,103 @@ impl TrustStore {
     /// Every file parsed strictly (one CA or self-signed certificate each), checked as a set, sorted for
     /// display.
     fn load_entries(&self) -> Result<Vec<(PathBuf, TrustCert)>, TrustError> {
-        let mut certs: Vec<(PathBuf, TrustCert)> = Vec::new();
-        let store = self.purpose.name();
+        let mut entries = Vec::new();
         for path in self.pem_files()? {
             let cert = parse_single(&read_limited(&path)?, &path)?;
-            if cert.kind == CertKind::Leaf {
-                let hint = format!(
-                    "the {store} store holds CA certificates and self-signed ones only; remove the file and add \
-                     the CA that issued it (\"{}\")",
-                    cert.issuer
-                );
-                return Err(cert.not_a_ca(&path, hint));
-            }
-            if let Some((existing, _)) = certs.iter().find(|(_, c)| c.sha256 == cert.sha256) {
-                return Err(TrustError::AlreadyPresent {
-                    existing: existing.clone(),
-                    path,
-                    store,
-                    subject: cert.subject,
-                    sha256: cert.sha256,
-                });
-            }
-            certs.push((path, cert));
+            entries.push((path, cert));
         }
-        let max = self.purpose.max();
-        if certs.len() > max {
-            return Err(TrustError::Overfull { dir: self.dir.clone(), store, count: certs.len(), max });
-        }
-        certs.sort_by(|(_, a), (_, b)| a.subject.cmp(&b.subject).then_with(|| a.sha256.cmp(&b.sha256)));
-        Ok(certs)
+        checked_set(self.purpose, &self.dir, entries)
     }
+}
+
+/// The certificates of a store of `purpose` held in the shared store: one PEM per certificate, each with
+/// where it is (named in errors), checked as a folder's files are ([`TrustStore::load`]; expired ones are
+/// listed, with a warning).
+pub fn load_stored(
+    purpose: Purpose,
+    store_location: &Path,
+    pems: &[(PathBuf, String)],
+    now: i64,
+) -> Result<Vec<(PathBuf, TrustCert)>, TrustError> {
+    let mut entries = Vec::with_capacity(pems.len());
+    for (location, pem) in pems {
+        entries.push((location.clone(), parse_single(pem.as_bytes(), location)?));
+    }
+    let certs = checked_set(purpose, store_location, entries)?;
+    for (location, cert) in &certs {
+        if cert.is_expired(now) {
+            tracing::warn!(
+                "{}: {} certificate \"{}\" expired on {}",
+                location.display(),
+                purpose.name(),
+                cert.subject,
+                rfc3339_utc(cert.not_after)
+            );
+        }
+    }
+    Ok(certs)
+}
+
+/// The one certificate of `entries` that `id` names: its full SHA-256 (any case, colons allowed), a unique
+/// prefix of at least 8 hex digits, or its file name (`<16 hex digits>.pem`).
+pub fn find_by_id<'e>(
+    purpose: Purpose,
+    store_location: &Path,
+    entries: &'e [(PathBuf, TrustCert)],
+    id: &str,
+) -> Result<&'e (PathBuf, TrustCert), TrustError> {
+    let not_found =
+        || TrustError::NotFound { dir: store_location.to_owned(), store: purpose.name(), id: id.to_owned() };
+    if let Some(entry) = entries.iter().find(|(_, c)| c.file_name() == id) {
+        return Ok(entry);
+    }
+    if id.ends_with(".pem") {
+        return Err(not_found());
+    }
+    let prefix = normalize_id(id).ok_or_else(|| TrustError::InvalidId { id: id.to_owned() })?;
+    let matches: Vec<&(PathBuf, TrustCert)> = entries.iter().filter(|(_, c)| c.sha256.starts_with(&prefix)).collect();
+    match matches.as_slice() {
+        [] => Err(not_found()),
+        [one] => Ok(one),
+        many => Err(TrustError::Ambiguous { dir: store_location.to_owned(), id: id.to_owned(), count: many.len() }),
+    }
+}
+
+/// `entries` checked as one store: no certificate issued by another (only CAs and self-signed ones), none
+/// twice, at most the purpose's maximum; sorted by subject then SHA-256.
+fn checked_set(
+    purpose: Purpose,
+    store_location: &Path,
+    entries: Vec<(PathBuf, TrustCert)>,
+) -> Result<Vec<(PathBuf, TrustCert)>, TrustError> {
+    let mut certs: Vec<(PathBuf, TrustCert)> = Vec::new();
+    let store = purpose.name();
+    for (path, cert) in entries {
+        if cert.kind == CertKind::Leaf {
+            let hint = format!(
+                "the {store} store holds CA certificates and self-signed ones only; remove the file and add \
+                 the CA that issued it (\"{}\")",
+                cert.issuer
+            );
+            return Err(cert.not_a_ca(&path, hint));
+        }
+        if let Some((existing, _)) = certs.iter().find(|(_, c)| c.sha256 == cert.sha256) {
+            return Err(TrustError::AlreadyPresent {
+                existing: existing.clone(),
+                path,
+                store,
+                subject: cert.subject,
+                sha256: cert.sha256,
+            });
+        }
+        certs.push((path, cert));
+    }
+    let max = purpose.max();
+    if certs.len() > max {
+        return Err(TrustError::Overfull { dir: store_location.to_owned(), store, count: certs.len(), max });
+    }
+    certs.sort_by(|(_, a), (_, b)| a.subject.cmp(&b.subject).then_with(|| a.sha256.cmp(&b.sha256)));
+    Ok(certs)
 }
 
 /// The `[tls]` certificate chain as read from its file: the leaf first, then the intermediates.

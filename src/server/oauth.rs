@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::app::App;
 use crate::app::channel::Channel;
-use crate::auth::service::{ACTIVATION_CODE_GRANT, GrantError, Lifetimes, UNKNOWN_CODE};
+use crate::auth::service::{ACTIVATION_CODE_GRANT, GrantError, Lifetimes, ServiceError, UNKNOWN_CODE};
 use crate::ops::metrics::{GrantType, Metrics};
 use crate::provision::filename::DeviceName;
 use crate::provision::inventory::Inventory;
@@ -93,7 +93,14 @@ where
                 refresh_view(app, now).await;
                 (json(StatusCode::OK, Bytes::from_static(b"{}")), subject, "")
             }
-            Err(e) => (grant_error(&GrantError::Server(e.to_string())), None, "store-error"),
+            Err(e) => {
+                let e = GrantError::from(e);
+                (
+                    grant_error(&e),
+                    None,
+                    if matches!(e, GrantError::Unavailable(_)) { "unavailable" } else { "store-error" },
+                )
+            }
         };
     }
 
@@ -145,8 +152,10 @@ where
             if e.counts_as_failure() {
                 app.grant_limiter().failed(ip, now);
             }
-            if let GrantError::Server(detail) = &e {
-                tracing::error!(error = %detail, "token endpoint failed");
+            match &e {
+                GrantError::Server(detail) => tracing::error!(error = %detail, "token endpoint failed"),
+                GrantError::Unavailable(detail) => tracing::debug!(error = %detail, "grant refused: store unreachable"),
+                _ => {}
             }
             (grant_error(&e), None, e.code())
         }
@@ -170,8 +179,11 @@ fn admit_activation(inventory: &Inventory, device: &DeviceName, channel: Channel
 
 /// After a revocation here, the file server must refuse the subject's tokens at once.
 async fn refresh_view(app: &App, now: i64) {
-    if let Err(e) = app.sync_tokens(now).await {
-        tracing::error!(error = %e, "token service state could not be reloaded");
+    match app.sync_tokens(now).await {
+        Ok(_) => {}
+        // The store watch says so once; the grant itself answers 503.
+        Err(ServiceError::Store(e)) if e.is_unavailable() => tracing::debug!(error = %e, "token state not reloaded"),
+        Err(e) => tracing::error!(error = %e, "token service state could not be reloaded"),
     }
 }
 
@@ -194,13 +206,23 @@ fn grant_error(e: &GrantError) -> Response<Body> {
     let description = match e {
         GrantError::InvalidRequest(d) | GrantError::InvalidGrant(d) | GrantError::UnsupportedGrantType(d) => *d,
         GrantError::Server(_) => "internal error",
+        GrantError::Unavailable(_) => "the token service cannot reach its store; try again shortly",
     };
     let status = match e {
         GrantError::Server(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        GrantError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     };
-    json(status, error_body(e.code(), description))
+    let mut r = json(status, error_body(e.code(), description));
+    if matches!(e, GrantError::Unavailable(_)) {
+        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER));
+    }
+    r
 }
+
+/// `Retry-After` of a grant refused because the store is unreachable (seconds): the node probes it every
+/// second, so a phone that comes back then finds it if it is back.
+const UNAVAILABLE_RETRY_AFTER: &str = "5";
 
 fn not_allowed(methods: &'static str) -> Response<Body> {
     allow(json(StatusCode::METHOD_NOT_ALLOWED, error_body("invalid_request", "method not allowed")), methods)

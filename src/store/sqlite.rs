@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::auth::store::{
-    ActivationCode, AuthStore, Digest, NewRefreshToken, NodeReport, Rotation, SigningKey, StoreError, Time,
+    ActivationCode, AuthStore, Digest, NewRefreshToken, NodeReport, Revocation, Rotation, SigningKey, StoreError,
+    StoredActivationCode, StoredRefreshToken, Time, TokenState,
 };
 
 /// The version of the schema: [`SCHEMA`] is version 1, and [`MIGRATIONS`] take it to this one. A database
@@ -669,6 +670,178 @@ impl SqliteStore {
             u64::try_from(value).map_err(|_| Fail::Corrupt(format!("negative change counter {value}")))
         })
     }
+}
+
+/// Moving the whole state in and out (`sipcfg store init` and `sipcfg store export`).
+impl SqliteStore {
+    /// Everything the database holds but the nodes, in one snapshot.
+    pub fn dump(&self) -> Result<TokenState, StoreError> {
+        let mut conn = self.lock()?;
+        let dump = |conn: &mut Connection| -> Result<TokenState, Fail> {
+            let tx = conn.transaction()?;
+            let digest = |bytes: Vec<u8>| -> Result<Digest, Fail> {
+                bytes.try_into().map_err(|_| Fail::Corrupt("a digest is not 32 bytes".into()))
+            };
+            let mut stmt = tx.prepare(
+                "SELECT id, device, created, expires, used, revoked, digest FROM activation_codes ORDER BY created, id",
+            )?;
+            let codes = stmt
+                .query_map([], |row| {
+                    Ok((
+                        ActivationCode {
+                            id: row.get(0)?,
+                            device: row.get(1)?,
+                            created: row.get(2)?,
+                            expires: row.get(3)?,
+                            used: row.get(4)?,
+                            revoked: row.get(5)?,
+                        },
+                        row.get::<_, Vec<u8>>(6)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let activation_codes = codes
+                .into_iter()
+                .map(|(code, d)| Ok(StoredActivationCode { code, digest: digest(d)? }))
+                .collect::<Result<Vec<_>, Fail>>()?;
+            let mut stmt = tx.prepare(
+                "SELECT digest, family, subject, issued, expires, state, parent, changed FROM refresh_tokens
+                 ORDER BY issued, digest",
+            )?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok((
+                        row.get::<_, Vec<u8>>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, Time>(3)?,
+                        row.get::<_, Time>(4)?,
+                        row.get::<_, String>(5)?,
+                        row.get::<_, Option<Vec<u8>>>(6)?,
+                        row.get::<_, Time>(7)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut tokens = Vec::with_capacity(rows.len());
+            for (d, family, subject, issued, expires, state, parent, changed) in rows {
+                let parent = parent.map(digest).transpose()?;
+                tokens.push(StoredRefreshToken {
+                    digest: digest(d)?,
+                    family,
+                    subject,
+                    issued,
+                    expires,
+                    state,
+                    parent,
+                    changed,
+                });
+            }
+            let mut stmt = tx.prepare("SELECT subject, revoked_at, keep_until FROM revocations ORDER BY subject")?;
+            let revocations = stmt
+                .query_map([], |row| {
+                    Ok(Revocation { subject: row.get(0)?, revoked_at: row.get(1)?, keep_until: row.get(2)? })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            drop(stmt);
+            Ok(TokenState {
+                activation_codes,
+                refresh_tokens: parents_first(tokens),
+                revocations,
+                signing_keys: Vec::new(),
+            })
+        };
+        let mut state = dump(&mut conn).map_err(|e| self.error(e))?;
+        drop(conn);
+        state.signing_keys = self.signing_keys()?;
+        Ok(state)
+    }
+
+    /// Writes `state` into this database, which must hold no token state yet (a fresh file).
+    pub fn restore(&self, state: &TokenState) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let held: i64 = tx.query_row(
+                "SELECT (SELECT count(*) FROM activation_codes) + (SELECT count(*) FROM refresh_tokens)
+                      + (SELECT count(*) FROM revocations) + (SELECT count(*) FROM signing_keys)",
+                [],
+                |row| row.get(0),
+            )?;
+            if held > 0 {
+                return Err(Fail::Refused(
+                    "already holds token state: restore into a new file, or remove this one first".into(),
+                ));
+            }
+            for c in &state.activation_codes {
+                tx.execute(
+                    "INSERT INTO activation_codes (id, digest, device, created, expires, used, revoked)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        c.code.id,
+                        &c.digest[..],
+                        c.code.device,
+                        c.code.created,
+                        c.code.expires,
+                        c.code.used,
+                        c.code.revoked
+                    ],
+                )?;
+            }
+            for t in &state.refresh_tokens {
+                tx.execute(
+                    "INSERT INTO refresh_tokens (digest, family, subject, issued, expires, state, parent, changed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        &t.digest[..],
+                        t.family,
+                        t.subject,
+                        t.issued,
+                        t.expires,
+                        t.state,
+                        t.parent.as_ref().map(|p| &p[..]),
+                        t.changed
+                    ],
+                )?;
+            }
+            for r in &state.revocations {
+                tx.execute(
+                    "INSERT INTO revocations (subject, revoked_at, keep_until) VALUES (?1, ?2, ?3)",
+                    params![r.subject, r.revoked_at, r.keep_until],
+                )?;
+            }
+            for k in &state.signing_keys {
+                insert_key(tx, k)?;
+            }
+            Ok(((), Wrote::Changed))
+        })
+    }
+}
+
+/// `tokens` reordered so that every token comes after its parent (when the parent is there): a store with
+/// a foreign key on the parent takes them in this order.
+pub fn parents_first(tokens: Vec<StoredRefreshToken>) -> Vec<StoredRefreshToken> {
+    use std::collections::{HashMap, HashSet};
+    let present: HashSet<Digest> = tokens.iter().map(|t| t.digest).collect();
+    let mut children: HashMap<Digest, Vec<StoredRefreshToken>> = HashMap::new();
+    let mut roots = Vec::new();
+    for t in tokens {
+        match t.parent.filter(|p| present.contains(p) && *p != t.digest) {
+            Some(p) => children.entry(p).or_default().push(t),
+            None => roots.push(t),
+        }
+    }
+    let mut ordered = Vec::with_capacity(present.len());
+    let mut stack: Vec<StoredRefreshToken> = roots.into_iter().rev().collect();
+    while let Some(t) = stack.pop() {
+        if let Some(mut kids) = children.remove(&t.digest) {
+            kids.reverse();
+            stack.extend(kids);
+        }
+        ordered.push(t);
+    }
+    // A cycle (impossible in a sound database) would leave tokens behind: keep them rather than lose them.
+    for (_, rest) in children {
+        ordered.extend(rest);
+    }
+    ordered
 }
 
 fn insert_key(tx: &Transaction<'_>, key: &SigningKey) -> Result<(), Fail> {

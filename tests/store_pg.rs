@@ -1,0 +1,343 @@
+//! The shared store on a real PostgreSQL (started in a temporary folder): `store init` and `store export`,
+//! nodes serving from it, changes made through one reaching the others, tokens across nodes, and what a
+//! node does while PostgreSQL is down.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::pg::Postgres;
+use common::{ServeProcess, TempDeployment};
+use http::StatusCode;
+use sipcfg::auth::store::{AuthStore, NewRefreshToken, Rotation};
+use sipcfg::config::StoreConfig;
+use sipcfg::store::kek::Kek;
+use sipcfg::store::postgres::PgStore;
+
+const PHONE: &str = "/SEP001122334455.cnf.xml";
+const GRANT: &str = "urn:sipcfg:grant-type:activation-code";
+
+/// A deployment (a copy of the example) whose configuration names the shared store `pg` (database `db`).
+fn clustered(pg: &Postgres, db: &str) -> TempDeployment {
+    let d = TempDeployment::new();
+    let url = format!("{}/{db}", pg.url().rsplit_once('/').unwrap().0);
+    d.append(
+        "example/sipcfg.toml",
+        &format!(
+            "\n[store]\nurl = \"{url}\"\npassword_file = \"{}\"\nkey_file = \"store.key\"\nresync_secs = 2\n",
+            pg.password_file().display()
+        ),
+    );
+    d
+}
+
+fn sipcfg(d: &TempDeployment, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .arg("-c")
+        .arg(d.path("example/sipcfg.toml"))
+        .args(args)
+        .env_remove("SIPCFG_STORE_URL")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+fn json(r: &common::Resp) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+/// A new database `name` owned by the test role.
+fn database(pg: &Postgres, name: &str) {
+    pg.psql(&format!("CREATE DATABASE {name} OWNER sipcfg"));
+}
+
+async fn serve(d: &TempDeployment) -> ServeProcess {
+    ServeProcess::start(&d.path("example/sipcfg.toml"), "info").await
+}
+
+/// Polls `f` every 20 ms until it is true or `limit` passed; returns how long it took.
+async fn within<F: std::future::Future<Output = bool>>(limit: Duration, mut f: impl FnMut() -> F) -> Option<Duration> {
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn code_for(d: &TempDeployment, device: &str) -> String {
+    let out = sipcfg(d, &["activation-code", "create", "--device", device]);
+    ok(&out);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn init_moves_the_deployment_in_once_and_export_gives_it_back_unchanged() {
+    let pg = Postgres::start();
+    database(&pg, "one");
+    database(&pg, "two");
+    let d = clustered(&pg, "one");
+    // An activation code made before the move, in the embedded state database: it moves in too.
+    let before = Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .args(["-c", &d.path("example/sipcfg.toml").display().to_string()])
+        .args(["activation-code", "create", "--device", "SEP001122334455"])
+        .env("SIPCFG_STORE_URL", "")
+        .output()
+        .unwrap();
+    // With [store] in the file the command uses the store, which has no schema yet: it says what to run.
+    let text = String::from_utf8_lossy(&before.stderr).into_owned();
+    assert!(!before.status.success() && text.contains("sipcfg store init"), "{text}");
+
+    let first = ok(&sipcfg(&d, &["store", "init"]));
+    assert!(first.contains("created the key-encryption key"), "{first}");
+    assert!(first.contains("schema created (version 1)"), "{first}");
+    assert!(first.contains("moved in from"), "{first}");
+    let key = d.path("example/store.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let again = ok(&sipcfg(&d, &["store", "init"]));
+    assert!(again.contains("schema is up to date") && again.contains("already holds a deployment"), "{again}");
+    assert!(ok(&sipcfg(&d, &["check"])).contains("from postgres://"), "check reads the store");
+    // The token service's first use makes its signing key, in the store; the code goes through the round trip.
+    code_for(&d, "SEP001122334455");
+
+    // Export, check the export as a deployment of files, move it into a second database, export again.
+    let out1 = tempfile::tempdir().unwrap();
+    let dir1 = out1.path().join("export");
+    ok(&sipcfg(&d, &["store", "export", dir1.to_str().unwrap()]));
+    let checked = Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .args(["-c", dir1.join("sipcfg.toml").to_str().unwrap(), "check"])
+        .env_remove("SIPCFG_STORE_URL")
+        .output()
+        .unwrap();
+    ok(&checked);
+    let e = TempDeployment { dir: out1 };
+    let url2 = format!("{}/two", pg.url().rsplit_once('/').unwrap().0);
+    std::fs::copy(&key, e.path("export/store.key")).unwrap();
+    e.append(
+        "export/sipcfg.toml",
+        &format!("\n[store]\nurl = \"{url2}\"\npassword_file = \"{}\"\n", pg.password_file().display()),
+    );
+    let moved = Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .args(["-c", e.path("export/sipcfg.toml").to_str().unwrap(), "store", "init"])
+        .output()
+        .unwrap();
+    ok(&moved);
+    let out2 = tempfile::tempdir().unwrap();
+    let dir2 = out2.path().join("export");
+    let exported = Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .args(["-c", e.path("export/sipcfg.toml").to_str().unwrap(), "store", "export", dir2.to_str().unwrap()])
+        .output()
+        .unwrap();
+    ok(&exported);
+    // The round trip changes nothing: the same inventory and certificates, byte for byte.
+    let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert_eq!(read(&dir1.join("inventory.toml")), read(&dir2.join("inventory.toml")));
+    for store in ["phone-edge-trust", "tomcat-trust"] {
+        let names = |d: &Path| {
+            let mut n: Vec<_> = std::fs::read_dir(d.join(store)).unwrap().map(|e| e.unwrap().file_name()).collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names(&dir1), names(&dir2));
+        for n in names(&dir1) {
+            assert_eq!(read(&dir1.join(store).join(&n)), read(&dir2.join(store).join(&n)));
+        }
+    }
+    // And the same token state (the signing keys decrypted and encrypted again with the same key).
+    let dump = |p: &Path| sipcfg::store::sqlite::SqliteStore::open(&p.join("state.db")).unwrap().dump().unwrap();
+    assert_eq!(dump(&dir1), dump(&dir2));
+    // The inventory served is the example's: every device renders the same from the store and from files.
+    let render = |args: &[&str], out: &Path| {
+        ok(&Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+            .args(args)
+            .args(["render", "--all", "--out", out.to_str().unwrap()])
+            .env_remove("SIPCFG_STORE_URL")
+            .output()
+            .unwrap());
+    };
+    let from_store = tempfile::tempdir().unwrap();
+    let from_files = tempfile::tempdir().unwrap();
+    render(&["-c", d.path("example/sipcfg.toml").to_str().unwrap()], from_store.path());
+    render(&["-c", common::repo().join("example/sipcfg.toml").to_str().unwrap()], from_files.path());
+    let mut files: Vec<_> = std::fs::read_dir(from_files.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    files.sort();
+    assert!(files.len() > 10);
+    for f in files {
+        assert_eq!(read(&from_store.path().join(&f)), read(&from_files.path().join(&f)), "{f:?}");
+    }
+    // The signing keys' private parts are not in the database in the clear.
+    let rows = pg.psql_in("one", "SELECT encode(private_key, 'escape') FROM signing_keys");
+    assert!(!rows.is_empty() && !rows.contains("PRIVATE KEY"), "{rows}");
+}
+
+#[tokio::test]
+async fn two_nodes_share_tokens_and_changes_and_ride_out_an_outage() {
+    let pg = Postgres::start();
+    database(&pg, "shared");
+    let d = clustered(&pg, "shared");
+    ok(&sipcfg(&d, &["store", "init"]));
+    let a = serve(&d).await;
+    let b = serve(&d).await;
+
+    // Onboard on A, refresh on B, download from both.
+    let code = code_for(&d, "SEP001122334455");
+    let r = a.client().post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let refresh = json(&r)["refresh_token"].as_str().unwrap().to_owned();
+    let r = b.client().post_form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let t = json(&r);
+    let access = t["access_token"].as_str().unwrap().to_owned();
+    let refresh = t["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(a.client().get(PHONE, Some(&access)).await.status, StatusCode::OK);
+    assert_eq!(b.client().get(PHONE, Some(&access)).await.status, StatusCode::OK);
+
+    // A device edit (an import) reaches both nodes' files.
+    let csv = d.path("edit.csv");
+    std::fs::write(
+        &csv,
+        "DEVICE NAME,DEVICE TYPE,DEVICE SECURITY PROFILE,DIRECTORY NUMBER 1,LINE TEXT LABEL 1\n\
+         SEP001122334455,Cisco 8851,Cisco 8851 - Encrypted OAuth,1001,Edited in the store\n",
+    )
+    .unwrap();
+    ok(&sipcfg(&d, &["import", "--update", csv.to_str().unwrap()]));
+    for node in [&a, &b] {
+        let seen = within(Duration::from_secs(2), || async {
+            node.client().get(PHONE, Some(&access)).await.text().contains("Edited in the store")
+        })
+        .await;
+        assert!(seen.is_some(), "the edit did not reach {}", node.addr);
+    }
+
+    // PostgreSQL stops: downloads go on, grants answer 503 with Retry-After, /readyz says why.
+    pg.stop();
+    let r = a.client().post_form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert_eq!(json(&r)["error"], "temporarily_unavailable");
+    assert_eq!(a.client().get(PHONE, Some(&access)).await.status, StatusCode::OK);
+    assert_eq!(b.client().get(PHONE, Some(&access)).await.status, StatusCode::OK);
+    let degraded = within(Duration::from_secs(10), || async {
+        let r = common::Client::plain_to(a.admin).get("/readyz", None).await;
+        r.status == StatusCode::OK && r.text().contains("degraded: store")
+    })
+    .await;
+    assert!(degraded.is_some(), "{}", common::Client::plain_to(a.admin).get("/readyz", None).await.text());
+    assert_eq!(a.metrics().await.get("sipcfg_store_up"), 0.0);
+
+    // Back: grants work again within 10 s, and the refresh token was not lost.
+    pg.start_again();
+    let back = within(Duration::from_secs(10), || async {
+        let r =
+            a.client().post_form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
+        r.status == StatusCode::OK
+    })
+    .await;
+    assert!(back.is_some(), "grants did not come back:\n{}", a.log());
+    assert_eq!(a.metrics().await.get("sipcfg_store_up"), 1.0);
+
+    // A revocation from the command line is in force on both before the command returns.
+    let out = sipcfg(&d, &["token", "revoke", "--device", "SEP001122334455"]);
+    let text = ok(&out);
+    assert!(text.contains("every running server"), "{text}");
+    assert_eq!(a.client().get(PHONE, Some(&access)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(b.client().get(PHONE, Some(&access)).await.status, StatusCode::UNAUTHORIZED);
+    a.stop();
+    b.stop();
+}
+
+#[tokio::test]
+async fn a_node_started_while_the_store_is_down_says_so_and_starts_when_it_is_back() {
+    let pg = Postgres::start();
+    database(&pg, "late");
+    let d = clustered(&pg, "late");
+    ok(&sipcfg(&d, &["store", "init"]));
+    pg.stop();
+    let config = d.path("example/sipcfg.toml");
+    let starting = tokio::spawn(async move { ServeProcess::start(&config, "info").await });
+    let log = d.path("example/sipcfg.stderr.log");
+    let said = within(Duration::from_secs(20), || async {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("the shared store is unreachable")
+    })
+    .await;
+    assert!(said.is_some(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    pg.start_again();
+    let node = starting.await.unwrap();
+    let ready = common::Client::plain_to(node.admin).get("/readyz", None).await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text());
+    node.stop();
+}
+
+#[tokio::test]
+async fn racing_rotations_have_one_winner_and_a_family_never_has_two_live_tokens() {
+    let pg = Postgres::start();
+    database(&pg, "race");
+    let d = clustered(&pg, "race");
+    ok(&sipcfg(&d, &["store", "init"]));
+    let key = Kek::load(&d.path("example/store.key")).unwrap();
+    let config = StoreConfig {
+        url: format!("{}/race", pg.url().rsplit_once('/').unwrap().0),
+        password_file: Some(pg.password_file()),
+        key_file: d.path("example/store.key"),
+        max_connections: 10,
+        connect_timeout_secs: 5,
+        resync_secs: 5,
+    };
+    // Two "nodes": two pools.
+    let stores: Vec<Arc<PgStore>> =
+        (0..2).map(|_| Arc::new(PgStore::open(&config, Some(Kek::load(key.path()).unwrap())).unwrap())).collect();
+    let digest = |a: u8, b: u8| {
+        let mut d = [0u8; 32];
+        d[0] = a;
+        d[1] = b;
+        d
+    };
+    let token = |d: [u8; 32]| NewRefreshToken {
+        digest: d,
+        family: "f".into(),
+        subject: "device:SEP001122334455".into(),
+        issued: 100,
+        expires: i64::MAX / 2,
+    };
+    for grace in [0, 30] {
+        for round in 0..10u8 {
+            let first = digest(round, 0);
+            let code = digest(200 + round, grace as u8);
+            let id = format!("race-{grace}-{round}");
+            stores[0].add_activation_code(&id, &code, "SEP001122334455", 100, i64::MAX / 2).await.unwrap();
+            stores[0].redeem_activation_code(&code, 100, &token(first)).await.unwrap().unwrap();
+            let tasks: Vec<_> = (1..=8u8)
+                .map(|t| {
+                    let store = stores[usize::from(t % 2)].clone();
+                    let next = token(digest(round, t));
+                    tokio::spawn(async move { store.rotate_refresh_token(&first, 200, &next, grace).await.unwrap() })
+                })
+                .collect();
+            let mut outcomes = Vec::new();
+            for t in tasks {
+                outcomes.push(t.await.unwrap());
+            }
+            let rotated = outcomes.iter().filter(|o| matches!(o, Rotation::Rotated { .. })).count();
+            assert_eq!(rotated, 1, "grace {grace} round {round}: {outcomes:?}");
+            let live = pg.psql_in(
+                "race",
+                "SELECT family, count(*) FROM refresh_tokens WHERE state = 'active' GROUP BY family HAVING count(*) > 1",
+            );
+            assert!(live.trim().is_empty(), "two live tokens in a family: {live}");
+            pg.psql_in("race", "DELETE FROM refresh_tokens");
+        }
+    }
+}
