@@ -4,6 +4,8 @@
 #   scripts/bootstorm.sh                 # 100,000 devices, 12 s per run
 #   N=20000 DUR=8 C=64 scripts/bootstorm.sh
 #   KA_ROUNDS=21 KA_DUR=3 scripts/bootstorm.sh  # keep-alive (b') as 21 interleaved rounds (default 15 of 3 s)
+#   CLUSTER=1 scripts/bootstorm.sh       # and (f): a cluster node (shared store on PostgreSQL) vs a single node
+#   CLUSTER=only N=20000 scripts/bootstorm.sh   # (f) alone
 #
 # What it does: installs nginx-light, util-linux (taskset), python3, procps, openssl if missing; builds sipcfg
 # and sipcfg-load (release); generates an inventory of N Cisco 8851 phones (SEP + 12 hex) and a config copy
@@ -33,6 +35,11 @@ SERVER_CORES=${SERVER_CORES:-0}
 CLIENT_CORES=${CLIENT_CORES:-1}
 SPORT=${SPORT:-16971}          # sipcfg
 NPORT=${NPORT:-16972}          # nginx
+CPORT=${CPORT:-16974}          # sipcfg, cluster node (CLUSTER=1)
+PGPORT=${PGPORT:-16975}        # its PostgreSQL
+CLUSTER=${CLUSTER:-0}          # 1: also (f) cluster node vs single node; only: (f) alone
+CL_ROUNDS=${CL_ROUNDS:-9}      # (f): interleaved storm rounds of CL_DUR seconds
+CL_DUR=${CL_DUR:-4}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/release
 
@@ -45,6 +52,9 @@ command -v taskset >/dev/null 2>&1 || need+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v pgrep >/dev/null 2>&1 || need+=(procps)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ "$CLUSTER" != 0 ]; then
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+fi
 if [ ${#need[@]} -gt 0 ]; then
     say "installing ${need[*]} from Debian"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
@@ -63,11 +73,15 @@ say "building sipcfg and sipcfg-load (release, $TARGET)"
 
 WORK=$(mktemp -d /tmp/sipcfg-bootstorm.XXXXXX)
 chmod 755 "$WORK"
-SIPCFG_PID=""; NGINX_PID=""
+SIPCFG_PID=""; NGINX_PID=""; CLUSTER_PID=""; PGDIR=""
 cleanup() {
     # Only the servers this script started, by their pid.
-    for p in $SIPCFG_PID $NGINX_PID; do kill "$p" 2>/dev/null || true; done
+    for p in $SIPCFG_PID $NGINX_PID $CLUSTER_PID; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    if [ -n "$PGDIR" ]; then
+        runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate stop >/dev/null 2>&1 || true
+        rm -rf "$PGDIR"
+    fi
     [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -192,6 +206,7 @@ load() { # label port pids mode [extra args...]
         | tee -a "$WORK/results.jsonl"
 }
 
+if [ "$CLUSTER" != only ]; then
 # --- 4. The runs --------------------------------------------------------------------------------------------
 : >"$WORK/results.jsonl"
 say "nginx $($NGINX -v 2>&1 | sed 's/.*: //') on core $SERVER_CORES, port $NPORT"
@@ -317,4 +332,73 @@ if "full-cache" in rows:
           f"{f['server_cpu_us_per_answer']:.1f} µs server CPU per phone): VmRSS {int(full_kb)/1024:.0f} MiB "
           f"(target: cache bound 256 MiB + 100 MiB = 356 MiB)")
 EOF
+fi
+
+# --- 6. (f) A cluster node vs a single node -----------------------------------------------------------------
+# The same inventory moved into a shared store (PostgreSQL in a temporary folder, its own port), served by a
+# node that follows it (LISTEN/NOTIFY, resyncs), beside a single node on the same files. Both on core
+# $SERVER_CORES, loaded one at a time in alternating order: downloads never touch PostgreSQL, so the two
+# should cost the same per phone (issue 14: within 5%).
+if [ "$CLUSTER" != 0 ]; then
+    PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+    PGDIR=$(mktemp -d /tmp/sipcfg-bootstorm-pg.XXXXXX)
+    chown postgres "$PGDIR"; chmod 700 "$PGDIR"
+    say "(f) PostgreSQL $("$PGBIN/postgres" --version | sed 's/.* //') on port $PGPORT, in $PGDIR"
+    # initdb refuses root: the cluster belongs to the postgres user.
+    runuser -u postgres -- "$PGBIN/initdb" -D "$PGDIR/data" -A trust -U postgres --no-sync >/dev/null
+    runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -l "$PGDIR/log" -w -o \
+        "-p $PGPORT -k $PGDIR -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+    PGPASS=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+    runuser -u postgres -- "$PGBIN/psql" -h "$PGDIR" -p "$PGPORT" -U postgres -q -v ON_ERROR_STOP=1 <<EOT
+CREATE ROLE sipcfg LOGIN PASSWORD '$PGPASS';
+CREATE DATABASE sipcfg OWNER sipcfg;
+EOT
+    (umask 077; echo "$PGPASS" >"$WORK/store-password")
+    sed "s/^listen = \"127.0.0.1:$SPORT\"/listen = \"127.0.0.1:$CPORT\"/" "$WORK/sipcfg.toml" >"$WORK/sipcfg-cluster.toml"
+    cat >>"$WORK/sipcfg-cluster.toml" <<EOT
+
+[store]
+url = "postgres://sipcfg@127.0.0.1:$PGPORT/sipcfg"
+password_file = "$WORK/store-password"
+key_file = "$WORK/store.key"
+EOT
+    say "(f) moving the $N devices into the shared store (sipcfg store init)"
+    SIPCFG_LOG=warn "$BIN/sipcfg" store init -c "$WORK/sipcfg-cluster.toml" >&2
+    if [ -z "$SIPCFG_PID" ]; then start_sipcfg "$SERVER_CORES"; fi
+    : >"$WORK/cluster-run.log"
+    SIPCFG_LOG=warn,sipcfg::app=info taskset -c "$SERVER_CORES" "$BIN/sipcfg" serve -c "$WORK/sipcfg-cluster.toml" \
+        2>"$WORK/cluster-run.log" &
+    CLUSTER_PID=$!
+    wait_port "$CPORT"
+    for _ in $(seq 1 1200); do grep -q "pre-render" "$WORK/cluster-run.log" && break; sleep 0.1; done
+    say "(f) storm, $CL_ROUNDS interleaved rounds of $CL_DUR s: single node (port $SPORT), cluster node ($CPORT)"
+    for i in $(seq 1 "$CL_ROUNDS"); do
+        if [ $((i % 2)) = 1 ]; then
+            DUR=$CL_DUR load "cl$i-single" "$SPORT" "$SIPCFG_PID" storm --concurrency "$C" >/dev/null
+            DUR=$CL_DUR load "cl$i-cluster" "$CPORT" "$CLUSTER_PID" storm --concurrency "$C" >/dev/null
+        else
+            DUR=$CL_DUR load "cl$i-cluster" "$CPORT" "$CLUSTER_PID" storm --concurrency "$C" >/dev/null
+            DUR=$CL_DUR load "cl$i-single" "$SPORT" "$SIPCFG_PID" storm --concurrency "$C" >/dev/null
+        fi
+    done
+    python3 - "$WORK/results.jsonl" <<'EOT'
+import json, statistics, sys
+rows = {r["label"]: r for r in map(json.loads, open(sys.argv[1]))}
+rounds = sorted({k.split("-")[0] for k in rows if k.startswith("cl")}, key=lambda k: int(k[2:]))
+cpu = lambda k: rows[k]["server_cpu_us_per_answer"]
+single = [cpu(f"{r}-single") for r in rounds]
+cluster = [cpu(f"{r}-cluster") for r in rounds]
+per = [s / c for s, c in zip(single, cluster)]
+bad = {k: rows[k]["status"] for k in rows if k.startswith("cl") and (rows[k]["errors"] or set(rows[k]["status"]) - {"200"})}
+rate = lambda side: statistics.median(rows[f"{r}-{side}"]["answered_per_s"] for r in rounds)
+print(f"\n(f) boot storm, cluster node vs single node, {len(rounds)} interleaved rounds: server CPU µs per phone, "
+      f"single median {statistics.median(single):.1f} ({min(single):.1f}-{max(single):.1f}), cluster median "
+      f"{statistics.median(cluster):.1f} ({min(cluster):.1f}-{max(cluster):.1f}); capacity of the cluster node "
+      f"relative to the single node per round {' '.join(f'{x:.3f}' for x in per)}: median "
+      f"{statistics.median(per):.3f}x, ratio of medians {statistics.median(single) / statistics.median(cluster):.3f}x; "
+      f"answered/s median single {rate('single'):.0f}, cluster {rate('cluster'):.0f}"
+      + (f"; NON-200 ANSWERS: {bad}" if bad else ""))
+EOT
+fi
+
 if [ -n "${KEEP:-}" ]; then echo "raw results: $WORK/results.jsonl" >&2; else echo "(KEEP=1 keeps $WORK and its raw results)" >&2; fi

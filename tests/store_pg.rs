@@ -341,3 +341,67 @@ async fn racing_rotations_have_one_winner_and_a_family_never_has_two_live_tokens
         }
     }
 }
+
+#[tokio::test]
+async fn cluster_settings_certificates_and_key_rotations_reach_every_node() {
+    let pg = Postgres::start();
+    database(&pg, "admin");
+    let d = clustered(&pg, "admin");
+    ok(&sipcfg(&d, &["store", "init"]));
+    let a = serve(&d).await;
+    let b = serve(&d).await;
+    let code = code_for(&d, "SEP001122334455");
+    let r = a.client().post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let access = json(&r)["access_token"].as_str().unwrap().to_owned();
+
+    // A cluster setting is a full reload on every node: the new port is in both nodes' files.
+    let out = ok(&sipcfg(&d, &["cluster", "set", "--sip-oauth-port", "5095"]));
+    assert!(out.contains("5095"), "{out}");
+    for node in [&a, &b] {
+        let seen = within(Duration::from_secs(2), || async {
+            node.client().get(PHONE, Some(&access)).await.text().contains("<sipOAuthPort>5095</sipOAuthPort>")
+        })
+        .await;
+        assert!(seen.is_some(), "the setting did not reach {}:\n{}", node.addr, node.log());
+    }
+    // A change that breaks a rule is refused before anything is written, naming the rule.
+    let refused = sipcfg(&d, &["cluster", "set", "--sip-oauth-port", "5060"]);
+    assert!(!refused.status.success(), "the SIP port cannot be the OAuth port");
+    assert!(ok(&sipcfg(&d, &["cluster", "show"])).contains("5095"));
+
+    // The certificate stores are in the store: add to Tomcat-trust, list, remove.
+    let ca = common::repo().join("certs-example/ca.pem");
+    let added = ok(&sipcfg(&d, &["cert", "add", "--purpose", "tomcat-trust", ca.to_str().unwrap()]));
+    assert!(added.contains("added: "), "{added}");
+    let listed = ok(&sipcfg(&d, &["cert", "list", "--purpose", "tomcat-trust"]));
+    assert!(listed.contains("1 of "), "{listed}");
+    let sha = listed.split_whitespace().next().unwrap().to_owned();
+    let again = sipcfg(&d, &["cert", "add", "--purpose", "tomcat-trust", ca.to_str().unwrap()]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already"));
+    ok(&sipcfg(&d, &["cert", "remove", "--purpose", "tomcat-trust", &sha[..12]]));
+    assert!(ok(&sipcfg(&d, &["cert", "list", "--purpose", "tomcat-trust"])).contains("0 of "));
+
+    // A key rotation: tokens signed with the new key by one node verify on the other.
+    let rotated = ok(&sipcfg(&d, &["keys", "rotate"]));
+    let kid = rotated.split_whitespace().nth(3).unwrap().trim_end_matches(';').to_owned();
+    for node in [&a, &b] {
+        let jwks = within(Duration::from_secs(2), || async {
+            node.client().get("/.well-known/jwks.json", None).await.text().contains(&kid)
+        })
+        .await;
+        assert!(jwks.is_some(), "{} does not publish {kid}", node.addr);
+    }
+    let code = code_for(&d, "SEP001122334455");
+    let r = b.client().post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
+    let fresh = json(&r)["access_token"].as_str().unwrap().to_owned();
+    let header = fresh.split('.').next().unwrap();
+    use base64::Engine;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap();
+    assert!(String::from_utf8_lossy(&header).contains(&kid), "signed with the new key");
+    assert_eq!(a.client().get(PHONE, Some(&fresh)).await.status, StatusCode::OK);
+    // The token issued before the rotation still verifies (its key retires when its last token expired).
+    assert_eq!(a.client().get(PHONE, Some(&access)).await.status, StatusCode::OK);
+    a.stop();
+    b.stop();
+}
