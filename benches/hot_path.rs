@@ -11,6 +11,12 @@
 //! - `fetch/cache_miss_render`: [`Provisioner::fetch`] of a file not in the cache (authorize, render,
 //!   digest, insert); the untimed set-up puts a new deployment in force every [`MISS_DEVICES`] fetches.
 //!
+//! - `inventory_change/one_device_of_100k`: [`Provisioner::apply`] of one device's edit to a deployment of
+//!   100,000 devices (what a cluster node does when the shared store announces it).
+//! - `inventory_change/full_load_of_100k`: what the same edit would cost as a full load: the whole inventory
+//!   checked again ([`Inventory::from_doc`]) and put in force ([`Provisioner::replace`]), file reading and
+//!   TOML parsing not included.
+//!
 //! No network, TLS or HTTP is involved. Run with `cargo bench --bench hot_path` (append
 //! `-- <filter>`, e.g. `-- fetch/`, to run some of them).
 
@@ -223,5 +229,47 @@ fn fetch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, token_verify, filename_parse, render, xml, fetch);
+/// Devices of the `inventory_change` benchmarks.
+const LARGE: u64 = 100_000;
+
+fn inventory_change(c: &mut Criterion) {
+    use sipcfg::provision::deployment::InventoryChange;
+    let config = example_config();
+    let rt = runtime();
+    let mut group = c.benchmark_group("inventory_change");
+    let mut loaded = example_deployment(&config);
+    let template = loaded.inventory.device(&device_name("SEP001122334455")).expect("device").clone();
+    for i in 0..LARGE {
+        let name = device_name(&format!("SEP{:012X}", 0xA000_0000_0000 + i));
+        loaded.inventory.devices.insert(name.clone(), Arc::new(Device { name, ..template.clone() }));
+    }
+    let doc = loaded.inventory.doc();
+    let provisioner = Provisioner::new(loaded, CACHE_BYTES);
+    let name = device_name("SEPA00000000007");
+    let mut edited = template.to_doc();
+    let label = Cell::new(0u64);
+    group.bench_function("one_device_of_100k", |b| {
+        b.to_async(&rt).iter(|| {
+            label.set(label.get() + 1);
+            edited.lines[0].label = format!("edit {}", label.get());
+            let change = [InventoryChange::Device(name.clone(), Some(edited.clone()))];
+            let provisioner = &provisioner;
+            async move { provisioner.apply(black_box(&change)).await.expect("the edit applies") }
+        })
+    });
+    group.sample_size(10);
+    group.bench_function("full_load_of_100k", |b| {
+        b.iter_batched(
+            || (doc.clone(), example_deployment(&config)),
+            |(doc, mut fresh)| {
+                fresh.inventory = Inventory::from_doc(Path::new("bench"), doc).expect("inventory checks");
+                provisioner.replace(fresh)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, token_verify, filename_parse, render, xml, fetch, inventory_change);
 criterion_main!(benches);
