@@ -386,7 +386,10 @@ impl App {
         let (config, verifier, tls, edge_tls, tomcat_trust, loaded, applied) = match result {
             Ok(candidate) => candidate,
             Err(errors) => {
-                self.files_broken(&errors);
+                // An unreachable store is the store check's to report, not a problem of the files.
+                if !errors.iter().all(|e| matches!(e, LoadError::Store(_))) {
+                    self.files_broken(&errors);
+                }
                 return Err(errors);
             }
         };
@@ -449,7 +452,10 @@ impl App {
         let now = unix_now() as Time;
         let stored = match self.site.shared() {
             Some(store) => {
-                let snapshot = store.snapshot().await.map_err(|e| one(e.to_string()))?;
+                let snapshot = store.snapshot().await.map_err(|e| {
+                    self.store_down(&e, now);
+                    vec![LoadError::Store(e.to_string())]
+                })?;
                 Some((store.origin_path(), snapshot))
             }
             None => None,

@@ -107,6 +107,9 @@ pub enum LoadError {
     Files { path: PathBuf, message: String },
     #[error("{0}")]
     Config(String),
+    /// The shared store could not be read (unreachable): not a problem of the deployment itself.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// A deployment's inventory and certificate stores as the shared store holds them: the inventory's
