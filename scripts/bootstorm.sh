@@ -366,10 +366,11 @@ EOT
     SIPCFG_LOG=warn "$BIN/sipcfg" store init -c "$WORK/sipcfg-cluster.toml" >&2
     if [ -z "$SIPCFG_PID" ]; then start_sipcfg "$SERVER_CORES"; fi
     : >"$WORK/cluster-run.log"
+    # Its own admin port: the single node holds the default one.
     SIPCFG_LOG=warn,sipcfg::app=info taskset -c "$SERVER_CORES" "$BIN/sipcfg" serve -c "$WORK/sipcfg-cluster.toml" \
-        2>"$WORK/cluster-run.log" &
+        --admin-listen "127.0.0.1:$((CPORT + 1))" 2>"$WORK/cluster-run.log" &
     CLUSTER_PID=$!
-    wait_port "$CPORT"
+    wait_port "$CPORT" || { cat "$WORK/cluster-run.log" >&2; exit 1; }
     for _ in $(seq 1 1200); do grep -q "pre-render" "$WORK/cluster-run.log" && break; sleep 0.1; done
     say "(f) storm, $CL_ROUNDS interleaved rounds of $CL_DUR s: single node (port $SPORT), cluster node ($CPORT)"
     for i in $(seq 1 "$CL_ROUNDS"); do

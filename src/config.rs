@@ -106,6 +106,47 @@ struct RawConfig {
     admin: AdminConfig,
     #[serde(default)]
     observe: ObserveConfig,
+    console: Option<ConsoleConfig>,
+}
+
+/// The management API and the web console's default address: CUCM's administration port, loopback only.
+pub const DEFAULT_CONSOLE_LISTEN: &str = "127.0.0.1:8443";
+
+/// The management API and the web console (`[console]`, or `serve --console-listen`): HTTPS with the
+/// server's certificate, administrators' accounts in the token service's store (`[state]` or `[store]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    pub listen: SocketAddr,
+    /// How long a console session lasts from its login.
+    pub session_minutes: u32,
+    /// Failed logins from one address, or for one account, within `login_window_secs`, past which logins
+    /// are refused (429) until the window ends.
+    pub login_failures: u32,
+    pub login_window_secs: u32,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Requests' bodies (JSON, forms, CSV uploads) larger than this are refused (413).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            listen: DEFAULT_CONSOLE_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8443))),
+            session_minutes: 480,
+            login_failures: 5,
+            login_window_secs: 300,
+            max_connections: 64,
+            max_body_bytes: 8 << 20,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    pub fn session_secs(&self) -> i64 {
+        i64::from(self.session_minutes) * 60
+    }
 }
 
 /// Observe mode, for a pilot with real phones: what a client sends (request line, headers with every
@@ -671,6 +712,8 @@ pub struct Config {
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub observe: ObserveConfig,
+    /// The management API and the web console, when configured.
+    pub console: Option<ConsoleConfig>,
     /// `serve --listen` and `--admin-listen`, kept so that a reload applies them to the file it reads again.
     pub overrides: Overrides,
 }
@@ -684,6 +727,8 @@ pub struct Overrides {
     pub legacy_listen: Option<SocketAddr>,
     /// `--edge-listen`: the edge listener's address (`[edge]` must be configured).
     pub edge_listen: Option<SocketAddr>,
+    /// `--console-listen`: the console's address (it turns the console on).
+    pub console_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -702,6 +747,9 @@ impl Config {
         }
         if let (Some(l), Some(edge)) = (overrides.edge_listen, &mut self.edge) {
             edge.listen = l;
+        }
+        if let Some(l) = overrides.console_listen {
+            self.console.get_or_insert_with(ConsoleConfig::default).listen = l;
         }
         self.overrides = overrides;
     }
@@ -722,6 +770,7 @@ impl Config {
             ("[log]", self.log != new.log),
             ("[observe]", self.observe != new.observe),
             ("[admin] enabled, listen", admin(self) != admin(new)),
+            ("[console]", self.console != new.console),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -982,6 +1031,7 @@ impl Config {
             log: LogConfig { audit_file: raw.log.audit_file.map(at), ..raw.log },
             admin: raw.admin,
             observe: raw.observe,
+            console: raw.console,
             overrides: Overrides::default(),
         }
         .checked_listeners()
@@ -991,6 +1041,24 @@ impl Config {
     /// Checked at load, and again by `serve` after `--listen` or `--admin-listen` changed an address.
     pub fn check_listeners(&self) -> Result<(), ConfigError> {
         let invalid = |key, message| ConfigError::Invalid { path: self.path.clone(), key, message };
+        if self.console.is_some() && self.state.is_none() && self.store.is_none() {
+            return Err(invalid(
+                "console",
+                "the console keeps administrators' accounts in the token service's store: add [state] (one node) \
+                 or [store] (a cluster), or remove [console]"
+                    .into(),
+            ));
+        }
+        if let Some(c) = &self.console {
+            let range = |key, v: u64, lo: u64, hi: u64| {
+                if (lo..=hi).contains(&v) { Ok(()) } else { Err(invalid(key, format!("{v} is outside {lo}-{hi}"))) }
+            };
+            range("console.session_minutes", u64::from(c.session_minutes), 5, 10_080)?;
+            range("console.login_failures", u64::from(c.login_failures), 1, 1000)?;
+            range("console.login_window_secs", u64::from(c.login_window_secs), 10, 86_400)?;
+            range("console.max_connections", c.max_connections as u64, 1, 10_000)?;
+            range("console.max_body_bytes", c.max_body_bytes as u64, 1024, 1 << 30)?;
+        }
         if self.overrides.edge_listen.is_some() && self.edge.is_none() {
             return Err(invalid(
                 "edge.listen",
@@ -1018,6 +1086,11 @@ impl Config {
                 "admin.listen",
                 named("admin.listen", "--admin-listen", o.admin_listen.is_some()),
                 self.admin.enabled.then_some(self.admin.listen),
+            ),
+            (
+                "console.listen",
+                named("console.listen", "--console-listen", o.console_listen.is_some()),
+                self.console.as_ref().map(|c| c.listen),
             ),
         ];
         for (i, (key, name, addr)) in listeners.iter().enumerate() {

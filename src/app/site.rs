@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::auth::accounts::{AccountStore, AuditEvent};
 use crate::auth::store::{AuthStore, StoreError};
 use crate::config::Config;
 use crate::provision::deployment::{Held, StoredDeployment};
@@ -141,6 +142,42 @@ impl Site {
                 Some(state) => Ok(Some(Arc::new(SqliteAuthStore::new(SqliteStore::open(&state.database)?)))),
                 None => Ok(None),
             },
+        }
+    }
+
+    /// Where administrators' accounts, sessions and the audit trail live: `[state]`'s SQLite database, or
+    /// the shared store. `None` when neither is configured.
+    pub fn account_store(&self, config: &Config) -> Result<Option<Arc<dyn AccountStore>>, SiteError> {
+        match self {
+            Site::Shared(store) => Ok(Some(store.clone())),
+            Site::Files => match &config.state {
+                Some(state) => Ok(Some(Arc::new(SqliteAuthStore::new(SqliteStore::open(&state.database)?)))),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Records a change made by a command in the audit trail (when there is a store to keep it in). A
+    /// failure to record is reported, never fatal: the change is already made.
+    pub async fn audit_cli(&self, config: &Config, action: &str, target: &str, detail: &str) {
+        let store = match self.account_store(config) {
+            Ok(Some(store)) => store,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, action, target, "the change is made, but the audit trail cannot be opened");
+                return;
+            }
+        };
+        let event = AuditEvent {
+            at: crate::util::time::unix_now() as Time,
+            actor: actor(),
+            address: host(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail: detail.to_owned(),
+        };
+        if let Err(e) = store.audit(&event).await {
+            tracing::warn!(error = %e, action, target, "the change is made, but it could not be recorded in the audit trail");
         }
     }
 
@@ -317,6 +354,10 @@ where
 /// Who makes a change from this process, for the change log: the user and the host.
 pub fn actor() -> String {
     let user = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "?".into());
-    let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
-    format!("cli:{user}@{host}")
+    format!("cli:{user}@{}", host())
+}
+
+/// This machine's name.
+pub fn host() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
 }

@@ -8,6 +8,7 @@
 //! | [`store`] | the token service's durable state ([`store::AuthStore`], SQLite) |
 //! | [`limiter`] | failed attempts per client address (429) |
 
+pub mod accounts;
 pub mod keys;
 pub mod limiter;
 pub mod service;

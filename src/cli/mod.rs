@@ -79,6 +79,10 @@ pub enum Command {
         /// configuration must have an [edge] section.
         #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
         edge_listen: Option<SocketAddr>,
+        /// Address of the management API and web console (HTTPS, default 127.0.0.1:8443), overriding
+        /// console.listen; it turns the console on.
+        #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
+        console_listen: Option<SocketAddr>,
     },
     /// Validate the configuration, inventory, templates and keys, rendering every device; exit 1 on any error.
     Check,
@@ -188,8 +192,8 @@ pub enum Command {
 pub fn main(cli: Cli) -> ExitCode {
     let config = cli.config;
     let result = match cli.command {
-        Command::Serve { listen, admin_listen, legacy_listen, edge_listen } => {
-            serve::serve(&config, Overrides { listen, admin_listen, legacy_listen, edge_listen })
+        Command::Serve { listen, admin_listen, legacy_listen, edge_listen, console_listen } => {
+            serve::serve(&config, Overrides { listen, admin_listen, legacy_listen, edge_listen, console_listen })
         }
         other => {
             logging::init_logging();
@@ -207,8 +211,8 @@ pub fn main(cli: Cli) -> ExitCode {
 
 fn run_command(config: &ConfigArg, command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Serve { listen, admin_listen, legacy_listen, edge_listen } => {
-            serve::serve(config, Overrides { listen, admin_listen, legacy_listen, edge_listen })
+        Command::Serve { listen, admin_listen, legacy_listen, edge_listen, console_listen } => {
+            serve::serve(config, Overrides { listen, admin_listen, legacy_listen, edge_listen, console_listen })
         }
         Command::Check => check::check(config),
         Command::Render { file: Some(file), .. } => render::render(config, &file),

@@ -37,8 +37,10 @@ use crate::provision::trust::{Purpose, TrustCert};
 use crate::store::kek::{Kek, KekError};
 use crate::store::sqlite::parents_first;
 
+mod accounts;
+
 /// The newest schema this sipcfg knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The notification channel.
 const CHANNEL: &str = "sipcfg";
@@ -59,13 +61,13 @@ const SPENT_CODE_KEEP: Time = 24 * 60 * 60;
 const STATEMENT_TIMEOUT_MS: u32 = 30_000;
 
 fn migrator() -> Migrator {
-    let mut migrator = Migrator::with_migrations(vec![Migration::new(
-        1,
-        "shared store".into(),
-        MigrationType::Simple,
-        include_str!("migrations/0001_shared_store.sql").into_sql_str(),
-        false,
-    )]);
+    let migration = |version, description: &str, sql: &'static str| {
+        Migration::new(version, description.to_owned().into(), MigrationType::Simple, sql.into_sql_str(), false)
+    };
+    let mut migrator = Migrator::with_migrations(vec![
+        migration(1, "shared store", include_str!("migrations/0001_shared_store.sql")),
+        migration(2, "accounts", include_str!("migrations/0002_accounts.sql")),
+    ]);
     // The migrations table of a database used for other things too stays recognisable.
     migrator.dangerous_set_table_name("sipcfg_schema_migrations");
     migrator

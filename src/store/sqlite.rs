@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params};
 
+mod accounts;
+
 use crate::auth::store::{
     ActivationCode, AuthStore, Digest, NewRefreshToken, NodeReport, Revocation, Rotation, SigningKey, StoreError,
     StoredActivationCode, StoredRefreshToken, Time, TokenState,
@@ -30,7 +32,7 @@ use crate::auth::store::{
 
 /// The version of the schema: [`SCHEMA`] is version 1, and [`MIGRATIONS`] take it to this one. A database
 /// with a newer version was written by a newer sipcfg and is refused.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Migrations, in order: entry `i` takes a database from version `i + 1` to `i + 2`. Each runs in the
 /// transaction that also records the new version, so a crash leaves the old version or the new one.
@@ -42,6 +44,38 @@ const MIGRATIONS: &[&str] = &[
         started INTEGER NOT NULL,
         seen    INTEGER NOT NULL,
         applied INTEGER NOT NULL
+    ) STRICT;",
+    // 3: administrators of the management API and the console, their API tokens and sessions, and the audit
+    // trail of administrative changes (accounts.rs).
+    "CREATE TABLE accounts (
+        name          TEXT PRIMARY KEY NOT NULL,
+        role          TEXT NOT NULL CHECK (role IN ('admin', 'operator', 'read-only')),
+        password_hash TEXT NOT NULL,
+        created       INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE api_tokens (
+        digest  BLOB PRIMARY KEY NOT NULL CHECK (length(digest) = 32),
+        account TEXT NOT NULL REFERENCES accounts (name) ON DELETE CASCADE,
+        created INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX api_tokens_by_account ON api_tokens (account);
+    CREATE TABLE sessions (
+        digest  BLOB PRIMARY KEY NOT NULL CHECK (length(digest) = 32),
+        account TEXT NOT NULL REFERENCES accounts (name) ON DELETE CASCADE,
+        csrf    TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        expires INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX sessions_by_account ON sessions (account);
+    CREATE INDEX sessions_by_expires ON sessions (expires);
+    CREATE TABLE audit (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      INTEGER NOT NULL,
+        actor   TEXT NOT NULL,
+        address TEXT NOT NULL,
+        action  TEXT NOT NULL,
+        target  TEXT NOT NULL,
+        detail  TEXT NOT NULL
     ) STRICT;",
 ];
 
