@@ -16,6 +16,7 @@ pub mod certificates;
 pub mod channel;
 pub mod check;
 pub mod oauth_order;
+pub mod activity;
 pub mod site;
 pub mod watched;
 
@@ -203,6 +204,8 @@ pub struct App {
     site: Site,
     /// The shared store's last change number that is in force here (0 with files).
     applied: AtomicU64,
+    /// Each phone's last download on this node.
+    activity: activity::Activity,
 }
 
 /// Everything a reload reads, loaded and checked, not yet in force: the configuration, the token verifier, the
@@ -315,6 +318,7 @@ impl App {
             snapshots,
             site,
             applied: AtomicU64::new(applied),
+            activity: activity::Activity::default(),
         })
     }
 
@@ -484,6 +488,11 @@ impl App {
     }
 
     /// Where the deployment and the token state live.
+    /// Each phone's last download on this node.
+    pub fn activity(&self) -> &activity::Activity {
+        &self.activity
+    }
+
     pub fn site(&self) -> &Site {
         &self.site
     }

@@ -11,6 +11,7 @@ use crate::auth::accounts::{AccountStore, AuditEvent};
 use crate::auth::store::{AuthStore, StoreError};
 use crate::config::Config;
 use crate::provision::deployment::{Held, StoredDeployment};
+use crate::provision::edit::{EditError, Edits};
 use crate::provision::import::{self, ImportError, ImportReport, Options};
 use crate::provision::inventory::{Cluster, Inventory, InventoryErrors};
 use crate::provision::settings::{self, ClusterChange, SettingsError};
@@ -49,6 +50,11 @@ pub enum SiteError {
     Import(#[from] ImportError),
     #[error("{0}")]
     Config(String),
+    #[error("{0}")]
+    Edit(#[from] EditError),
+    /// The inventory file changed between the read and the write of an edit: nothing was written.
+    #[error("{0} changed while the change was being checked; nothing was written: try again")]
+    Changed(PathBuf),
 }
 
 impl Site {
@@ -178,6 +184,55 @@ impl Site {
         };
         if let Err(e) = store.audit(&event).await {
             tracing::warn!(error = %e, action, target, "the change is made, but it could not be recorded in the audit trail");
+        }
+    }
+
+    /// Puts or removes devices and users, checked as a whole inventory (and by `check`, given the inventory
+    /// before and after) before anything is written. Returns the inventory as it now is.
+    pub async fn edit_inventory(
+        &self,
+        config: &Config,
+        edits: &Edits,
+        actor: &str,
+        check: impl Fn(&Inventory, &Inventory) -> Result<(), SiteError>,
+    ) -> Result<Inventory, SiteError> {
+        match self {
+            Site::Files => {
+                let path = &config.inventory.file;
+                let read = || {
+                    std::fs::read_to_string(path)
+                        .map_err(|source| SiteError::Import(ImportError::Read { path: path.clone(), source }))
+                };
+                let text = read()?;
+                let before = Inventory::parse(path, &text)?;
+                let new_text = edits.apply_to_toml(path, &text)?;
+                let after = Inventory::parse(path, &new_text)?;
+                check(&before, &after)?;
+                if read()? != text {
+                    return Err(SiteError::Changed(path.clone()));
+                }
+                crate::util::fsutil::atomic_write(path, new_text.as_bytes())
+                    .map_err(|source| SiteError::Import(ImportError::Write { path: path.clone(), source }))?;
+                Ok(after)
+            }
+            Site::Shared(store) => {
+                retry(|| async {
+                    let snapshot = store.snapshot().await?;
+                    let before = Inventory::from_doc(&store.origin_path(), snapshot.deployment.inventory.clone())?;
+                    let mut doc = snapshot.deployment.inventory;
+                    edits.apply_to(&mut doc);
+                    let after = Inventory::from_doc(&store.origin_path(), doc)?;
+                    check(&before, &after)?;
+                    let mut changes: Vec<Edit> =
+                        edits.users.iter().map(|(id, u)| Edit::User(id.clone(), u.clone())).collect();
+                    if !edits.devices.is_empty() {
+                        changes.push(Edit::Devices(edits.devices.clone()));
+                    }
+                    store.edit(&changes, Some(snapshot.version), actor).await?;
+                    Ok(after)
+                })
+                .await
+            }
         }
     }
 

@@ -16,6 +16,7 @@
 pub mod authorize;
 pub mod cache;
 pub mod deployment;
+pub mod edit;
 pub mod export;
 pub mod filename;
 pub mod files;

@@ -12,6 +12,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 use crate::app::App;
+use crate::app::activity::Download;
 use crate::app::channel::Channel;
 use crate::auth::token::{TokenError, TokenMemo};
 use crate::ops::Monitor;
@@ -301,6 +302,19 @@ async fn answer<B>(
         Err(e) => failure(e),
     };
     let reason = result.as_ref().err().map_or("", FetchError::reason);
+    let status = response.status().as_u16();
+    app.activity().downloaded(&subject, || Download {
+        at: now,
+        address: peer.ip(),
+        file: loggable(name),
+        status,
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(200).collect())
+            .unwrap_or_default(),
+    });
     (if head { head_only(response) } else { response }, Some(subject), reason)
 }
 
