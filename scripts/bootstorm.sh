@@ -36,6 +36,7 @@ CLIENT_CORES=${CLIENT_CORES:-1}
 SPORT=${SPORT:-16971}          # sipcfg
 NPORT=${NPORT:-16972}          # nginx
 CPORT=${CPORT:-16974}          # sipcfg, cluster node (CLUSTER=1)
+CADMIN=${CADMIN:-16976}        # its admin listener
 PGPORT=${PGPORT:-16975}        # its PostgreSQL
 CLUSTER=${CLUSTER:-0}          # 1: also (f) cluster node vs single node; only: (f) alone
 CL_ROUNDS=${CL_ROUNDS:-9}      # (f): interleaved storm rounds of CL_DUR seconds
@@ -368,7 +369,7 @@ EOT
     : >"$WORK/cluster-run.log"
     # Its own admin port: the single node holds the default one.
     SIPCFG_LOG=warn,sipcfg::app=info taskset -c "$SERVER_CORES" "$BIN/sipcfg" serve -c "$WORK/sipcfg-cluster.toml" \
-        --admin-listen "127.0.0.1:$((CPORT + 1))" 2>"$WORK/cluster-run.log" &
+        --admin-listen "127.0.0.1:$CADMIN" 2>"$WORK/cluster-run.log" &
     CLUSTER_PID=$!
     wait_port "$CPORT" || { cat "$WORK/cluster-run.log" >&2; exit 1; }
     for _ in $(seq 1 1200); do grep -q "pre-render" "$WORK/cluster-run.log" && break; sleep 0.1; done
