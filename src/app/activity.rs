@@ -51,6 +51,16 @@ impl Activity {
         self.last.lock().ok()?.get(subject).cloned()
     }
 
+    /// The newest refused downloads (status 400 and above), newest first, with their subject.
+    pub fn recent_refusals(&self, n: usize) -> Vec<(String, Download)> {
+        let Ok(last) = self.last.lock() else { return Vec::new() };
+        let mut refused: Vec<(String, Download)> =
+            last.iter().filter(|(_, d)| d.status >= 400).map(|(s, d)| (s.to_string(), d.clone())).collect();
+        refused.sort_by_key(|r| std::cmp::Reverse(r.1.at));
+        refused.truncate(n);
+        refused
+    }
+
     /// Every subject's last download time.
     pub fn seen(&self) -> HashMap<Subject, Time> {
         self.last.lock().map(|m| m.iter().map(|(k, v)| (k.clone(), v.at)).collect()).unwrap_or_default()

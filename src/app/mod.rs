@@ -12,11 +12,12 @@
 //! | [`check`] | `sipcfg check`: everything a start would load, every device rendered |
 //! | [`oauth_order`] | CUCM's SIP OAuth task flow: what is missing before the cluster switch |
 
+pub mod activity;
 pub mod certificates;
 pub mod channel;
 pub mod check;
+pub mod manage;
 pub mod oauth_order;
-pub mod activity;
 pub mod site;
 pub mod watched;
 
@@ -206,6 +207,8 @@ pub struct App {
     applied: AtomicU64,
     /// Each phone's last download on this node.
     activity: activity::Activity,
+    /// Administrators, sessions and the audit trail, when there is a store for them.
+    accounts: Option<Arc<dyn crate::auth::accounts::AccountStore>>,
 }
 
 /// Everything a reload reads, loaded and checked, not yet in force: the configuration, the token verifier, the
@@ -277,6 +280,7 @@ impl App {
             }
             None => None,
         };
+        let accounts = site.account_store(&config).map_err(|e| StartupError::State(e.to_string()))?;
         let grant_limiter = match &config.state {
             Some(s) => FailureLimiter::new(s.max_failed_grants, s.failed_grant_window_secs),
             None => FailureLimiter::new(10, 60),
@@ -319,6 +323,7 @@ impl App {
             site,
             applied: AtomicU64::new(applied),
             activity: activity::Activity::default(),
+            accounts,
         })
     }
 
@@ -488,6 +493,11 @@ impl App {
     }
 
     /// Where the deployment and the token state live.
+    /// Administrators, sessions and the audit trail (`[state]` or `[store]`).
+    pub fn accounts(&self) -> Option<&Arc<dyn crate::auth::accounts::AccountStore>> {
+        self.accounts.as_ref()
+    }
+
     /// Each phone's last download on this node.
     pub fn activity(&self) -> &activity::Activity {
         &self.activity

@@ -262,20 +262,31 @@ impl Site {
         config: &Config,
         csv_path: &Path,
         options: Options,
-        progress: &mut dyn Progress,
+        progress: &mut (dyn Progress + Send),
+    ) -> Result<ImportReport, SiteError> {
+        let csv = std::fs::read(csv_path).map_err(|source| ImportError::Read { path: csv_path.to_owned(), source })?;
+        self.import_bytes(config, &csv, options, progress, &actor()).await
+    }
+
+    /// Imports a CUCM BAT export given as the file's bytes (the console's upload), as `actor`.
+    pub async fn import_bytes(
+        &self,
+        config: &Config,
+        csv: &[u8],
+        options: Options,
+        progress: &mut (dyn Progress + Send),
+        actor: &str,
     ) -> Result<ImportReport, SiteError> {
         match self {
-            Site::Files => Ok(import::import(&config.inventory.file, csv_path, options, progress)?),
+            Site::Files => Ok(import::import_bytes(&config.inventory.file, csv, options, progress)?),
             Site::Shared(store) => {
-                let csv = std::fs::read(csv_path)
-                    .map_err(|source| ImportError::Read { path: csv_path.to_owned(), source })?;
                 let mut attempt = 0;
                 loop {
                     attempt += 1;
                     let snapshot = store.snapshot().await?;
                     let inventory = Inventory::from_doc(&store.origin_path(), snapshot.deployment.inventory)
                         .map_err(ImportError::Inventory)?;
-                    let plan = import::plan(&inventory, &csv, options.update, progress)?;
+                    let plan = import::plan(&inventory, csv, options.update, progress)?;
                     let devices = import::apply_docs(&inventory, &plan)?;
                     let mut report = plan.report;
                     if options.dry_run || devices.is_empty() {
@@ -283,7 +294,7 @@ impl Site {
                     }
                     let edit =
                         Edit::Devices(devices.into_iter().map(|(n, d)| (n.as_str().to_owned(), Some(d))).collect());
-                    match store.edit(&[edit], Some(snapshot.version), &actor()).await {
+                    match store.edit(&[edit], Some(snapshot.version), actor).await {
                         Ok(_) => {
                             report.written = true;
                             return Ok(report);

@@ -7,8 +7,8 @@
 
 use std::fmt;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use crate::auth::store::StoreError;
 use crate::auth::{Digest, digest};
@@ -118,9 +118,7 @@ pub fn check_account_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "account name {name:?}: use 1 to 64 letters, digits, '.', '_', '-' or '@' (e.g. \"jsmith\")"
-        ))
+        Err(format!("account name {name:?}: use 1 to 64 letters, digits, '.', '_', '-' or '@' (e.g. \"jsmith\")"))
     }
 }
 

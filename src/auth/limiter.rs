@@ -10,29 +10,30 @@ use crate::util::time::Time;
 /// Failed grants per client address: after `limit` failures within `window_secs`, further grant requests
 /// from that address are answered 429 until the window ends. Successful grants never count, so honest
 /// phones are not slowed.
-pub struct FailureLimiter {
+/// Keyed by client address by default; the console also keys one by account name.
+pub struct FailureLimiter<K = IpAddr> {
     limit: u32,
     window_secs: i64,
-    entries: Mutex<HashMap<IpAddr, (Time, u32)>>,
+    entries: Mutex<HashMap<K, (Time, u32)>>,
 }
 
 /// Bound on tracked addresses; beyond it, expired entries are dropped first and then the oldest.
 const MAX_TRACKED: usize = 100_000;
 
-impl FailureLimiter {
-    pub fn new(limit: u32, window_secs: i64) -> FailureLimiter {
+impl<K: std::hash::Hash + Eq> FailureLimiter<K> {
+    pub fn new(limit: u32, window_secs: i64) -> FailureLimiter<K> {
         FailureLimiter { limit, window_secs, entries: Mutex::new(HashMap::new()) }
     }
 
     /// `Some(seconds)` to wait if `addr` is over its budget.
-    pub fn check(&self, addr: IpAddr, now: Time) -> Option<u64> {
+    pub fn check(&self, addr: K, now: Time) -> Option<u64> {
         let entries = self.entries.lock().ok()?;
         let &(start, count) = entries.get(&addr)?;
         let end = start + self.window_secs;
         (count >= self.limit && now < end).then(|| (end - now).max(1) as u64)
     }
 
-    pub fn failed(&self, addr: IpAddr, now: Time) {
+    pub fn failed(&self, addr: K, now: Time) {
         let Ok(mut entries) = self.entries.lock() else { return };
         if entries.len() >= MAX_TRACKED {
             let window = self.window_secs;

@@ -132,6 +132,34 @@ pub struct TokenState {
     pub signing_keys: Vec<SigningKey>,
 }
 
+/// A refresh-token family as listed: one onboarding of a subject and its rotations.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Family {
+    pub family: String,
+    pub subject: String,
+    /// When its first token was issued (the activation code's redemption).
+    pub created: Time,
+    /// When it last changed (its last refresh, or its revocation).
+    pub changed: Time,
+    /// When its newest token expires.
+    pub expires: Time,
+    /// `live` (a token can refresh), `revoked`, or `expired`.
+    pub state: &'static str,
+}
+
+impl Family {
+    /// The state from what the store holds: whether a token of it is active, and whether any was revoked.
+    pub fn state_of(active: bool, revoked: bool, expires: Time, now: Time) -> &'static str {
+        if active && expires > now {
+            "live"
+        } else if revoked {
+            "revoked"
+        } else {
+            "expired"
+        }
+    }
+}
+
 /// A revocation by subject as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
@@ -201,6 +229,8 @@ pub trait AuthStore: Send + Sync {
         next: &NewRefreshToken,
         grace: Time,
     ) -> Result<Rotation, StoreError>;
+    /// The refresh-token families of `subject` (every subject's with `None`), newest first.
+    async fn families(&self, subject: Option<&str>, now: Time) -> Result<Vec<Family>, StoreError>;
     /// Revokes the family of a refresh token; returns its subject, if the token is known.
     async fn revoke_refresh_family(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError>;
 

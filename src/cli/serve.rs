@@ -52,6 +52,9 @@ pub(crate) fn serve(arg: &ConfigArg, overrides: Overrides) -> Result<ExitCode, S
         if let Some(l) = &listeners.legacy {
             tracing::info!(address = addr(l), "serving non-OAuth devices and common files over plain HTTP");
         }
+        if let Some(l) = &listeners.console {
+            tracing::info!(address = addr(l), "serving the management API and the web console over HTTPS");
+        }
         if let Some(l) = &listeners.edge {
             tracing::info!(address = addr(l), "serving edge proxies over mutual TLS");
         }

@@ -208,10 +208,20 @@ pub fn import(
     progress: &mut dyn Progress,
 ) -> Result<ImportReport, ImportError> {
     let csv = std::fs::read(csv_path).map_err(|source| ImportError::Read { path: csv_path.to_owned(), source })?;
+    import_bytes(inventory_path, &csv, options, progress)
+}
+
+/// Imports the BAT export `csv` (the bytes of the file) into the inventory at `inventory_path`.
+pub fn import_bytes(
+    inventory_path: &Path,
+    csv: &[u8],
+    options: Options,
+    progress: &mut dyn Progress,
+) -> Result<ImportReport, ImportError> {
     let text = std::fs::read_to_string(inventory_path)
         .map_err(|source| ImportError::Read { path: inventory_path.to_owned(), source })?;
     let inventory = Inventory::parse(inventory_path, &text).map_err(ImportError::Inventory)?;
-    let plan = plan(&inventory, &csv, options.update, progress)?;
+    let plan = plan(&inventory, csv, options.update, progress)?;
     let new_text = apply(inventory_path, &text, &plan)?;
     let mut report = plan.report;
     if options.dry_run || new_text == text {

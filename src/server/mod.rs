@@ -6,6 +6,7 @@
 //! | `legacy.listen` (6970), optional | plain HTTP | common files and non-OAuth devices' files, never a token |
 //! | `edge.listen`, optional | mutual TLS | as HTTPS, for admitted edge proxies, the phone's token still required |
 //! | `admin.listen` (9971, loopback), on by default | plain HTTP | `/metrics`, `/healthz`, `/readyz` ([`admin`]) |
+//! | `console.listen` (8443, loopback), with `[console]` | HTTPS | the management API and the web console ([`console`]) |
 //!
 //! A connection's path: [`accept_loop`] (a connection slot, then accept) → TLS handshake (bounded in time)
 //! → idle timeout ([`limits`]) → HTTP/1.1 or HTTP/2 by ALPN → a handler → [`response`].
@@ -14,6 +15,7 @@
 //! real server.
 
 pub mod admin;
+pub mod console;
 pub mod limits;
 pub mod oauth;
 pub mod observe;
@@ -49,6 +51,8 @@ pub struct Listeners {
     pub edge: Option<TcpListener>,
     /// The admin listener (metrics, health); it keeps answering while the others drain.
     pub admin: Option<TcpListener>,
+    /// The management API and the web console (HTTPS).
+    pub console: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -81,12 +85,16 @@ impl Listeners {
                 }
                 false => None,
             },
+            console: match &config.console {
+                Some(c) => Some(bind(c.listen).await?),
+                None => None,
+            },
         })
     }
 
     /// Only the HTTPS listener.
     pub fn https(listener: TcpListener) -> Listeners {
-        Listeners { https: listener, legacy: None, edge: None, admin: None }
+        Listeners { https: listener, legacy: None, edge: None, admin: None, console: None }
     }
 }
 
@@ -115,6 +123,7 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
     let observer = observe::Observer::from_config(&app.config().observe);
     let node = Arc::new(Node { app: app.clone(), monitor: monitor.clone(), builder, observer });
     let (stop, stopped) = stop_signal();
+    let console = listeners.console.map(|l| tokio::spawn(console::run(l, app.clone(), stopped.clone())));
 
     let serve = |listener: TcpListener, channel: Channel| {
         let node = node.clone();
@@ -151,6 +160,9 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(settings.shutdown_grace()) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+    }
+    if let Some(console) = console {
+        let _ = console.await;
     }
     admin_stop.stop();
     if let Some(admin) = admin {

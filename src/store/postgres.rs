@@ -27,8 +27,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, SqlSafeStr, Transaction};
 
 use crate::auth::store::{
-    ActivationCode, AuthStore, Digest, NewRefreshToken, NodeReport, Revocation, Rotation, SigningKey, StoreError,
-    StoredActivationCode, StoredRefreshToken, Time, TokenState,
+    ActivationCode, AuthStore, Digest, Family, NewRefreshToken, NodeReport, Revocation, Rotation, SigningKey,
+    StoreError, StoredActivationCode, StoredRefreshToken, Time, TokenState,
 };
 use crate::config::StoreConfig;
 use crate::provision::deployment::StoredDeployment;
@@ -1097,6 +1097,34 @@ impl AuthStore for PgStore {
         };
         self.commit(tx).await?;
         Ok(outcome)
+    }
+
+    async fn families(&self, subject: Option<&str>, now: Time) -> Result<Vec<Family>, StoreError> {
+        self.up()?;
+        let rows = sqlx::query(
+            "SELECT family, subject, min(issued) AS created, max(changed) AS changed, max(expires) AS expires,
+                    bool_or(state = 'active') AS active, bool_or(state = 'revoked') AS revoked
+             FROM refresh_tokens WHERE $1::text IS NULL OR subject = $1
+             GROUP BY family, subject ORDER BY min(issued) DESC, family",
+        )
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.fail(e))?;
+        rows.iter()
+            .map(|row| {
+                let expires: Time = row.try_get("expires")?;
+                Ok(Family {
+                    family: row.try_get("family")?,
+                    subject: row.try_get("subject")?,
+                    created: row.try_get("created")?,
+                    changed: row.try_get("changed")?,
+                    expires,
+                    state: Family::state_of(row.try_get("active")?, row.try_get("revoked")?, expires, now),
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| self.fail(e))
     }
 
     async fn revoke_refresh_family(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError> {

@@ -26,8 +26,8 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, Transactio
 mod accounts;
 
 use crate::auth::store::{
-    ActivationCode, AuthStore, Digest, NewRefreshToken, NodeReport, Revocation, Rotation, SigningKey, StoreError,
-    StoredActivationCode, StoredRefreshToken, Time, TokenState,
+    ActivationCode, AuthStore, Digest, Family, NewRefreshToken, NodeReport, Revocation, Rotation, SigningKey,
+    StoreError, StoredActivationCode, StoredRefreshToken, Time, TokenState,
 };
 
 /// The version of the schema: [`SCHEMA`] is version 1, and [`MIGRATIONS`] take it to this one. A database
@@ -540,6 +540,29 @@ impl SqliteStore {
         })
     }
 
+    pub fn families(&self, subject: Option<&str>, now: Time) -> Result<Vec<Family>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT family, subject, min(issued), max(changed), max(expires),
+                        max(state = 'active'), max(state = 'revoked')
+                 FROM refresh_tokens WHERE ?1 IS NULL OR subject = ?1
+                 GROUP BY family, subject ORDER BY min(issued) DESC, family",
+            )?;
+            let rows = stmt.query_map([subject], |row| {
+                let expires: Time = row.get(4)?;
+                Ok(Family {
+                    family: row.get(0)?,
+                    subject: row.get(1)?,
+                    created: row.get(2)?,
+                    changed: row.get(3)?,
+                    expires,
+                    state: Family::state_of(row.get::<_, i64>(5)? == 1, row.get::<_, i64>(6)? == 1, expires, now),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
     pub fn revoke_refresh_family(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError> {
         self.write(|tx| {
             let token: Option<(String, String)> = tx
@@ -962,6 +985,11 @@ impl AuthStore for SqliteAuthStore {
     ) -> Result<Rotation, StoreError> {
         let (presented, next) = (*presented, next.clone());
         blocking(&self.0, move |s| s.rotate_refresh_token(&presented, now, &next, grace)).await
+    }
+
+    async fn families(&self, subject: Option<&str>, now: Time) -> Result<Vec<Family>, StoreError> {
+        let subject = subject.map(str::to_owned);
+        blocking(&self.0, move |s| s.families(subject.as_deref(), now)).await
     }
 
     async fn revoke_refresh_family(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError> {

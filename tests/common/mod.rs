@@ -39,6 +39,8 @@ pub struct TestServer {
     pub edge_addr: Option<SocketAddr>,
     /// The admin listener (plain HTTP: /metrics, /healthz, /readyz), unless the configuration turns it off.
     pub admin_addr: Option<SocketAddr>,
+    /// The management API and web console (HTTPS), when the configuration has `[console]`.
+    pub console_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     /// The counters and readiness the server reports (what `/metrics` and `/readyz` read).
     pub monitor: Monitor,
@@ -74,6 +76,9 @@ impl TestServer {
             e.listen = local;
         }
         config.admin.listen = local;
+        if let Some(c) = &mut config.console {
+            c.listen = local;
+        }
         let app = Arc::new(App::from_config(config).await.expect("server starts"));
         let monitor = Monitor::of(&app);
         let bind = || async { tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap() };
@@ -82,11 +87,13 @@ impl TestServer {
         let edge = if app.config().edge.is_some() { Some(bind().await) } else { None };
         let admin = if app.config().admin.enabled { Some(bind().await) } else { None };
         let admin_addr = admin.as_ref().map(|l| l.local_addr().unwrap());
+        let console = if app.config().console.is_some() { Some(bind().await) } else { None };
+        let console_addr = console.as_ref().map(|l| l.local_addr().unwrap());
         let addr = https.local_addr().unwrap();
         let legacy_addr = legacy.as_ref().map(|l| l.local_addr().unwrap());
         let edge_addr = edge.as_ref().map(|l| l.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let listeners = sipcfg::server::Listeners { https, legacy, edge, admin };
+        let listeners = sipcfg::server::Listeners { https, legacy, edge, admin, console };
         let task = tokio::spawn(sipcfg::server::run(listeners, app.clone(), monitor.clone(), async {
             let _ = stopped.await;
         }));
@@ -95,6 +102,7 @@ impl TestServer {
             legacy_addr,
             edge_addr,
             admin_addr,
+            console_addr,
             app,
             monitor,
             stop: Some(stop),
@@ -434,7 +442,10 @@ impl TempDeployment {
         copy_dir_except(&repo().join("example"), &dir.path().join("example"), &["state"]);
         copy_dir(&repo().join("templates"), &dir.path().join("templates"));
         copy_dir(&repo().join("certs-example"), &dir.path().join("certs-example"));
-        TempDeployment { dir }
+        let d = TempDeployment { dir };
+        // Tests run side by side: the console of each takes any free port.
+        d.edit("example/sipcfg.toml", "listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:0\"");
+        d
     }
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)

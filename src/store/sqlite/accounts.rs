@@ -33,7 +33,8 @@ impl SqliteStore {
 
     pub fn set_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError> {
         self.write(|tx| {
-            let n = tx.execute("UPDATE accounts SET password_hash = ?2 WHERE name = ?1", params![name, password_hash])?;
+            let n =
+                tx.execute("UPDATE accounts SET password_hash = ?2 WHERE name = ?1", params![name, password_hash])?;
             tx.execute("DELETE FROM sessions WHERE account = ?1", [name])?;
             Ok((n == 1, if n == 1 { Wrote::Stored } else { Wrote::Nothing }))
         })
@@ -42,11 +43,9 @@ impl SqliteStore {
     pub fn account(&self, name: &str) -> Result<Option<StoredAccount>, StoreError> {
         self.read(|conn| {
             let row = conn
-                .query_row(
-                    "SELECT name, role, created, password_hash FROM accounts WHERE name = ?1",
-                    [name],
-                    |row| Ok((account_row(row)?, row.get::<_, String>(3)?)),
-                )
+                .query_row("SELECT name, role, created, password_hash FROM accounts WHERE name = ?1", [name], |row| {
+                    Ok((account_row(row)?, row.get::<_, String>(3)?))
+                })
                 .optional()?;
             match row {
                 None => Ok(None),

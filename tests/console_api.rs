@@ -1,0 +1,280 @@
+//! The management API over real TLS, as automation would use it: API tokens, devices, activation codes
+//! redeemed at /oauth/token, status, deletion that retires codes and tokens, read-only accounts, the audit
+//! trail, RFC 9457 problems, and the OpenAPI document checked against the routes.
+
+mod common;
+
+use bytes::Bytes;
+use common::{Client, Resp, TempDeployment, TestServer};
+use http::StatusCode;
+use serde_json::{Value, json};
+use sipcfg::auth::accounts::{API_TOKEN_PREFIX, Account, Role, hash_password, new_secret};
+
+const GRANT: &str = "urn:sipcfg:grant-type:activation-code";
+
+struct Api {
+    client: Client,
+    token: String,
+}
+
+impl Api {
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Resp {
+        let auth = format!("Bearer {}", self.token);
+        let mut headers = vec![("authorization", auth.as_str())];
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        let mut conn = self.client.connect().await.expect("connects");
+        conn.request(method, path, &headers, body).await.expect("answered")
+    }
+}
+
+fn json_of(r: &Resp) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.text()))
+}
+
+/// A server on a copy of the example deployment (the API writes its inventory), with an operator and a
+/// read-only account, each with an API token.
+async fn setup() -> (TempDeployment, TestServer, Api, Api) {
+    let d = TempDeployment::new();
+    let server = TestServer::with_config(d.config()).await;
+    let accounts = server.app.accounts().expect("the example has a store for accounts").clone();
+    let mut apis = Vec::new();
+    for (name, role) in [("alice", Role::Operator), ("rita", Role::ReadOnly)] {
+        let account = Account { name: name.into(), role, created: common::now() };
+        assert!(accounts.add_account(&account, &hash_password("correct horse battery").unwrap()).await.unwrap());
+        let (token, digest) = new_secret(API_TOKEN_PREFIX).unwrap();
+        accounts.add_api_token(&digest, name, common::now()).await.unwrap();
+        apis.push(Api { client: Client::tls_to(server.console_addr.expect("console listener")), token });
+    }
+    let rita = apis.pop().unwrap();
+    let alice = apis.pop().unwrap();
+    (d, server, alice, rita)
+}
+
+#[tokio::test]
+async fn without_a_token_every_route_is_401_and_the_openapi_document_lists_every_route() {
+    let (_d, server, alice, _) = setup().await;
+    let anonymous = Client::tls_to(server.console_addr.unwrap());
+    let r = anonymous.get("/api/v1/devices", None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert_eq!(json_of(&r)["status"], 401);
+    let r = anonymous.get("/api/v1/devices/SEP001122334455", Some("sipcfg_not-a-token")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "an unknown token learns nothing of the device");
+    // A phone's access token is not an API token.
+    let phone = server.token("device:SEP001122334455");
+    assert_eq!(anonymous.get("/api/v1/devices", Some(&phone)).await.status, StatusCode::UNAUTHORIZED);
+
+    let r = anonymous.get("/api/v1/openapi.json", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let doc = json_of(&r);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut routes: Vec<(String, String)> =
+        sipcfg::server::console::api::ROUTES.iter().map(|(m, p)| ((*m).to_owned(), (*p).to_owned())).collect();
+    routes.sort();
+    assert_eq!(documented, routes, "the OpenAPI document and the routes differ");
+    // And each documented route answers something other than "no such route".
+    for (method, path) in &routes {
+        let path = path.replace("{name}", "SEP001122334455").replace("{id}", "jsmith");
+        let r = alice.call(method, &path, None).await;
+        let no_route = r.status == StatusCode::NOT_FOUND && r.text().contains("no such route");
+        assert!(!no_route && r.status != StatusCode::METHOD_NOT_ALLOWED, "{method} {path}: {} {}", r.status, r.text());
+    }
+}
+
+#[tokio::test]
+async fn devices_are_listed_searched_created_changed_and_refused_with_problems() {
+    let (d, _server, alice, rita) = setup().await;
+    let r = alice.call("GET", "/api/v1/devices?limit=2", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let page = json_of(&r);
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next_offset"], 2);
+    let total = page["total"].as_u64().unwrap();
+    assert!(total >= 3);
+    let r = alice.call("GET", "/api/v1/devices?q=lobby", None).await;
+    let page = json_of(&r);
+    assert_eq!(page["total"], 1, "{page}");
+    assert_eq!(page["items"][0]["name"], "SEPAABBCCDDEEFF");
+    let r = alice.call("GET", "/api/v1/devices?q=john%20smith&limit=500", None).await;
+    let page = json_of(&r);
+    let owners: Vec<&str> =
+        page["items"].as_array().unwrap().iter().map(|d| d["owner"].as_str().unwrap_or("")).collect();
+    assert!(owners.len() >= 3 && owners.iter().all(|o| *o == "jsmith"), "the owner's name matches: {page}");
+    assert_eq!(alice.call("GET", "/api/v1/devices?status=bogus", None).await.status, StatusCode::BAD_REQUEST);
+
+    // Create.
+    let new = json!({"name": "SEP0A0B0C0D0E0F", "model": "Cisco 8851", "profile": "Cisco 8851 - Encrypted OAuth",
+                     "owner": "bwong", "description": "Bob's desk", "lines": [{"dn": "1200"}]});
+    let r = alice.call("POST", "/api/v1/devices", Some(new.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.header("location"), Some("/api/v1/devices/SEP0A0B0C0D0E0F"));
+    let inventory = std::fs::read_to_string(d.path("example/inventory.toml")).unwrap();
+    assert!(inventory.contains("[devices.SEP0A0B0C0D0E0F]") && inventory.contains("Bob's desk"), "written to the file");
+    assert_eq!(alice.call("POST", "/api/v1/devices", Some(new)).await.status, StatusCode::CONFLICT);
+    let r = alice.call("GET", "/api/v1/devices/SEP0A0B0C0D0E0F/config", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("1200"), "served at once: {}", r.text());
+
+    // A change that breaks a rule is refused, every problem named, nothing written.
+    let bad = json!({"model": "Cisco 8851", "profile": "No such profile", "owner": "nobody"});
+    let r = alice.call("PUT", "/api/v1/devices/SEP0A0B0C0D0E0F", Some(bad)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    let problem = json_of(&r);
+    let errors = problem["errors"].as_array().unwrap();
+    assert!(errors.iter().any(|e| e.as_str().unwrap().contains("No such profile")), "{problem}");
+    assert!(errors.iter().any(|e| e.as_str().unwrap().contains("nobody")), "{problem}");
+    assert_eq!(std::fs::read_to_string(d.path("example/inventory.toml")).unwrap(), inventory, "nothing written");
+    let r =
+        alice.call("PUT", "/api/v1/devices/SEP0A0B0C0D0E0F", Some(json!({"model": "Cisco 8851", "bogus": 1}))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "unknown fields are refused: {}", r.text());
+
+    // Disable, enable.
+    let r = alice.call("POST", "/api/v1/devices/SEP0A0B0C0D0E0F/disable", None).await;
+    assert_eq!(json_of(&r)["status"], "disabled");
+    let r = alice.call("POST", "/api/v1/devices/SEP0A0B0C0D0E0F/enable", None).await;
+    assert_eq!(json_of(&r)["enabled"], true);
+
+    // The read-only account reads but changes nothing.
+    assert_eq!(rita.call("GET", "/api/v1/devices/SEP0A0B0C0D0E0F", None).await.status, StatusCode::OK);
+    for (method, path) in [
+        ("DELETE", "/api/v1/devices/SEP0A0B0C0D0E0F"),
+        ("POST", "/api/v1/devices/SEP0A0B0C0D0E0F/disable"),
+        ("POST", "/api/v1/devices/SEP0A0B0C0D0E0F/activation-codes"),
+        ("POST", "/api/v1/devices/SEP0A0B0C0D0E0F/tokens/revoke"),
+    ] {
+        let r = rita.call(method, path, None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {path}: {}", r.text());
+    }
+    assert_eq!(rita.call("GET", "/api/v1/accounts", None).await.status, StatusCode::FORBIDDEN);
+
+    // Users.
+    let r = alice.call("PUT", "/api/v1/users/fnew", Some(json!({"name": "Fay New"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = alice.call("DELETE", "/api/v1/users/bwong", None).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "a user who owns a device stays: {}", r.text());
+}
+
+#[tokio::test]
+async fn a_code_from_the_api_onboards_the_phone_and_deleting_the_device_retires_everything() {
+    let (_d, server, alice, _) = setup().await;
+    let phone = server.client();
+    let r =
+        alice.call("POST", "/api/v1/devices/SEP001122334455/activation-codes", Some(json!({"valid_days": 2}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let created = json_of(&r);
+    let code = created["code"].as_str().unwrap().to_owned();
+    assert!(created["qr_svg"].as_str().unwrap().contains("<svg"), "the QR code comes with it");
+    let expires = created["expires"].as_i64().unwrap();
+    assert!((expires - common::now() - 2 * 86_400).abs() < 10);
+    let status = json_of(&alice.call("GET", "/api/v1/devices/SEP001122334455/status", None).await);
+    assert_eq!(status["status"], "code-outstanding", "{status}");
+    assert!(status["last_download"].is_null());
+
+    // The phone redeems it and downloads its file.
+    let r = phone.post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let tokens = json_of(&r);
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let r = phone
+        .send(
+            "GET",
+            "/SEP001122334455.cnf.xml",
+            &[("authorization", &format!("Bearer {access}")), ("user-agent", "Cisco-CP8851/14.2")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let status = json_of(&alice.call("GET", "/api/v1/devices/SEP001122334455/status", None).await);
+    assert_eq!(status["status"], "onboarded", "{status}");
+    assert_eq!(status["last_download"]["file"], "SEP001122334455.cnf.xml");
+    assert_eq!(status["last_download"]["status"], 200);
+    assert_eq!(status["last_download"]["user_agent"], "Cisco-CP8851/14.2");
+    assert_eq!(status["last_download"]["address"], "127.0.0.1");
+    assert!(status["last_grant"].is_i64());
+    let families = json_of(&alice.call("GET", "/api/v1/devices/SEP001122334455/tokens", None).await);
+    assert_eq!(families.as_array().unwrap().len(), 1);
+    assert_eq!(families[0]["state"], "live");
+    let summary = json_of(&alice.call("GET", "/api/v1/summary", None).await);
+    assert_eq!(summary["by_status"]["onboarded"], 1, "{summary}");
+
+    // A second code, outstanding, then the device is deleted: the code and the family die with it.
+    let code2 = json_of(&alice.call("POST", "/api/v1/devices/SEP001122334455/activation-codes", None).await)["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = alice.call("DELETE", "/api/v1/devices/SEP001122334455", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+    assert_eq!(alice.call("GET", "/api/v1/devices/SEP001122334455", None).await.status, StatusCode::NOT_FOUND);
+    let r = phone.post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code2)]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "a deleted device's code is retired: {}", r.text());
+    let r = phone.post_form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "a deleted device's family is revoked: {}", r.text());
+    let r = phone.send("GET", "/SEP001122334455.cnf.xml", &[("authorization", &format!("Bearer {access}"))]).await;
+    assert_ne!(r.status, StatusCode::OK, "its access token opens nothing");
+
+    // Every change is in the audit trail: who, from where, what.
+    let audit = json_of(&alice.call("GET", "/api/v1/audit", None).await);
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["device.delete", "activation-code.create", "activation-code.create"], "{audit}");
+    assert_eq!(audit[0]["actor"], "admin:alice");
+    assert_eq!(audit[0]["address"], "127.0.0.1");
+    assert!(!audit.to_string().contains(&code2), "no code in the audit trail");
+}
+
+#[tokio::test]
+async fn bulk_codes_come_as_csv_for_a_mail_merge_and_cluster_settings_change() {
+    let (_d, _server, alice, _) = setup().await;
+    let auth = format!("Bearer {}", alice.token);
+    let mut conn = alice.client.connect().await.unwrap();
+    let body = json!({"devices": ["SEP001122334455", "CSFJSMITH", "SEPAABBCCDDEEFF"], "valid_days": 3}).to_string();
+    let r = conn
+        .request(
+            "POST",
+            "/api/v1/activation-codes/bulk",
+            &[("authorization", &auth), ("content-type", "application/json"), ("accept", "text/csv")],
+            Bytes::from(body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("text/csv; charset=utf-8"));
+    let csv = r.text();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "device,owner,code,expires");
+    assert_eq!(lines.len(), 4, "{csv}");
+    assert!(lines[1].starts_with("SEP001122334455,jsmith,") && lines[1].ends_with('Z'), "{csv}");
+    let listed = json_of(&alice.call("GET", "/api/v1/activation-codes", None).await);
+    assert_eq!(listed["total"], 3);
+    assert!(!listed.to_string().contains(lines[1].split(',').nth(2).unwrap()), "lists never show a code");
+    let id = listed["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        alice.call("DELETE", &format!("/api/v1/activation-codes/{id}"), None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        alice.call("DELETE", &format!("/api/v1/activation-codes/{id}"), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // One unknown device: nothing is created.
+    let r = alice
+        .call("POST", "/api/v1/activation-codes/bulk", Some(json!({"devices": ["SEP001122334455", "SEPFFFFFFFFFFFF"]})))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(json_of(&alice.call("GET", "/api/v1/activation-codes", None).await)["total"], 3);
+
+    let r = alice.call("PATCH", "/api/v1/cluster", Some(json!({"refresh_login_flow": false}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(json_of(&r)["refresh_login_flow"], false);
+    let r = alice.call("PATCH", "/api/v1/cluster", Some(json!({"sip_oauth_mode": "yes"}))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
