@@ -600,7 +600,7 @@ impl App {
         self.status.store.store(Arc::new(StoreState::Up { applied, lag_secs }));
     }
 
-    fn store_down(&self, e: &StoreError, now: Time) {
+    pub(crate) fn store_down(&self, e: &StoreError, now: Time) {
         let since = match &*self.status.store() {
             StoreState::Down { since, .. } => *since,
             _ => now,

@@ -102,8 +102,15 @@ async fn follow(
     }
     if listener.is_none() {
         // Subscribe before reading the log: a change committed in between is then both read and notified,
-        // never neither.
-        *listener = Some(store.listen().await?);
+        // never neither. A store that cannot be subscribed to is down for /readyz and the metrics too, as
+        // when reading the log fails: the caller logs it as unreachable.
+        match store.listen().await {
+            Ok(l) => *listener = Some(l),
+            Err(e) => {
+                app.store_down(&e, now);
+                return Err(e);
+            }
+        }
     }
     let synced = match app.sync_store(now).await {
         Ok(synced) => synced,

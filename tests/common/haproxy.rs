@@ -117,7 +117,11 @@ impl Haproxy {
             {
                 return Err(status.to_string());
             }
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+            // HAProxy creates its admin socket under a temporary name and renames it after the TCP port
+            // may already accept: wait for both.
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+                && self.dir.path().join("stats.sock").exists()
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {

@@ -4,6 +4,7 @@
 
 pub mod haproxy;
 pub mod pg;
+pub mod phone;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
