@@ -102,7 +102,7 @@ fn init_moves_the_deployment_in_once_and_export_gives_it_back_unchanged() {
 
     let first = ok(&sipcfg(&d, &["store", "init"]));
     assert!(first.contains("created the key-encryption key"), "{first}");
-    assert!(first.contains("schema created (version 1)"), "{first}");
+    assert!(first.contains("schema created (version "), "{first}");
     assert!(first.contains("moved in from"), "{first}");
     let key = d.path("example/store.key");
     use std::os::unix::fs::PermissionsExt;

@@ -89,6 +89,10 @@ async fn cert_async(arg: &ConfigArg, action: CertAction) -> Result<ExitCode, Str
                 print!("added: ");
                 show(c);
             }
+            for c in &outcome.added {
+                let detail = format!("{} (from {})", c.subject, file.display());
+                site.audit_cli(&config, "cert.add", &target(purpose, c), &detail).await;
+            }
             for (c, existing) in &outcome.present {
                 println!("already present: {}  {}  ({})", c.sha256, c.subject, existing.display());
             }
@@ -106,12 +110,18 @@ async fn cert_async(arg: &ConfigArg, action: CertAction) -> Result<ExitCode, Str
         }
         CertAction::Remove { purpose, id } => {
             let c = site.remove_certificate(&config, purpose.store(), &id).await.map_err(|e| e.to_string())?;
+            site.audit_cli(&config, "cert.remove", &target(purpose, &c), &c.subject).await;
             print!("removed: ");
             show(&c);
             warn_if_untrusted(&config, &site, purpose).await;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a certificate change is done to, for the audit trail: the store and the certificate's SHA-256.
+fn target(purpose: Purpose, cert: &TrustCert) -> String {
+    format!("{} {}", purpose.store().option(), cert.sha256)
 }
 
 /// After a change to Phone-Edge-Trust: says so when the store still does not hold the issuer of the server

@@ -78,6 +78,10 @@ async fn sip_oauth_mode_async(arg: &ConfigArg, action: ModeAction) -> Result<Exi
         }
         ModeAction::Disable => set(false).await?,
     };
+    if !matches!(action, ModeAction::Status) {
+        let state = if cluster.sip_oauth_mode { "enabled" } else { "disabled" };
+        site.audit_cli(&config, "cluster.sip-oauth-mode", "cluster", state).await;
+    }
     let state = if cluster.sip_oauth_mode { "enabled" } else { "disabled" };
     match action {
         ModeAction::Status => println!("SIP OAuth mode is {state}"),
@@ -125,11 +129,26 @@ async fn cluster_async(arg: &ConfigArg, action: ClusterAction) -> Result<ExitCod
                         .into(),
                 );
             }
-            site.set_cluster(&config, &changes).await.map_err(|e| e.to_string())?
+            let cluster = site.set_cluster(&config, &changes).await.map_err(|e| e.to_string())?;
+            let detail = changes.iter().map(change_text).collect::<Vec<_>>().join(", ");
+            site.audit_cli(&config, "cluster.set", "cluster", &detail).await;
+            cluster
         }
     };
     print!("{}", settings::describe(&cluster));
     Ok(ExitCode::SUCCESS)
+}
+
+/// A setting change as the inventory's `[cluster]` writes it, for the audit trail.
+fn change_text(change: &ClusterChange) -> String {
+    match *change {
+        ClusterChange::SipOAuthMode(on) => format!("sip_oauth_mode = {on}"),
+        ClusterChange::RefreshLoginFlow(on) => format!("refresh_login_flow = {on}"),
+        ClusterChange::SipOAuthPort(p) => format!("sip_oauth_port = {p}"),
+        ClusterChange::SipMraOAuthPort(p) => format!("sip_mra_oauth_port = {p}"),
+        ClusterChange::AccessTokenMinutes(m) => format!("access_token_minutes = {m}"),
+        ClusterChange::RefreshTokenDays(d) => format!("refresh_token_days = {d}"),
+    }
 }
 
 /// What is missing before the cluster switch in the deployment `config` describes.

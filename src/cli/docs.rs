@@ -115,7 +115,8 @@ The Phone\\-Edge\\-Trust certificates (\\fBsipcfg cert\\fR).
 The Tomcat\\-trust certificates the edge listener checks Expressway\\-C certificates against (\\fBsipcfg cert\\fR).
 .TP
 .I /var/lib/sipcfg/sipcfg.db
-The token service's state: activation codes, refresh tokens, revocations, signing keys (\\fB[state]\\fR).
+The token service's state: activation codes, refresh tokens, revocations, signing keys; the administrator
+accounts and the audit trail (\\fB[state]\\fR).
 .TP
 .I /var/lib/sipcfg/files/
 Common files: ring lists, dial plans, locales, firmware (\\fB[files] root\\fR).
@@ -190,6 +191,19 @@ fn examples(page: &str) -> &'static [(&'static str, &'static str)] {
         "sipcfg-edge" | "sipcfg-edge-list" => {
             &[("The Expressway-C proxies and the names their certificates must carry:", "sipcfg edge list")]
         }
+        "sipcfg-admin" | "sipcfg-admin-add" => &[
+            ("An operator account; its generated password is printed once:", "sipcfg admin add jsmith --role operator"),
+            (
+                "An admin account with a password of your own:",
+                "printf '%s\\n' \"$PASSWORD\" | sipcfg admin add ops-lead --role admin --password-stdin",
+            ),
+            ("The accounts:", "sipcfg admin list"),
+        ],
+        "sipcfg-admin-token" => &[(
+            "A token for a script, sent as a bearer token:",
+            "TOKEN=$(sipcfg admin token automation)\ncurl -H \"Authorization: Bearer $TOKEN\" https://127.0.0.1:8443/api/v1/devices",
+        )],
+        "sipcfg-admin-passwd" => &[("A forgotten password:", "sipcfg admin passwd jsmith")],
         "sipcfg-manpage" => &[("The pages of this version:", "sipcfg manpage --out /usr/local/share/man/man1")],
         "sipcfg-completions" => &[(
             "Bash completion for the current user:",

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use crate::app::site::SiteError;
 use crate::cli::progress::Bar;
 use crate::cli::{ConfigArg, block_on, load_config, open_site};
-use crate::provision::import::{ImportError, Options};
+use crate::provision::import::{ImportError, ImportReport, Options};
 
 pub(crate) fn import(arg: &ConfigArg, file: &Path, update: bool, dry_run: bool) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
@@ -14,6 +14,16 @@ pub(crate) fn import(arg: &ConfigArg, file: &Path, update: bool, dry_run: bool) 
     let (inventory, outcome) = block_on(async {
         let site = open_site(&config)?;
         let outcome = site.import(&config, file, Options { update, dry_run }, &mut progress).await;
+        if let Ok(report) = &outcome
+            && report.written
+            && !dry_run
+        {
+            let mode = if update { " (--update)" } else { "" };
+            // The file as an absolute path: the trail does not say where the command ran.
+            let target = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+            site.audit_cli(&config, "import", &target.display().to_string(), &format!("{}{mode}", counts(report)))
+                .await;
+        }
         Ok::<_, String>((site.inventory_location(&config), outcome))
     })??;
     let report = match outcome {
@@ -35,8 +45,7 @@ pub(crate) fn import(arg: &ConfigArg, file: &Path, update: bool, dry_run: bool) 
     if !report.ignored_columns.is_empty() {
         eprintln!("note: columns not imported: {}", report.ignored_columns.join(", "));
     }
-    let counts =
-        format!("{} added, {} updated, {} unchanged", report.added.len(), report.updated.len(), report.unchanged.len());
+    let counts = counts(&report);
     if dry_run {
         println!("{}: {} rows valid: {counts} (dry run: nothing written)", file.display(), report.rows);
     } else if report.written {
@@ -45,4 +54,9 @@ pub(crate) fn import(arg: &ConfigArg, file: &Path, update: bool, dry_run: bool) 
         println!("{}: {counts}; {inventory} is already up to date", file.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What an import did, for people and the audit trail.
+fn counts(report: &ImportReport) -> String {
+    format!("{} added, {} updated, {} unchanged", report.added.len(), report.updated.len(), report.unchanged.len())
 }

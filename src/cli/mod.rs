@@ -8,9 +8,11 @@
 //! | [`cluster`], [`cert`], [`edge`] | `sip-oauth-mode`, `cluster`, `cert`, `edge` |
 //! | [`tokens`] | `token`, `activation-code`, `keys` |
 //! | [`store`] | `store init`, `store export`, `store status` (the shared store of a cluster) |
+//! | [`admin`] | `admin add`, `token`, `list`, `remove`, `passwd` (accounts of the management API and console) |
 //! | [`docs`] | `manpage`, `completions` |
 //! | [`logging`], [`progress`] | logs and the audit log; progress bars |
 
+pub mod admin;
 pub mod cert;
 pub mod check;
 pub mod cluster;
@@ -31,6 +33,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use crate::app::site::Site;
+use crate::cli::admin::AdminAction;
 use crate::cli::cert::CertAction;
 use crate::cli::cluster::{ClusterAction, ModeAction};
 use crate::cli::edge::EdgeAction;
@@ -187,6 +190,11 @@ pub enum Command {
         #[command(subcommand)]
         action: StoreAction,
     },
+    /// Administrator accounts of the management API and the web console: add, token, list, remove, passwd.
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
 }
 
 pub fn main(cli: Cli) -> ExitCode {
@@ -234,6 +242,7 @@ fn run_command(config: &ConfigArg, command: Command) -> Result<ExitCode, String>
         Command::Cert { action } => cert::cert(config, action),
         Command::Edge { action } => edge::edge(config, action),
         Command::Store { action } => store::store(config, action),
+        Command::Admin { action } => admin::admin(config, action),
     }
 }
 

@@ -4,10 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Subcommand;
 use toml_edit::{DocumentMut, value};
 
+use crate::app::site::Site;
 use crate::auth::store::{AuthStore, TokenState};
 use crate::cli::{ConfigArg, block_on, join, load_config};
 use crate::config::{Config, StoreConfig};
@@ -146,6 +148,15 @@ async fn init(config: &Config, store_config: &StoreConfig) -> Result<ExitCode, S
          no longer read (keep them as a record, or remove them)",
         config.inventory.file.display()
     );
+    let detail = format!(
+        "moved in from {}: {} devices, {} users; token state {}",
+        config.inventory.file.display(),
+        inventory.devices.len(),
+        inventory.users.len(),
+        if tokens.is_some() { "moved in" } else { "absent" }
+    );
+    let origin = store.origin().to_owned();
+    Site::Shared(Arc::new(store)).audit_cli(config, "store.init", &origin, &detail).await;
     Ok(ExitCode::SUCCESS)
 }
 

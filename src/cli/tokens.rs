@@ -126,6 +126,13 @@ async fn revoke_async(arg: &ConfigArg, device: Option<String>, user: Option<Stri
     let subject = subject_arg(&inventory, device, user)?;
     let service = token_service(&config, &site).await?;
     service.revoke_subject(&subject, unix_now() as Time).await.map_err(|e| e.to_string())?;
+    site.audit_cli(
+        &config,
+        "token.revoke",
+        &subject.to_string(),
+        "refresh tokens revoked; access tokens issued until now refused",
+    )
+    .await;
     let change = service.store().change_counter().await.map_err(|e| e.to_string())?;
     // The command returns once every running node refuses the subject's tokens, not when the row is written.
     match service.wait_applied(change, REVOCATION_WAIT).await.map_err(|e| e.to_string())? {
@@ -191,6 +198,9 @@ async fn activation_code_async(arg: &ConfigArg, action: CodeAction) -> Result<Ex
                 .create_activation_code(&name, now, i64::from(valid) * 86_400)
                 .await
                 .map_err(|e| e.to_string())?;
+            // The code's id, never the code.
+            site.audit_cli(&config, "activation-code.create", name.as_str(), &format!("id {id}, valid {valid} days"))
+                .await;
             eprintln!("activation code {id} for {name}, valid {valid} days, single use:");
             if inventory.device(&name).is_some_and(|d| !d.enabled) {
                 eprintln!("note: {name} is disabled: the code onboards it, but it gets no file until it is enabled");
@@ -217,9 +227,14 @@ async fn activation_code_async(arg: &ConfigArg, action: CodeAction) -> Result<Ex
             println!("{} code(s)", codes.len());
         }
         CodeAction::Revoke { id } => {
+            // Its device, for the audit trail (read first: the store's revoke answers only whether it did).
+            let codes = service.store().list_activation_codes().await.map_err(|e| e.to_string())?;
+            let device = codes.iter().find(|c| c.id == id).map(|c| c.device.clone());
             if !service.store().revoke_activation_code(&id, now).await.map_err(|e| e.to_string())? {
                 return Err(format!("no usable activation code with id {id}"));
             }
+            let detail = device.map_or_else(String::new, |d| format!("device {d}"));
+            site.audit_cli(&config, "activation-code.revoke", &id, &detail).await;
             println!("revoked activation code {id}");
         }
     }
@@ -239,6 +254,13 @@ async fn keys_async(arg: &ConfigArg, action: KeysAction) -> Result<ExitCode, Str
         KeysAction::List => {}
         KeysAction::Rotate => {
             let key = service.rotate_keys(now, 1440 * 60).await.map_err(|e| e.to_string())?;
+            site.audit_cli(
+                &config,
+                "keys.rotate",
+                &key.kid,
+                "new signing key; the previous keys verify until their tokens expire",
+            )
+            .await;
             println!("new signing key {}; the previous keys verify until their last token has expired", key.kid);
         }
         KeysAction::Regen { yes } => {
@@ -246,6 +268,13 @@ async fn keys_async(arg: &ConfigArg, action: KeysAction) -> Result<ExitCode, Str
                 return Err("regen invalidates every access and refresh token at once: add --yes".into());
             }
             let key = service.regenerate_keys(now).await.map_err(|e| e.to_string())?;
+            site.audit_cli(
+                &config,
+                "keys.regenerate",
+                &key.kid,
+                "every key replaced; every access and refresh token invalid",
+            )
+            .await;
             println!("keys replaced by {}; every access and refresh token is now invalid", key.kid);
         }
     }
