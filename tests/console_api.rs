@@ -278,3 +278,60 @@ async fn bulk_codes_come_as_csv_for_a_mail_merge_and_cluster_settings_change() {
     let r = alice.call("PATCH", "/api/v1/cluster", Some(json!({"sip_oauth_mode": "yes"}))).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_placeholder_device_takes_the_name_of_the_phone_that_redeems_its_code() {
+    let (d, server, alice, _) = setup().await;
+    let phone = server.client();
+    let placeholder = json!({"name": "BAT00000000A1B2", "model": "Cisco 8851", "profile": "Cisco 8851 - Encrypted OAuth",
+                             "owner": "cgarcia", "description": "new hire", "lines": [{"dn": "1300"}]});
+    let r = alice.call("POST", "/api/v1/devices", Some(placeholder)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "a device without its MAC: {}", r.text());
+    let r = alice.call("POST", "/api/v1/devices/BAT00000000A1B2/activation-codes", None).await;
+    let code = json_of(&r)["code"].as_str().unwrap().to_owned();
+
+    // The phone must name itself, with a SEP name.
+    let r = phone.post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(json_of(&r)["error"], "invalid_request", "{}", r.text());
+    let r =
+        phone.post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code), ("device_name", "CSFNOPE")]).await;
+    assert_eq!(json_of(&r)["error"], "invalid_request", "{}", r.text());
+    // A name that is taken gets the answer of an unknown code, and the code stays usable.
+    let r = phone
+        .post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code), ("device_name", "SEP001122334455")])
+        .await;
+    assert_eq!(json_of(&r)["error"], "invalid_grant", "{}", r.text());
+
+    let r = phone
+        .post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code), ("device_name", "sep0a1b2c3d4e5f")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let access = json_of(&r)["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(alice.call("GET", "/api/v1/devices/BAT00000000A1B2", None).await.status, StatusCode::NOT_FOUND);
+    let device = json_of(&alice.call("GET", "/api/v1/devices/SEP0A1B2C3D4E5F", None).await);
+    assert_eq!(device["owner"], "cgarcia", "{device}");
+    assert_eq!(device["status"], "onboarded", "{device}");
+    let inventory = std::fs::read_to_string(d.path("example/inventory.toml")).unwrap();
+    assert!(inventory.contains("[devices.SEP0A1B2C3D4E5F]") && !inventory.contains("BAT00000000A1B2"), "{inventory}");
+    let r = phone.send("GET", "/SEP0A1B2C3D4E5F.cnf.xml", &[("authorization", &format!("Bearer {access}"))]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.text().contains("1300"));
+    let audit = json_of(&alice.call("GET", "/api/v1/audit", None).await);
+    assert_eq!(audit[0]["action"], "device.adopt", "{audit}");
+    assert_eq!(audit[0]["actor"], "phone:SEP0A1B2C3D4E5F");
+
+    // An ordinary code presented by a phone that names another device is an unknown code.
+    let code = json_of(&alice.call("POST", "/api/v1/devices/SEP001122334455/activation-codes", None).await)["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = phone
+        .post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code), ("device_name", "SEPAABBCCDDEEFF")])
+        .await;
+    assert_eq!(json_of(&r)["error"], "invalid_grant", "{}", r.text());
+    let r = phone
+        .post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code), ("device_name", "SEP001122334455")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "the code stayed usable: {}", r.text());
+}

@@ -10,11 +10,12 @@ use crate::app::App;
 use crate::app::activity::Download;
 use crate::app::site::SiteError;
 use crate::auth::accounts::{AuditEntry, AuditEvent, Role};
-use crate::auth::service::ServiceError;
+use crate::auth::service::{GrantError, ServiceError, UNKNOWN_CODE};
 use crate::auth::store::{ActivationCode, Family, StoreError};
 use crate::provision::edit::Edits;
 use crate::provision::filename::DeviceName;
 use crate::provision::inventory::{Device, DeviceDoc, Inventory, Line, User, UserDoc};
+use crate::provision::model::Prefix;
 use crate::provision::settings::ClusterChange;
 use crate::provision::subject::Subject;
 use crate::util::time::{Time, unix_now};
@@ -813,6 +814,76 @@ impl<'a> Manager<'a> {
             .ok_or_else(|| ManageError::NotFound("no audit trail: add [state] or [store]".into()))?;
         let limit = limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as u32;
         Ok(store.audit_trail(before, limit).await?)
+    }
+}
+
+impl<'a> Manager<'a> {
+    /// A phone redeeming the code of a placeholder device (`BAT…`, created without its MAC) names itself
+    /// (`claimed`, its `SEP` name): the placeholder becomes that device in the inventory, and the code is
+    /// pointed at it, before the code is redeemed as any other. Codes of other devices pass unchanged. A
+    /// phone learns nothing more than "unknown code" when its name is taken or another phone was first.
+    pub async fn adopt_placeholder(&self, code: &str, claimed: Option<&str>, address: &str) -> Result<(), GrantError> {
+        let Some(service) = self.app.token_service() else { return Ok(()) };
+        let now = Self::now();
+        let (digest, placeholder) = service.code_device(code, now).await?;
+        if !placeholder.is_placeholder() {
+            return Ok(());
+        }
+        let unknown = GrantError::InvalidGrant(UNKNOWN_CODE);
+        let claimed = claimed.ok_or(GrantError::InvalidRequest(
+            "this code onboards a phone not named yet: send device_name (the phone's SEP name)",
+        ))?;
+        let name = DeviceName::parse_loose(claimed).ok().filter(|n| n.prefix() == Prefix::Sep).ok_or(
+            GrantError::InvalidRequest("device_name is SEP followed by the phone's MAC address (12 hex digits)"),
+        )?;
+        let deployment = self.inventory();
+        let Some(device) = deployment.inventory.device(&placeholder) else {
+            tracing::warn!(target: "sipcfg::tokens", %placeholder, "activation code of a placeholder that is no longer in the inventory");
+            return Err(unknown);
+        };
+        let mut edits = Edits::device(placeholder.as_str(), None);
+        edits.devices.push((name.to_string(), Some(device.to_doc())));
+        let (p, n) = (placeholder.clone(), name.clone());
+        let config = self.app.live();
+        let actor = format!("phone:{name}");
+        let renamed = self
+            .app
+            .site()
+            .edit_inventory(&config, &edits, &actor, move |before, _| {
+                if before.device(&p).is_none() || before.device(&n).is_some() {
+                    return Err(SiteError::Changed(PathBuf::from(n.as_str())));
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = renamed {
+            tracing::warn!(target: "sipcfg::tokens", %placeholder, device = %name, error = %e, "a phone could not take a placeholder's name");
+            return Err(match ManageError::from(e) {
+                ManageError::Unavailable(detail) => GrantError::Unavailable(detail),
+                _ => unknown,
+            });
+        }
+        if !service.store().retarget_activation_code(&digest, placeholder.as_str(), name.as_str(), now).await? {
+            tracing::warn!(target: "sipcfg::tokens", %placeholder, device = %name, "placeholder renamed, but its code was taken meanwhile");
+            return Err(unknown);
+        }
+        self.put_in_force().await;
+        let caller = Caller { name: name.to_string(), role: Role::Operator, address: address.to_owned() };
+        let event = AuditEvent {
+            at: now,
+            actor: actor.clone(),
+            address: caller.address.clone(),
+            action: "device.adopt".into(),
+            target: name.to_string(),
+            detail: format!("placeholder {placeholder} renamed by the phone redeeming its activation code"),
+        };
+        tracing::info!(target: "sipcfg::tokens", %placeholder, device = %name, "a phone took its placeholder's name");
+        if let Some(store) = self.app.accounts()
+            && let Err(e) = store.audit(&event).await
+        {
+            tracing::error!(error = %e, "the rename is made but could not be written to the audit trail");
+        }
+        Ok(())
     }
 }
 

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::auth::digest;
 use crate::auth::keys::KeyError;
 use crate::auth::signer::Signer;
 use crate::auth::store::{AuthStore, NewRefreshToken, NodeReport, Rotation, SigningKey, StoreError};
 use crate::auth::token::{OwnKey, Verified, Verifier};
+use crate::auth::{Digest, digest};
 use crate::config::{Algorithm, AuthConfig};
 use crate::provision::filename::DeviceName;
 use crate::provision::inventory::Cluster;
@@ -353,14 +353,14 @@ impl TokenService {
         life: Lifetimes,
         admit: impl FnOnce(&DeviceName) -> Result<(), GrantError> + Send,
     ) -> Result<TokenResponse, GrantError> {
-        let code: String = code.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-        if code.len() != CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(GrantError::InvalidGrant("an activation code is 16 digits"));
-        }
+        let (digest, name) = self.code_device(code, now).await?;
         let unknown = GrantError::InvalidGrant(UNKNOWN_CODE);
-        let digest = digest(code.as_bytes());
-        let device = self.store.activation_code_device(&digest, now).await?.ok_or(unknown.clone())?;
-        let name = DeviceName::parse_canonical(&device).map_err(|e| GrantError::Server(e.to_string()))?;
+        if name.is_placeholder() {
+            // Only once a phone has named itself (the placeholder renamed, the code retargeted).
+            return Err(GrantError::InvalidRequest(
+                "this code onboards a phone not named yet: send device_name (the phone's SEP name)",
+            ));
+        }
         admit(&name)?;
         let (refresh, first) = new_refresh_token(now, life)?;
         let family = first.family.clone();
@@ -369,6 +369,20 @@ impl TokenService {
         self.store.redeem_activation_code(&digest, now, &first).await?.ok_or(unknown)?;
         tracing::info!(target: "sipcfg::tokens", device = %name, family, "activation code redeemed");
         self.respond(&Subject::Device(name), refresh, now, life)
+    }
+
+    /// The digest of a code as presented (spaces and dashes ignored) and the device it onboards, if it is
+    /// usable.
+    pub async fn code_device(&self, code: &str, now: Time) -> Result<(Digest, DeviceName), GrantError> {
+        let code: String = code.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+        if code.len() != CODE_DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(GrantError::InvalidGrant("an activation code is 16 digits"));
+        }
+        let digest = digest(code.as_bytes());
+        let device =
+            self.store.activation_code_device(&digest, now).await?.ok_or(GrantError::InvalidGrant(UNKNOWN_CODE))?;
+        let name = DeviceName::parse_canonical(&device).map_err(|e| GrantError::Server(e.to_string()))?;
+        Ok((digest, name))
     }
 
     /// The refresh-token grant with rotation: the presented token is spent and a new one returned.

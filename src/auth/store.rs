@@ -207,6 +207,15 @@ pub trait AuthStore: Send + Sync {
     /// The device a code onboards, if the code is still usable (known, unused, unrevoked, unexpired). Reads
     /// only: a code refused for where it was presented stays usable.
     async fn activation_code_device(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError>;
+    /// Points a usable code of the placeholder device `from` at `to` (the phone that presents it names
+    /// itself); false if the code is not usable or not `from`'s any more (another phone took it first).
+    async fn retarget_activation_code(
+        &self,
+        digest: &Digest,
+        from: &str,
+        to: &str,
+        now: Time,
+    ) -> Result<bool, StoreError>;
     /// Redeems a code (single use) and stores the first refresh token of a new family, in one transaction.
     /// The token's subject is `device:<the code's device>` (`first.subject` is ignored).
     /// Returns the device name, or `None` if the code is unknown, used, revoked or expired.

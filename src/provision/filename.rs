@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `SEP<12 hex>.cnf.xml` | configuration of a hardware phone, named by its MAC address |
 //! | `CSF<name>.cnf.xml`, `BOT…`, `TCT…`, `TAB…` | configuration of a Jabber client |
+//! | `BAT<12 hex>.cnf.xml` | a placeholder for a hardware phone not onboarded yet (no token ever opens it) |
 //! | `<device>.cnf.xml.sgn` | the same file: on 6971 the unsigned file is served, as CUCM-compatible servers do |
 //! | `<device>.cnf.xml.enc.sgn` | TFTP-encrypted configuration: never served (not supported with OAuth) |
 //! | `XMLDefault.cnf.xml` | the cluster's default configuration (auto-registration, activation codes) |
@@ -39,9 +40,11 @@ pub struct DeviceName(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DeviceNameError {
-    #[error("a device name starts with SEP, CSF, BOT, TCT or TAB")]
+    #[error("a device name starts with SEP, CSF, BOT, TCT or TAB (or BAT for a placeholder)")]
     UnknownPrefix,
-    #[error("a SEP device name is SEP followed by the MAC address as 12 hexadecimal digits")]
+    #[error(
+        "a SEP device name is SEP followed by the MAC address as 12 hexadecimal digits (a placeholder: BAT and 12)"
+    )]
     BadMac,
     #[error("a device name is at most {MAX_DEVICE_NAME} characters of A-Z, 0-9, '.', '_' and '-' after its prefix")]
     BadCharacters,
@@ -60,7 +63,7 @@ impl DeviceName {
             Prefix::ALL.into_iter().find(|p| upper.starts_with(p.as_str())).ok_or(DeviceNameError::UnknownPrefix)?;
         let rest = &upper[3..];
         match prefix {
-            Prefix::Sep => {
+            Prefix::Sep | Prefix::Bat => {
                 if rest.len() != 12 || !rest.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(DeviceNameError::BadMac);
                 }
@@ -91,6 +94,11 @@ impl DeviceName {
     /// The MAC address of a hardware phone (12 upper-case hex digits), `None` for Jabber clients.
     pub fn mac(&self) -> Option<&str> {
         (self.prefix() == Prefix::Sep).then(|| &self.0[3..])
+    }
+
+    /// Whether this is a placeholder (`BAT…`) that the first phone redeeming its code renames.
+    pub fn is_placeholder(&self) -> bool {
+        self.prefix() == Prefix::Bat
     }
 
     pub fn as_str(&self) -> &str {

@@ -17,10 +17,14 @@ pub enum Prefix {
     Tct,
     /// Cisco Jabber for Tablet.
     Tab,
+    /// A placeholder for a hardware phone whose MAC address is not known yet (CUCM's `BAT` followed by 12 hex
+    /// digits): its activation code onboards the first phone that redeems it, whose `SEP` name then
+    /// replaces the placeholder. No phone type has it as its own prefix.
+    Bat,
 }
 
 impl Prefix {
-    pub const ALL: [Prefix; 5] = [Prefix::Sep, Prefix::Csf, Prefix::Bot, Prefix::Tct, Prefix::Tab];
+    pub const ALL: [Prefix; 6] = [Prefix::Sep, Prefix::Csf, Prefix::Bot, Prefix::Tct, Prefix::Tab, Prefix::Bat];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -29,6 +33,7 @@ impl Prefix {
             Prefix::Bot => "BOT",
             Prefix::Tct => "TCT",
             Prefix::Tab => "TAB",
+            Prefix::Bat => "BAT",
         }
     }
 }

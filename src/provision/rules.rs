@@ -253,8 +253,13 @@ pub fn check_device(
             problems.push(DeviceProblem::UnknownModel { model: device.model.to_owned(), suggestion });
         }
         Some(t) => {
+            // A placeholder (BAT…) stands for a hardware phone whose MAC is not known yet.
+            let placeholder_ok = |name: &crate::provision::filename::DeviceName| {
+                name.prefix() == model::Prefix::Bat && t.prefix == model::Prefix::Sep
+            };
             if let Some(name) = device.name
                 && name.prefix() != t.prefix
+                && !placeholder_ok(name)
             {
                 problems.push(DeviceProblem::WrongPrefix { model: t.name, expected: t.prefix, found: name.prefix() });
             }

@@ -128,11 +128,7 @@ where
         match form.get("grant_type").map(String::as_str) {
             None => Err(GrantError::InvalidRequest("grant_type is required")),
             Some(ACTIVATION_CODE_GRANT) => match form.get("code") {
-                Some(code) => {
-                    service
-                        .redeem(code, now, life, |device| admit_activation(&deployment.inventory, device, channel))
-                        .await
-                }
+                Some(code) => redeem(app, service, code, form.get("device_name"), peer, channel, now, life).await,
                 None => Err(GrantError::InvalidRequest("code is required")),
             },
             Some("refresh_token") => match form.get("refresh_token") {
@@ -160,6 +156,36 @@ where
             (grant_error(&e), None, e.code())
         }
     }
+}
+
+/// The activation-code grant. A phone may name itself (`device_name`, its `SEP` name): required for the
+/// code of a placeholder device, which then takes that name; for any other code, a name that is not the
+/// code's device gets the answer of an unknown code.
+#[allow(clippy::too_many_arguments)]
+async fn redeem(
+    app: &App,
+    service: &crate::auth::service::TokenService,
+    code: &str,
+    claimed: Option<&String>,
+    peer: SocketAddr,
+    channel: Channel,
+    now: i64,
+    life: Lifetimes,
+) -> Result<crate::auth::service::TokenResponse, GrantError> {
+    app.manage().adopt_placeholder(code, claimed.map(String::as_str), &peer.ip().to_string()).await?;
+    // After an adoption, the inventory in force holds the phone under its own name.
+    let deployment = app.provisioner().current();
+    service
+        .redeem(code, now, life, |device| {
+            if let Some(claimed) = claimed
+                && !claimed.eq_ignore_ascii_case(device.as_str())
+            {
+                tracing::warn!(target: "sipcfg::tokens", %device, claimed = %claimed, "activation code presented by a phone that names another device");
+                return Err(GrantError::InvalidGrant(UNKNOWN_CODE));
+            }
+            admit_activation(&deployment.inventory, device, channel)
+        })
+        .await
 }
 
 /// Through an edge proxy (Mobile and Remote Access), only a device with CUCM's "Allow Activation Code via

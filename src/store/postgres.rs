@@ -999,6 +999,28 @@ impl AuthStore for PgStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn retarget_activation_code(
+        &self,
+        digest: &Digest,
+        from: &str,
+        to: &str,
+        now: Time,
+    ) -> Result<bool, StoreError> {
+        self.up()?;
+        let done = sqlx::query(
+            "UPDATE activation_codes SET device = $3
+             WHERE digest = $1 AND device = $2 AND used IS NULL AND NOT revoked AND expires > $4",
+        )
+        .bind(&digest[..])
+        .bind(from)
+        .bind(to)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.fail(e))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn activation_code_device(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError> {
         self.up()?;
         sqlx::query_scalar(

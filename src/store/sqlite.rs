@@ -452,6 +452,23 @@ impl SqliteStore {
         })
     }
 
+    pub fn retarget_activation_code(
+        &self,
+        digest: &Digest,
+        from: &str,
+        to: &str,
+        now: Time,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let n = tx.execute(
+                "UPDATE activation_codes SET device = ?3
+                 WHERE digest = ?1 AND device = ?2 AND used IS NULL AND revoked = 0 AND expires > ?4",
+                params![&digest[..], from, to, now],
+            )?;
+            Ok((n == 1, if n == 1 { Wrote::Stored } else { Wrote::Nothing }))
+        })
+    }
+
     pub fn activation_code_device(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError> {
         self.read(|conn| {
             Ok(conn
@@ -964,6 +981,17 @@ impl AuthStore for SqliteAuthStore {
     async fn activation_code_device(&self, digest: &Digest, now: Time) -> Result<Option<String>, StoreError> {
         let digest = *digest;
         blocking(&self.0, move |s| s.activation_code_device(&digest, now)).await
+    }
+
+    async fn retarget_activation_code(
+        &self,
+        digest: &Digest,
+        from: &str,
+        to: &str,
+        now: Time,
+    ) -> Result<bool, StoreError> {
+        let (digest, from, to) = (*digest, from.to_owned(), to.to_owned());
+        blocking(&self.0, move |s| s.retarget_activation_code(&digest, &from, &to, now)).await
     }
 
     async fn redeem_activation_code(
