@@ -405,3 +405,80 @@ async fn cluster_settings_certificates_and_key_rotations_reach_every_node() {
     a.stop();
     b.stop();
 }
+
+/// The console's state in the shared store: accounts, sessions, API tokens, the audit trail, each phone's
+/// last download (the newest wins, whichever node wrote it), refresh-token families and a placeholder's
+/// code retargeted once.
+#[tokio::test]
+async fn accounts_downloads_and_families_are_shared_by_every_node() {
+    use sipcfg::auth::accounts::{Account, AccountStore, AuditEvent, Download, Role};
+    let pg = Postgres::start();
+    database(&pg, "console");
+    let d = clustered(&pg, "console");
+    ok(&sipcfg(&d, &["store", "init"]));
+    let config = StoreConfig {
+        url: format!("{}/console", pg.url().rsplit_once('/').unwrap().0),
+        password_file: Some(pg.password_file()),
+        key_file: d.path("example/store.key"),
+        max_connections: 10,
+        connect_timeout_secs: 5,
+        resync_secs: 5,
+    };
+    let nodes: Vec<PgStore> = (0..2)
+        .map(|_| PgStore::open(&config, Some(Kek::load(&d.path("example/store.key")).unwrap())).unwrap())
+        .collect();
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let alice = Account { name: "alice".into(), role: Role::Admin, created: 100 };
+    assert!(a.add_account(&alice, "$argon2id$h").await.unwrap());
+    assert!(!b.add_account(&alice, "$argon2id$h").await.unwrap(), "one name, once, across nodes");
+    a.add_session(&[7; 32], "alice", "c", 100, 1000).await.unwrap();
+    assert_eq!(b.session(&[7; 32], 500).await.unwrap().unwrap().account, alice, "a session works on every node");
+    assert_eq!(b.session(&[7; 32], 1000).await.unwrap(), None);
+    a.add_api_token(&[8; 32], "alice", 100).await.unwrap();
+    assert_eq!(b.api_token_account(&[8; 32]).await.unwrap(), Some(alice.clone()));
+    let event = |at| AuditEvent {
+        at,
+        actor: "admin:alice".into(),
+        address: "192.0.2.9".into(),
+        action: "device.delete".into(),
+        target: "SEP001122334455".into(),
+        detail: String::new(),
+    };
+    a.audit(&event(1)).await.unwrap();
+    b.audit(&event(2)).await.unwrap();
+    let trail = a.audit_trail(None, 10).await.unwrap();
+    let ours: Vec<i64> = trail.iter().filter(|e| e.event.action == "device.delete").map(|e| e.event.at).collect();
+    assert_eq!(ours, vec![2, 1], "newest first, from either node");
+    assert_eq!(trail.last().map(|e| e.event.action.as_str()), Some("store.init"), "the command is in the trail too");
+
+    let download = |at, status| Download {
+        at,
+        address: "192.0.2.1".parse().unwrap(),
+        file: "SEP001122334455.cnf.xml".into(),
+        status,
+        user_agent: "Cisco-CP8851".into(),
+    };
+    let s = "device:SEP001122334455".to_owned();
+    a.record_downloads(&[(s.clone(), download(200, 200)), ("user:jsmith".into(), download(150, 304))]).await.unwrap();
+    b.record_downloads(&[(s.clone(), download(180, 403))]).await.unwrap();
+    assert_eq!(b.last_download(&s).await.unwrap(), Some(download(200, 200)), "an older record never replaces a newer");
+    let seen = a.downloads_seen().await.unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[&s], 200);
+    assert!(a.remove_account("alice").await.unwrap());
+    assert_eq!(b.api_token_account(&[8; 32]).await.unwrap(), None, "its tokens went with it");
+
+    // Families, and a placeholder's code taken by exactly one phone.
+    let code = [9; 32];
+    a.add_activation_code("p1", &code, "BAT00000000A1B2", 100, i64::MAX / 2).await.unwrap();
+    assert!(a.retarget_activation_code(&code, "BAT00000000A1B2", "SEP0A1B2C3D4E5F", 200).await.unwrap());
+    assert!(!b.retarget_activation_code(&code, "BAT00000000A1B2", "SEP0A1B2C3D4E5E", 200).await.unwrap());
+    let first =
+        NewRefreshToken { digest: [10; 32], family: "f1".into(), subject: String::new(), issued: 200, expires: 10_000 };
+    assert_eq!(b.redeem_activation_code(&code, 200, &first).await.unwrap().as_deref(), Some("SEP0A1B2C3D4E5F"));
+    let families = a.families(Some("device:SEP0A1B2C3D4E5F"), 300).await.unwrap();
+    assert_eq!(families.len(), 1);
+    assert_eq!((families[0].state, families[0].created), ("live", 200));
+    a.revoke_subject("device:SEP0A1B2C3D4E5F", 400, 10_000).await.unwrap();
+    assert_eq!(b.families(None, 500).await.unwrap()[0].state, "revoked");
+}

@@ -155,7 +155,7 @@ pub struct DeviceSummary {
     pub description: String,
     pub enabled: bool,
     pub status: DeviceStatus,
-    /// When it last downloaded a file from this node (RFC 3339), if it did.
+    /// When it last downloaded a file from any node (Unix seconds), if it did.
     pub last_download: Option<Time>,
 }
 
@@ -179,7 +179,7 @@ pub struct DeviceDetail {
 pub struct DeviceState {
     pub name: String,
     pub status: DeviceStatus,
-    /// Its last download from this node (or, for a Jabber device, its owner's).
+    /// Its last download from any node (for a Jabber client, its owner's).
     pub last_download: Option<Download>,
     /// Its first grant (activation code) and last refresh: the newest family's creation and last change.
     pub last_grant: Option<Time>,
@@ -251,9 +251,9 @@ pub struct DeviceQuery {
 pub struct Summary {
     pub devices: usize,
     pub by_status: HashMap<&'static str, usize>,
-    /// Enabled devices never seen downloading from this node since it started.
+    /// Enabled devices no node has seen downloading.
     pub never_downloaded: usize,
-    /// Enabled devices whose last download here is older than `stale_days`.
+    /// Enabled devices whose last download is older than `stale_days`.
     pub not_seen: usize,
     pub stale_days: u32,
     pub users: usize,
@@ -296,6 +296,8 @@ fn no_device(name: &str) -> ManageError {
 struct TokenFacts {
     live: HashSet<String>,
     codes: HashSet<String>,
+    /// When each subject last downloaded, as every node recorded it.
+    seen: HashMap<String, Time>,
 }
 
 impl<'a> Manager<'a> {
@@ -308,14 +310,19 @@ impl<'a> Manager<'a> {
     }
 
     async fn token_facts(&self, now: Time) -> Result<TokenFacts, ManageError> {
+        let seen = match self.app.accounts() {
+            Some(store) => store.downloads_seen().await?,
+            None => HashMap::new(),
+        };
         let Some(service) = self.app.token_service() else {
-            return Ok(TokenFacts { live: HashSet::new(), codes: HashSet::new() });
+            return Ok(TokenFacts { live: HashSet::new(), codes: HashSet::new(), seen });
         };
         let families = service.store().families(None, now).await?;
         let codes = service.store().list_activation_codes().await?;
         Ok(TokenFacts {
             live: families.into_iter().filter(|f| f.state == "live").map(|f| f.subject).collect(),
             codes: codes.iter().filter(|c| CodeView::of(c, now).state == "usable").map(|c| c.device.clone()).collect(),
+            seen,
         })
     }
 
@@ -347,8 +354,30 @@ impl<'a> Manager<'a> {
         subjects
     }
 
-    fn last_download(&self, device: &Device) -> Option<Download> {
+    /// The device's last download seen here, or recorded by any node (the newest).
+    async fn last_download(&self, device: &Device) -> Result<Option<Download>, ManageError> {
+        let mut newest = self.local_download(device);
+        if let Some(store) = self.app.accounts() {
+            for subject in Self::subjects_of(device) {
+                if let Some(d) = store.last_download(&subject.to_string()).await?
+                    && newest.as_ref().is_none_or(|n| d.at > n.at)
+                {
+                    newest = Some(d);
+                }
+            }
+        }
+        Ok(newest)
+    }
+
+    fn local_download(&self, device: &Device) -> Option<Download> {
         Self::subjects_of(device).iter().filter_map(|s| self.app.activity().last(s)).max_by_key(|d| d.at)
+    }
+
+    /// When the device last downloaded: here (memory) or on any node (the store's record).
+    fn last_seen(&self, device: &Device, facts: &TokenFacts) -> Option<Time> {
+        let stored = Self::subjects_of(device).iter().filter_map(|s| facts.seen.get(&s.to_string()).copied()).max();
+        let local = self.local_download(device).map(|d| d.at);
+        stored.max(local)
     }
 
     fn summary_of(&self, device: &Device, facts: &TokenFacts) -> DeviceSummary {
@@ -360,7 +389,7 @@ impl<'a> Manager<'a> {
             description: device.description.clone(),
             enabled: device.enabled,
             status: Self::status_of(device, facts),
-            last_download: self.last_download(device).map(|d| d.at),
+            last_download: self.last_seen(device, facts),
         }
     }
 
@@ -450,7 +479,7 @@ impl<'a> Manager<'a> {
         Ok(DeviceState {
             name: name.to_string(),
             status: Self::status_of(device, &facts),
-            last_download: self.last_download(device),
+            last_download: self.last_download(device).await?,
             last_grant: families.first().map(|f| f.created),
             last_refresh: families.iter().map(|f| f.changed).max(),
             outstanding_codes: codes,
@@ -788,9 +817,9 @@ impl<'a> Manager<'a> {
         for device in inventory.devices.values() {
             *by_status.entry(Self::status_of(device, &facts).as_str()).or_default() += 1;
             if device.enabled {
-                match self.last_download(device) {
+                match self.last_seen(device, &facts) {
                     None => never += 1,
-                    Some(d) if d.at < cut => stale += 1,
+                    Some(at) if at < cut => stale += 1,
                     Some(_) => {}
                 }
             }

@@ -110,6 +110,16 @@ pub struct AuditEntry {
     pub event: AuditEvent,
 }
 
+/// A phone's download, as the console shows a device's last one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Download {
+    pub at: Time,
+    pub address: std::net::IpAddr,
+    pub file: String,
+    pub status: u16,
+    pub user_agent: String,
+}
+
 /// Account names: what a person types and what the audit trail shows.
 pub fn check_account_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
@@ -191,6 +201,13 @@ pub trait AccountStore: Send + Sync {
     /// A session that has not expired.
     async fn session(&self, digest: &Digest, now: Time) -> Result<Option<Session>, StoreError>;
     async fn remove_session(&self, digest: &Digest) -> Result<(), StoreError>;
+
+    /// Records the last download of each subject (`device:NAME`, `user:ID`), keeping the newest.
+    async fn record_downloads(&self, downloads: &[(String, Download)]) -> Result<(), StoreError>;
+    /// The last download of `subject` recorded by any node.
+    async fn last_download(&self, subject: &str) -> Result<Option<Download>, StoreError>;
+    /// When each subject last downloaded, as recorded by every node.
+    async fn downloads_seen(&self) -> Result<std::collections::HashMap<String, Time>, StoreError>;
 
     /// Appends to the audit trail.
     async fn audit(&self, event: &AuditEvent) -> Result<(), StoreError>;

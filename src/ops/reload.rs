@@ -100,6 +100,38 @@ pub async fn watch(app: Arc<App>, monitor: Monitor, every: Duration, mut hup: Ha
     }
 }
 
+/// How often each phone's last download is written to the store.
+pub const DOWNLOADS_EVERY: Duration = Duration::from_secs(5);
+
+/// Writes the downloads this node served since the last time to the store ([`crate::app::activity`]),
+/// every `every` and once more when stopped, so that every node's console shows them.
+pub async fn save_downloads(app: Arc<App>, every: Duration, mut stop: Stop) {
+    let Some(store) = app.accounts().cloned() else { return };
+    let mut failing = false;
+    loop {
+        let stopping = tokio::select! {
+            () = stop.stopped() => true,
+            () = tokio::time::sleep(every) => false,
+        };
+        let batch = app.activity().take_unsaved();
+        if !batch.is_empty() {
+            match store.record_downloads(&batch).await {
+                Ok(()) => failing = false,
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(target: LOG, error = %e, "phones' last downloads not written to the store; trying again");
+                    }
+                    failing = true;
+                    app.activity().unsaved_again(&batch);
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 /// Keeps the token service's in-memory view (signing keys, revocations) in step with its database,
 /// whichever process changed it (`sipcfg token revoke`, `sipcfg keys rotate`), and purges expired state
 /// every `[state] purge_interval_secs`.
@@ -173,6 +205,7 @@ pub fn spawn_background(
     let tasks = vec![
         tokio::spawn(watch(app.clone(), monitor.clone(), every, hangup, stop.clone())),
         state,
+        tokio::spawn(save_downloads(app.clone(), DOWNLOADS_EVERY, stop.clone())),
         tokio::spawn(monitor.health.clone().watch_certificates(stop.clone())),
         tokio::spawn(systemd::watchdog(stop)),
     ];

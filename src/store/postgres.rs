@@ -40,7 +40,7 @@ use crate::store::sqlite::parents_first;
 mod accounts;
 
 /// The newest schema this sipcfg knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The notification channel.
 const CHANNEL: &str = "sipcfg";
@@ -67,6 +67,7 @@ fn migrator() -> Migrator {
     let mut migrator = Migrator::with_migrations(vec![
         migration(1, "shared store", include_str!("migrations/0001_shared_store.sql")),
         migration(2, "accounts", include_str!("migrations/0002_accounts.sql")),
+        migration(3, "downloads", include_str!("migrations/0003_downloads.sql")),
     ]);
     // The migrations table of a database used for other things too stays recognisable.
     migrator.dangerous_set_table_name("sipcfg_schema_migrations");

@@ -32,7 +32,7 @@ use crate::auth::store::{
 
 /// The version of the schema: [`SCHEMA`] is version 1, and [`MIGRATIONS`] take it to this one. A database
 /// with a newer version was written by a newer sipcfg and is refused.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Migrations, in order: entry `i` takes a database from version `i + 1` to `i + 2`. Each runs in the
 /// transaction that also records the new version, so a crash leaves the old version or the new one.
@@ -76,6 +76,15 @@ const MIGRATIONS: &[&str] = &[
         action  TEXT NOT NULL,
         target  TEXT NOT NULL,
         detail  TEXT NOT NULL
+    ) STRICT;",
+    // 4: each phone's last download, written by the nodes every few seconds (the console's device status).
+    "CREATE TABLE downloads (
+        subject    TEXT PRIMARY KEY NOT NULL,
+        at         INTEGER NOT NULL,
+        address    TEXT NOT NULL,
+        file       TEXT NOT NULL,
+        status     INTEGER NOT NULL,
+        user_agent TEXT NOT NULL
     ) STRICT;",
 ];
 

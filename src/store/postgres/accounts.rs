@@ -6,7 +6,9 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::PgStore;
-use crate::auth::accounts::{Account, AccountStore, AuditEntry, AuditEvent, Role, Session, StoredAccount};
+use std::collections::HashMap;
+
+use crate::auth::accounts::{Account, AccountStore, AuditEntry, AuditEvent, Download, Role, Session, StoredAccount};
 use crate::auth::store::{Digest, StoreError, Time};
 
 impl PgStore {
@@ -170,6 +172,70 @@ impl AccountStore for PgStore {
             .await
             .map_err(|e| self.fail(e))?;
         Ok(())
+    }
+
+    async fn record_downloads(&self, downloads: &[(String, Download)]) -> Result<(), StoreError> {
+        if downloads.is_empty() {
+            return Ok(());
+        }
+        self.up()?;
+        let mut subjects = Vec::with_capacity(downloads.len());
+        let (mut at, mut address, mut file, mut status, mut agent) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (subject, d) in downloads {
+            subjects.push(subject.clone());
+            at.push(d.at);
+            address.push(d.address.to_string());
+            file.push(d.file.clone());
+            status.push(i32::from(d.status));
+            agent.push(d.user_agent.clone());
+        }
+        // One statement for the whole batch.
+        sqlx::query(
+            "INSERT INTO downloads (subject, at, address, file, status, user_agent)
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::int[], $6::text[])
+             ON CONFLICT (subject) DO UPDATE SET at = excluded.at, address = excluded.address, file = excluded.file,
+                 status = excluded.status, user_agent = excluded.user_agent
+             WHERE excluded.at >= downloads.at",
+        )
+        .bind(subjects)
+        .bind(at)
+        .bind(address)
+        .bind(file)
+        .bind(status)
+        .bind(agent)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.fail(e))?;
+        Ok(())
+    }
+
+    async fn last_download(&self, subject: &str) -> Result<Option<Download>, StoreError> {
+        self.up()?;
+        let row = sqlx::query("SELECT at, address, file, status, user_agent FROM downloads WHERE subject = $1")
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let Some(row) = row else { return Ok(None) };
+        let address: String = row.try_get("address").map_err(|e| self.fail(e))?;
+        Ok(Some(Download {
+            at: row.try_get("at").map_err(|e| self.fail(e))?,
+            address: address.parse().map_err(|_| StoreError::Corrupt(format!("download address {address:?}")))?,
+            file: row.try_get("file").map_err(|e| self.fail(e))?,
+            status: u16::try_from(row.try_get::<i32, _>("status").map_err(|e| self.fail(e))?).unwrap_or(0),
+            user_agent: row.try_get("user_agent").map_err(|e| self.fail(e))?,
+        }))
+    }
+
+    async fn downloads_seen(&self) -> Result<HashMap<String, Time>, StoreError> {
+        self.up()?;
+        let rows =
+            sqlx::query("SELECT subject, at FROM downloads").fetch_all(&self.pool).await.map_err(|e| self.fail(e))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("subject")?, row.try_get("at")?)))
+            .collect::<Result<HashMap<String, Time>, sqlx::Error>>()
+            .map_err(|e| self.fail(e))
     }
 
     async fn audit(&self, event: &AuditEvent) -> Result<(), StoreError> {

@@ -4,7 +4,9 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{Fail, SqliteAuthStore, SqliteStore, Wrote, blocking};
-use crate::auth::accounts::{Account, AccountStore, AuditEntry, AuditEvent, Role, Session, StoredAccount};
+use std::collections::HashMap;
+
+use crate::auth::accounts::{Account, AccountStore, AuditEntry, AuditEvent, Download, Role, Session, StoredAccount};
 use crate::auth::store::{Digest, StoreError, Time};
 
 fn role_of(s: String) -> Result<Role, Fail> {
@@ -137,6 +139,58 @@ impl SqliteStore {
         })
     }
 
+    pub fn record_downloads(&self, downloads: &[(String, Download)]) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO downloads (subject, at, address, file, status, user_agent) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (subject) DO UPDATE SET at = ?2, address = ?3, file = ?4, status = ?5, user_agent = ?6
+                 WHERE excluded.at >= downloads.at",
+            )?;
+            for (subject, d) in downloads {
+                stmt.execute(params![subject, d.at, d.address.to_string(), d.file, d.status, d.user_agent])?;
+            }
+            Ok(((), if downloads.is_empty() { Wrote::Nothing } else { Wrote::Stored }))
+        })
+    }
+
+    pub fn last_download(&self, subject: &str) -> Result<Option<Download>, StoreError> {
+        self.read(|conn| {
+            let row = conn
+                .query_row(
+                    "SELECT at, address, file, status, user_agent FROM downloads WHERE subject = ?1",
+                    [subject],
+                    |row| {
+                        Ok((
+                            row.get::<_, Time>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                            row.get::<_, u16>(3)?,
+                            row.get::<_, String>(4)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            match row {
+                None => Ok(None),
+                Some((at, address, file, status, user_agent)) => Ok(Some(Download {
+                    at,
+                    address: address.parse().map_err(|_| Fail::Corrupt(format!("download address {address:?}")))?,
+                    file,
+                    status,
+                    user_agent,
+                })),
+            }
+        })
+    }
+
+    pub fn downloads_seen(&self) -> Result<HashMap<String, Time>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached("SELECT subject, at FROM downloads")?;
+            let rows = stmt.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Time>(1)?)))?;
+            Ok(rows.collect::<Result<HashMap<_, _>, _>>()?)
+        })
+    }
+
     pub fn audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
@@ -227,6 +281,20 @@ impl AccountStore for SqliteAuthStore {
     async fn remove_session(&self, digest: &Digest) -> Result<(), StoreError> {
         let digest = *digest;
         blocking(&self.0, move |s| s.remove_session(&digest)).await
+    }
+
+    async fn record_downloads(&self, downloads: &[(String, Download)]) -> Result<(), StoreError> {
+        let downloads = downloads.to_vec();
+        blocking(&self.0, move |s| s.record_downloads(&downloads)).await
+    }
+
+    async fn last_download(&self, subject: &str) -> Result<Option<Download>, StoreError> {
+        let subject = subject.to_owned();
+        blocking(&self.0, move |s| s.last_download(&subject)).await
+    }
+
+    async fn downloads_seen(&self) -> Result<HashMap<String, Time>, StoreError> {
+        blocking(&self.0, |s| s.downloads_seen()).await
     }
 
     async fn audit(&self, event: &AuditEvent) -> Result<(), StoreError> {
