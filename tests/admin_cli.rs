@@ -259,6 +259,10 @@ fn without_a_store_accounts_are_refused_with_what_to_add() {
     let config = std::fs::read_to_string(&path).unwrap();
     let start = config.find("\n[state]").expect("the example has [state]");
     let end = config[start + 1..].find("\n[").map_or(config.len(), |i| start + 1 + i);
+    let config = format!("{}{}", &config[..start], &config[end..]);
+    // And without [console], which keeps its accounts in a store too.
+    let start = config.find("\n[console]").expect("the example has [console]");
+    let end = config[start + 1..].find("\n[").map_or(config.len(), |i| start + 1 + i);
     std::fs::write(&path, format!("{}{}", &config[..start], &config[end..])).unwrap();
     assert!(!std::fs::read_to_string(&path).unwrap().contains("[state]"));
 
@@ -421,4 +425,41 @@ async fn accounts_and_the_audit_trail_live_in_the_shared_store() {
         assert!(!row.contains(&password) && !row.contains(&token), "{row}");
     }
     assert_eq!(trail[0].event.target, url);
+}
+
+/// `sipcfg user`: end users without editing the inventory by hand, checked as a whole inventory and audited.
+#[test]
+fn users_are_added_listed_imported_and_removed_only_when_they_own_nothing() {
+    let d = TempDeployment::new();
+    let inventory = || std::fs::read_to_string(d.path("example/inventory.toml")).unwrap();
+    ok(&d, &["user", "add", "mmiller", "--name", "Mary Miller", "--department", "Sales"]);
+    assert!(inventory().contains("[users.mmiller]\nname = \"Mary Miller\"\ndepartment = \"Sales\""), "{}", inventory());
+    let err = fails(&d, &["user", "add", "mmiller", "--name", "Mary M."], "");
+    assert!(err.contains("user \"mmiller\" exists: add --update"), "{err}");
+    ok(&d, &["user", "add", "mmiller", "--name", "Mary M.", "--update"]);
+    assert!(inventory().contains("name = \"Mary M.\""));
+    let list = ok(&d, &["user", "list"]);
+    assert!(
+        list.lines().any(|l| l.starts_with("jsmith") && l.contains("John Smith") && l.ends_with("6 device(s)")),
+        "{list}"
+    );
+
+    let err = fails(&d, &["user", "remove", "jsmith"], "");
+    assert!(err.contains("owns 6 device(s)") && err.contains("SEP001122334455"), "{err}");
+    let before = inventory();
+    let csv = d.path("users.csv");
+    std::fs::write(
+        &csv,
+        "USER ID,FIRST NAME,LAST NAME,DEPARTMENT,MAIL ID\nnn1,Nina,North,Ops,n@x\nmmiller,Mary,Miller,,\n",
+    )
+    .unwrap();
+    let err = fails(&d, &["user", "import", csv.to_str().unwrap()], "");
+    assert!(err.contains("line 3 (mmiller): the user exists (give --update"), "{err}");
+    assert_eq!(inventory(), before, "nothing written");
+    ok(&d, &["user", "import", "--update", csv.to_str().unwrap()]);
+    assert!(inventory().contains("[users.nn1]\nname = \"Nina North\"\ndepartment = \"Ops\""), "{}", inventory());
+    ok(&d, &["user", "remove", "nn1"]);
+    assert!(!inventory().contains("[users.nn1]"));
+    let actions: Vec<String> = audit(&d).iter().map(|e| e.event.action.clone()).collect();
+    assert_eq!(actions, ["user.create", "user.update", "user.import", "user.delete"], "{actions:?}");
 }

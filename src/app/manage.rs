@@ -172,6 +172,8 @@ pub struct DeviceDetail {
     pub oauth: bool,
     /// The file it downloads.
     pub file: String,
+    /// A Jabber client: it signs in with its owner's tokens, so revoking them is how to shut it out.
+    pub uses_owner_tokens: bool,
 }
 
 /// What `GET /api/v1/devices/{name}/status` answers.
@@ -438,6 +440,7 @@ impl<'a> Manager<'a> {
             mra_service_domain: device.mra_service_domain.clone(),
             oauth: inventory.profile_of(device).is_some_and(|p| p.oauth),
             file: format!("{}.cnf.xml", device.name),
+            uses_owner_tokens: device.phone_type.prefix != Prefix::Sep && device.owner.is_some(),
         }
     }
 
@@ -481,7 +484,8 @@ impl<'a> Manager<'a> {
             status: Self::status_of(device, &facts),
             last_download: self.last_download(device).await?,
             last_grant: families.first().map(|f| f.created),
-            last_refresh: families.iter().map(|f| f.changed).max(),
+            // A family that never rotated has no refresh yet (its change is its creation).
+            last_refresh: families.iter().filter(|f| f.changed > f.created).map(|f| f.changed).max(),
             outstanding_codes: codes,
             families,
         })

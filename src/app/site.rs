@@ -166,20 +166,6 @@ impl Site {
     /// Records a change made by a command in the audit trail (when there is a store to keep it in). A
     /// failure to record is reported, never fatal: the change is already made.
     pub async fn audit_cli(&self, config: &Config, action: &str, target: &str, detail: &str) {
-        // A command never creates the state database for its audit line: run by root before the service's
-        // first start, it would leave a file the service cannot open. The line then goes to the log only.
-        if let (Site::Files, Some(state)) = (self, &config.state)
-            && !state.database.exists()
-        {
-            tracing::info!(
-                action,
-                target,
-                detail,
-                "not recorded in the audit trail: {} does not exist yet",
-                state.database.display()
-            );
-            return;
-        }
         let store = match self.account_store(config) {
             Ok(Some(store)) => store,
             Ok(None) => return,

@@ -33,6 +33,14 @@ impl<K: std::hash::Hash + Eq> FailureLimiter<K> {
         (count >= self.limit && now < end).then(|| (end - now).max(1) as u64)
     }
 
+    /// Takes back one failure of `addr` (an attempt counted before it was checked turned out right).
+    pub fn forgive(&self, addr: &K) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        if let Some(entry) = entries.get_mut(addr) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+    }
+
     pub fn failed(&self, addr: K, now: Time) {
         let Ok(mut entries) = self.entries.lock() else { return };
         if entries.len() >= MAX_TRACKED {

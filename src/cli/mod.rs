@@ -25,6 +25,7 @@ pub mod render;
 pub mod serve;
 pub mod store;
 pub mod tokens;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,7 @@ use crate::cli::cluster::{ClusterAction, ModeAction};
 use crate::cli::edge::EdgeAction;
 use crate::cli::store::StoreAction;
 use crate::cli::tokens::{CodeAction, KeysAction, TokenAction};
+use crate::cli::users::UserAction;
 use crate::config::{self, Config, Overrides};
 use crate::provision::deployment::LoadError;
 use crate::provision::inventory::Inventory;
@@ -195,6 +197,11 @@ pub enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// End users (owners of devices): add, remove, list, or import a CUCM BAT user export.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
 }
 
 pub fn main(cli: Cli) -> ExitCode {
@@ -243,6 +250,7 @@ fn run_command(config: &ConfigArg, command: Command) -> Result<ExitCode, String>
         Command::Edge { action } => edge::edge(config, action),
         Command::Store { action } => store::store(config, action),
         Command::Admin { action } => admin::admin(config, action),
+        Command::User { action } => users::user(config, action),
     }
 }
 

@@ -269,18 +269,56 @@ struct Row {
     unchanged: bool,
 }
 
+/// The line (from 1) where a record starts, from its byte offset: the csv crate's own line count is off by
+/// one per CRLF line end (rust-csv#395: every browser upload) and per blank line. Records come in order, so
+/// the count goes on from the last one instead of starting over.
+struct LineCounter<'a> {
+    text: &'a [u8],
+    at: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a [u8]) -> LineCounter<'a> {
+        LineCounter { text, at: 0, line: 1 }
+    }
+
+    fn line_at(&mut self, offset: u64) -> u64 {
+        let mut end = usize::try_from(offset).unwrap_or(usize::MAX).min(self.text.len());
+        // A record's position may be the line end before it.
+        while end < self.text.len() && matches!(self.text[end], b'\r' | b'\n') {
+            end += 1;
+        }
+        if end < self.at {
+            return self.line;
+        }
+        let mut i = self.at;
+        while i < end {
+            match self.text[i] {
+                b'\n' => self.line += 1,
+                b'\r' if self.text.get(i + 1) != Some(&b'\n') => self.line += 1,
+                _ => {}
+            }
+            i += 1;
+        }
+        self.at = end;
+        self.line
+    }
+}
+
 /// Reads and checks every row of `csv` against `inventory`.
 pub fn plan(inventory: &Inventory, csv: &[u8], update: bool, progress: &mut dyn Progress) -> Result<Plan, ImportError> {
     let csv = csv.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(csv);
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(csv);
     let mut records = reader.byte_records();
+    let mut lines = LineCounter::new(csv);
     let header_error = |errors| ImportError::Rows(RowErrors { rows: 0, header: true, errors });
     let header_problem = |problem| vec![RowError { line: 1, device: None, problem }];
     let header = match records.next() {
         None => return Err(header_error(header_problem(RowProblem::MissingColumn(COL_DEVICE_NAME)))),
         Some(Err(e)) => return Err(header_error(header_problem(RowProblem::Csv(e.to_string())))),
         Some(Ok(record)) => {
-            Header::parse(&record, record.position().map_or(1, csv::Position::line)).map_err(header_error)?
+            Header::parse(&record, record.position().map_or(1, |p| lines.line_at(p.byte()))).map_err(header_error)?
         }
     };
     let mut rows = Vec::new();
@@ -288,9 +326,9 @@ pub fn plan(inventory: &Inventory, csv: &[u8], update: bool, progress: &mut dyn 
     for record in records {
         match record {
             Ok(r) if r.iter().all(<[u8]>::is_empty) => {}
-            Ok(r) => rows.push((r.position().map_or(0, csv::Position::line), r)),
+            Ok(r) => rows.push((r.position().map_or(0, |p| lines.line_at(p.byte())), r)),
             Err(e) => {
-                let line = e.position().map_or(0, csv::Position::line);
+                let line = e.position().map_or(0, |p| lines.line_at(p.byte()));
                 errors.push(RowError { line, device: None, problem: RowProblem::Csv(e.to_string()) });
             }
         }
@@ -769,6 +807,23 @@ fn lines_array(lines: &[Line]) -> Array {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_numbers_count_crlf_cr_and_blank_lines() {
+        for (text, expect) in [
+            (&b"h\na\nb\n"[..], vec![2, 3]),
+            (b"h\r\na\r\nb\r\n", vec![2, 3]),
+            (b"h\ra\rb\r", vec![2, 3]),
+            (b"h\n\na\n\n\nb\n", vec![3, 6]),
+            (b"h\r\n\"x\r\ny\",1\r\nb\r\n", vec![2, 4]),
+        ] {
+            let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(text);
+            let mut counter = LineCounter::new(text);
+            let got: Vec<u64> =
+                reader.byte_records().map(|r| counter.line_at(r.unwrap().position().unwrap().byte())).collect();
+            assert_eq!(got, expect, "{:?}", String::from_utf8_lossy(text));
+        }
+    }
     use crate::util::progress::Silent;
 
     const INVENTORY: &str = r#"# The inventory.

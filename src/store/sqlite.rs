@@ -280,11 +280,26 @@ fn create_private(path: &Path) -> io::Result<()> {
         Ok(file) => {
             // The umask can only remove bits; make sure the owner can read and write.
             file.set_permissions(fs::Permissions::from_mode(0o600))?;
+            give_to_folder_owner(path)?;
             file.sync_all()
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// A database that root creates (a command run with sudo before the service's first start) in a folder that
+/// belongs to another user (the package's `/var/lib/sipcfg`, owned by `sipcfg`) is given to that user, or
+/// the service could not open it.
+#[cfg(unix)]
+fn give_to_folder_owner(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else { return Ok(()) };
+    let (file, folder) = (fs::metadata(path)?, fs::metadata(dir)?);
+    if file.uid() == 0 && folder.uid() != 0 {
+        std::os::unix::fs::chown(path, Some(folder.uid()), Some(folder.gid()))?;
+    }
+    Ok(())
 }
 
 #[cfg(not(unix))]

@@ -61,7 +61,12 @@ pub struct Console {
     by_address: FailureLimiter,
     /// Failed logins per account name (a spread-out guess of one password).
     by_account: FailureLimiter<String>,
+    /// Password checks running at once.
+    verifying: Semaphore,
 }
+
+/// Password checks (argon2id, 19 MiB each) that run at once; more logins wait their turn.
+pub const VERIFYING: usize = 2;
 
 /// Who is asking, and how.
 #[derive(Debug, Clone)]
@@ -99,10 +104,13 @@ pub async fn run(listener: TcpListener, app: Arc<App>, stop: Stop) {
         ),
         _ => {}
     }
+    // Made now, not at the first login for an unknown name (which would then take twice as long).
+    let _ = accounts::dummy_hash();
     let window = i64::from(settings.login_window_secs);
     let console = Arc::new(Console {
         by_address: FailureLimiter::new(settings.login_failures, window),
         by_account: FailureLimiter::new(settings.login_failures, window),
+        verifying: Semaphore::new(VERIFYING),
         settings,
         accounts,
         app,
@@ -235,6 +243,10 @@ impl Console {
     }
 
     /// Checks a login; on success opens a session and returns its cookie value. `Err` is the answer to give.
+    ///
+    /// Each attempt counts as a failure before its password is checked (and is taken back if right), so that
+    /// parallel guesses meet the limit as serial ones do; at most [`VERIFYING`] checks run at once, which
+    /// bounds the memory and CPU that argon2id spends on whoever floods the form.
     pub async fn login(&self, req: &Req, name: &str, password: &str) -> Result<(String, Account), LoginRefusal> {
         let now = now();
         let ip = req.peer.ip();
@@ -243,14 +255,20 @@ impl Console {
             tracing::warn!(target: "sipcfg::admin", address = %ip, account = name, "login refused: too many failures");
             return Err(LoginRefusal::TooMany(wait));
         }
+        self.by_address.failed(ip, now);
+        self.by_account.failed(key.clone(), now);
         let stored = self.accounts.account(name).await.map_err(|e| LoginRefusal::Store(e.to_string()))?;
         let hash = stored.as_ref().map_or_else(|| accounts::dummy_hash().to_owned(), |s| s.password_hash.clone());
         let password = password.to_owned();
-        // argon2id costs tens of milliseconds: off the runtime's workers.
-        let ok =
-            tokio::task::spawn_blocking(move || accounts::verify_password(&password, &hash)).await.unwrap_or(false);
+        let ok = {
+            let _turn = self.verifying.acquire().await.map_err(|e| LoginRefusal::Store(e.to_string()))?;
+            // argon2id costs tens of milliseconds: off the runtime's workers.
+            tokio::task::spawn_blocking(move || accounts::verify_password(&password, &hash)).await.unwrap_or(false)
+        };
         match stored {
             Some(stored) if ok => {
+                self.by_address.forgive(&ip);
+                self.by_account.forgive(&key);
                 let (secret, d) =
                     accounts::new_secret(SESSION_PREFIX).map_err(|e| LoginRefusal::Store(e.to_string()))?;
                 let (csrf, _) = accounts::new_secret("").map_err(|e| LoginRefusal::Store(e.to_string()))?;
@@ -262,8 +280,6 @@ impl Console {
                 Ok((secret, stored.account))
             }
             _ => {
-                self.by_address.failed(ip, now);
-                self.by_account.failed(key, now);
                 tracing::warn!(target: "sipcfg::admin", address = %ip, account = name, "login failed");
                 Err(LoginRefusal::Wrong)
             }
@@ -311,13 +327,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Headers on every console answer: no caching, no framing, no sniffing, no referrer, and scripts, styles
-/// and images from this origin only.
+/// and images from this origin only. No HSTS: it would bind every port of the host name, and the listener is
+/// HTTPS only anyway.
 fn secure_headers(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(

@@ -391,6 +391,16 @@ async fn post(console: &Console, req: &Req, who: &Authenticated, form: &HashMap<
             _ => Err(ManageError::NotFound(format!("no device named {name:?}"))),
         },
         ["devices", name, "delete"] => manage.delete_device(&caller, name).await.map(|()| redirect("/devices")),
+        ["users", id, "revoke"] => match manage.user(id) {
+            Ok(_) => {
+                let back = form.get("back").filter(|b| b.starts_with('/') && !b.starts_with("//")).cloned();
+                manage
+                    .revoke_tokens(&caller, &Subject::User((*id).to_owned()))
+                    .await
+                    .map(|()| redirect(back.as_deref().unwrap_or("/users")))
+            }
+            Err(e) => Err(e),
+        },
         ["codes", id, "revoke"] => {
             let device = form.get("device").cloned().unwrap_or_default();
             manage.revoke_code(&caller, id).await.map(|()| back(&device))
