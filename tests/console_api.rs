@@ -335,3 +335,32 @@ async fn a_placeholder_device_takes_the_name_of_the_phone_that_redeems_its_code(
         .await;
     assert_eq!(r.status, StatusCode::OK, "the code stayed usable: {}", r.text());
 }
+
+#[tokio::test]
+async fn failed_logins_are_limited_even_in_parallel_and_a_session_cookie_is_locked_down() {
+    let (_d, server, _, _) = setup().await;
+    let console = Client::tls_to(server.console_addr.unwrap());
+    let login = |password: &'static str| {
+        let console = console.clone();
+        async move { console.post_form("/login", &[("name", "alice"), ("password", password)]).await }
+    };
+    let r = login("correct horse battery").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    let cookie = r.header("set-cookie").unwrap().to_owned();
+    assert!(cookie.starts_with("__Host-sipcfg_session=s_"), "{cookie}");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
+        assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+    }
+    // Ten guesses at once: no more than the limit (5) are checked, the others are refused unchecked.
+    let guesses: Vec<_> = (0..10).map(|_| tokio::spawn(login("wrong guess"))).collect();
+    let mut statuses = Vec::new();
+    for g in guesses {
+        statuses.push(g.await.unwrap().status);
+    }
+    let checked = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert!(checked <= 5 && checked + refused == 10, "{statuses:?}");
+    let r = login("correct horse battery").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "the right password waits too");
+    assert!(r.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s > 0 && s <= 300)));
+}

@@ -83,7 +83,7 @@ impl From<SiteError> for ManageError {
                     .collect(),
             ),
             SiteError::Store(e) => e.into(),
-            SiteError::Changed(_) => ManageError::Conflict(e.to_string()),
+            SiteError::Changed(_) | SiteError::NotWritable { .. } => ManageError::Conflict(e.to_string()),
             SiteError::Settings(crate::provision::settings::SettingsError::Invalid(errors)) => {
                 ManageError::Invalid(errors.0.iter().map(|e| format!("{}: {}", e.entry, e.message)).collect())
             }

@@ -52,6 +52,12 @@ pub enum SiteError {
     Config(String),
     #[error("{0}")]
     Edit(#[from] EditError),
+    /// The inventory file (or its folder) cannot be written by this process: nothing was written.
+    #[error(
+        "cannot write {path}: {source}; nothing was written. The server must be able to write the inventory's \
+         file and folder to change it (the packaged service cannot write /etc/sipcfg: see docs/console.md, Limits)"
+    )]
+    NotWritable { path: PathBuf, source: std::io::Error },
     /// The inventory file changed between the read and the write of an edit: nothing was written.
     #[error("{0} changed while the change was being checked; nothing was written: try again")]
     Changed(PathBuf),
@@ -151,6 +157,21 @@ impl Site {
         }
     }
 
+    /// Why this process could not change the inventory, if it could not: its file's folder is not writable
+    /// (read-only file system, permissions). Always `None` with the shared store.
+    pub fn inventory_not_writable(&self, config: &Config) -> Option<String> {
+        let Site::Files = self else { return None };
+        let dir = config.inventory.file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let probe = dir.join(format!(".sipcfg-write-check-{}", std::process::id()));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                None
+            }
+            Err(e) => Some(format!("{}: {e}", dir.display())),
+        }
+    }
+
     /// Where administrators' accounts, sessions and the audit trail live: `[state]`'s SQLite database, or
     /// the shared store. `None` when neither is configured.
     pub fn account_store(&self, config: &Config) -> Result<Option<Arc<dyn AccountStore>>, SiteError> {
@@ -212,7 +233,7 @@ impl Site {
                     return Err(SiteError::Changed(path.clone()));
                 }
                 crate::util::fsutil::atomic_write(path, new_text.as_bytes())
-                    .map_err(|source| SiteError::Import(ImportError::Write { path: path.clone(), source }))?;
+                    .map_err(|source| SiteError::NotWritable { path: path.clone(), source })?;
                 Ok(after)
             }
             Site::Shared(store) => {

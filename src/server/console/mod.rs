@@ -98,6 +98,12 @@ pub async fn run(listener: TcpListener, app: Arc<App>, stop: Stop) {
             "the console listens beyond this machine: restrict who reaches it (firewall, VPN); see docs/security.md"
         );
     }
+    if let Some(why) = app.site().inventory_not_writable(app.config()) {
+        tracing::warn!(
+            "the console and the API cannot change devices or users here: the inventory's folder is not writable \
+             ({why}); codes, tokens and reading work (docs/console.md, Limits)"
+        );
+    }
     match accounts.accounts().await {
         Ok(a) if a.is_empty() => tracing::warn!(
             "no administrator account yet: create one with `sipcfg admin add NAME --role admin` to log in to the console"
