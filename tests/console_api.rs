@@ -364,3 +364,60 @@ async fn failed_logins_are_limited_even_in_parallel_and_a_session_cookie_is_lock
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "the right password waits too");
     assert!(r.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s > 0 && s <= 300)));
 }
+
+#[tokio::test]
+async fn profiles_and_phone_edge_trust_change_through_the_api() {
+    let (_d, _server, alice, rita) = setup().await;
+    // Profiles.
+    let profile = json!({"phone_type": "Cisco 8851", "security_mode": "encrypted", "transport": "tls", "oauth": true,
+                         "description": "8851, second site"});
+    let r = alice.call("PUT", "/api/v1/profiles/Cisco%208851%20-%20Site%20B", Some(profile.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = rita.call("PUT", "/api/v1/profiles/Cisco%208851%20-%20Site%20C", Some(profile)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = alice.call("DELETE", "/api/v1/profiles/Cisco%208851%20-%20Encrypted%20OAuth", None).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "a profile in use stays: {}", r.text());
+    assert!(r.text().contains("SEP001122334455"), "names the devices that use it: {}", r.text());
+    let r = alice.call("DELETE", "/api/v1/profiles/Cisco%208851%20-%20Site%20B", None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text());
+
+    // Phone-Edge-Trust: a new CA is added, listed, removed; the server's own issuer is already there.
+    let send_pem = |pem: String| {
+        let auth = format!("Bearer {}", alice.token);
+        let client = alice.client.clone();
+        async move {
+            let mut conn = client.connect().await.unwrap();
+            let headers = [("authorization", auth.as_str()), ("content-type", "application/pem-certificate-chain")];
+            conn.request("POST", "/api/v1/phone-edge-trust", &headers, Bytes::from(pem)).await.unwrap()
+        }
+    };
+    let example_ca = std::fs::read_to_string(common::repo().join("certs-example/ca.pem")).unwrap();
+    let r = send_pem(example_ca).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(r.text().contains("is already in the Phone-Edge-Trust store"), "{}", r.text());
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "Site B Root CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&key).unwrap();
+    let r = send_pem(ca.pem()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let change = json_of(&r);
+    assert!(change["warning"].is_null(), "{change}");
+    let sha = change["added"][0]["sha256"].as_str().unwrap().to_owned();
+    let listed = json_of(&alice.call("GET", "/api/v1/phone-edge-trust", None).await);
+    assert!(listed.as_array().unwrap().iter().any(|c| c["sha256"] == sha.as_str()), "{listed}");
+    let r = send_pem("not a certificate".into()).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert!(!r.text().contains("sipcfg-upload"), "the temporary file is not named: {}", r.text());
+    let r = alice.call("DELETE", &format!("/api/v1/phone-edge-trust/{sha}"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(json_of(&r)["present"][0]["sha256"], sha.as_str());
+    assert_eq!(
+        alice.call("DELETE", &format!("/api/v1/phone-edge-trust/{sha}"), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let audit = json_of(&alice.call("GET", "/api/v1/audit", None).await);
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["cert.remove", "cert.add", "profile.delete", "profile.create"], "{audit}");
+}

@@ -14,10 +14,11 @@ use crate::auth::service::{GrantError, ServiceError, UNKNOWN_CODE};
 use crate::auth::store::{ActivationCode, Family, StoreError};
 use crate::provision::edit::Edits;
 use crate::provision::filename::DeviceName;
-use crate::provision::inventory::{Device, DeviceDoc, Inventory, Line, User, UserDoc};
+use crate::provision::inventory::{Device, DeviceDoc, Inventory, Line, Profile, ProfileDoc, User, UserDoc};
 use crate::provision::model::Prefix;
 use crate::provision::settings::ClusterChange;
 use crate::provision::subject::Subject;
+use crate::provision::trust::Purpose as TrustPurpose;
 use crate::util::time::{Time, unix_now};
 
 /// The longest page a list answers.
@@ -792,6 +793,112 @@ impl<'a> Manager<'a> {
         Ok(())
     }
 
+    // Security profiles.
+
+    pub async fn put_profile(
+        &self,
+        caller: &Caller,
+        name: &str,
+        doc: ProfileDoc,
+    ) -> Result<(Profile, bool), ManageError> {
+        let existed = self.inventory().inventory.profiles.contains_key(name);
+        let action = if existed { "profile.update" } else { "profile.create" };
+        self.write(caller, Edits::profile(name, Some(doc)), action, name, String::new(), |_, _| Ok(())).await?;
+        let profile = self.inventory().inventory.profiles.get(name).cloned();
+        Ok((profile.ok_or_else(|| ManageError::Conflict(format!("profile {name:?} was removed meanwhile")))?, !existed))
+    }
+
+    /// Deletes a profile (refused, with the devices named, while any device uses it).
+    pub async fn delete_profile(&self, caller: &Caller, name: &str) -> Result<(), ManageError> {
+        if !self.inventory().inventory.profiles.contains_key(name) {
+            return Err(ManageError::NotFound(format!("no profile {name:?}")));
+        }
+        self.write(caller, Edits::profile(name, None), "profile.delete", name, String::new(), |_, _| Ok(())).await
+    }
+
+    // Phone-Edge-Trust.
+
+    /// Adds the certificates of a PEM text to Phone-Edge-Trust, as `sipcfg cert add` does (a chain's CAs; the
+    /// server's own certificate when it is self-signed). Returns what was added, present and skipped, and a
+    /// warning when the store still misses the issuer of the server's certificate.
+    pub async fn add_trust(&self, caller: &Caller, pem: &[u8]) -> Result<TrustChange, ManageError> {
+        caller.may_change()?;
+        let config = self.app.live();
+        let now = Self::now();
+        // The trust store reads certificates from a file: the upload goes to a private one, removed after.
+        let file = std::env::temp_dir().join(format!(
+            "sipcfg-upload-{}.pem",
+            crate::util::random::random_id().map_err(|e| ManageError::Internal(e.to_string()))?
+        ));
+        write_private(&file, pem).map_err(|e| ManageError::Internal(format!("{}: {e}", file.display())))?;
+        let server_leaf =
+            crate::tls::load_certificates(&config.tls.certificate).ok().and_then(|c| c.into_iter().next());
+        let added = self
+            .app
+            .site()
+            .add_certificates(
+                &config,
+                TrustPurpose::PhoneEdgeTrust,
+                &file,
+                now,
+                server_leaf.as_ref().map(|c| c.as_ref()),
+            )
+            .await;
+        let _ = std::fs::remove_file(&file);
+        let added = match added {
+            Ok(a) => a,
+            Err(SiteError::Trust(e)) => {
+                let message = e.to_string().replace(&file.display().to_string(), "the upload");
+                return Err(match e {
+                    crate::provision::trust::TrustError::AlreadyPresent { .. } => ManageError::Conflict(message),
+                    _ => ManageError::Invalid(vec![message]),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.put_in_force().await;
+        for c in &added.added {
+            self.audit(caller, "cert.add", &format!("phone-edge-trust {}", c.sha256), c.subject.clone()).await;
+        }
+        Ok(TrustChange {
+            added: added.added.iter().map(CertView::of).collect(),
+            present: added.present.iter().map(|(c, _)| CertView::of(c)).collect(),
+            skipped: added.skipped.iter().map(|(c, why)| (CertView::of(c), why.clone())).collect(),
+            warning: self.trust_problem().await,
+        })
+    }
+
+    /// Removes a Phone-Edge-Trust certificate by its SHA-256 (or a unique prefix of it, as `sipcfg cert remove`).
+    pub async fn remove_trust(&self, caller: &Caller, id: &str) -> Result<TrustChange, ManageError> {
+        caller.may_change()?;
+        let config = self.app.live();
+        let removed = match self.app.site().remove_certificate(&config, TrustPurpose::PhoneEdgeTrust, id).await {
+            Ok(c) => c,
+            Err(SiteError::Trust(e)) => return Err(ManageError::NotFound(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        self.put_in_force().await;
+        self.audit(caller, "cert.remove", &format!("phone-edge-trust {}", removed.sha256), removed.subject.clone())
+            .await;
+        Ok(TrustChange {
+            added: Vec::new(),
+            present: vec![CertView::of(&removed)],
+            skipped: Vec::new(),
+            warning: self.trust_problem().await,
+        })
+    }
+
+    /// Why OAuth phones would fail TLS with Phone-Edge-Trust as it now is, if they would.
+    async fn trust_problem(&self) -> Option<String> {
+        let config = self.app.live();
+        self.app
+            .site()
+            .with_held(|held| crate::app::check::phone_edge_trust_problem(&config, held))
+            .await
+            .ok()
+            .flatten()
+    }
+
     // Cluster settings.
 
     pub async fn set_cluster(
@@ -918,6 +1025,48 @@ impl<'a> Manager<'a> {
         }
         Ok(())
     }
+}
+
+/// A certificate as the API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CertView {
+    pub subject: String,
+    pub issuer: String,
+    pub sha256: String,
+    pub not_after: Time,
+}
+
+impl CertView {
+    fn of(c: &crate::provision::trust::TrustCert) -> CertView {
+        CertView {
+            subject: c.subject.clone(),
+            issuer: c.issuer.clone(),
+            sha256: c.sha256.clone(),
+            not_after: c.not_after,
+        }
+    }
+}
+
+/// What a Phone-Edge-Trust change did. `present` holds the removed certificate for a removal.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrustChange {
+    pub added: Vec<CertView>,
+    pub present: Vec<CertView>,
+    pub skipped: Vec<(CertView, String)>,
+    /// Set when OAuth phones would fail TLS on 6971: the store misses the server certificate's issuer.
+    pub warning: Option<String>,
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(bytes)
 }
 
 /// Why an import was refused.

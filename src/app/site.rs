@@ -245,7 +245,8 @@ impl Site {
                     let after = Inventory::from_doc(&store.origin_path(), doc)?;
                     check(&before, &after)?;
                     let mut changes: Vec<Edit> =
-                        edits.users.iter().map(|(id, u)| Edit::User(id.clone(), u.clone())).collect();
+                        edits.profiles.iter().map(|(n, p)| Edit::Profile(n.clone(), p.clone())).collect();
+                    changes.extend(edits.users.iter().map(|(id, u)| Edit::User(id.clone(), u.clone())));
                     if !edits.devices.is_empty() {
                         changes.push(Edit::Devices(edits.devices.clone()));
                     }

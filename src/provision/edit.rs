@@ -6,30 +6,41 @@ use std::path::{Path, PathBuf};
 
 use toml_edit::{DocumentMut, Item, Table};
 
-use crate::provision::inventory::{DeviceDoc, InventoryDoc, UserDoc};
+use crate::provision::inventory::{DeviceDoc, InventoryDoc, ProfileDoc, UserDoc};
 
 /// Devices and users put (`Some`) or removed (`None`), by name and id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Edits {
     pub devices: Vec<(String, Option<DeviceDoc>)>,
     pub users: Vec<(String, Option<UserDoc>)>,
+    pub profiles: Vec<(String, Option<ProfileDoc>)>,
 }
 
 impl Edits {
     pub fn device(name: &str, doc: Option<DeviceDoc>) -> Edits {
-        Edits { devices: vec![(name.to_owned(), doc)], users: Vec::new() }
+        Edits { devices: vec![(name.to_owned(), doc)], ..Edits::default() }
     }
 
     pub fn user(id: &str, doc: Option<UserDoc>) -> Edits {
-        Edits { devices: Vec::new(), users: vec![(id.to_owned(), doc)] }
+        Edits { users: vec![(id.to_owned(), doc)], ..Edits::default() }
+    }
+
+    pub fn profile(name: &str, doc: Option<ProfileDoc>) -> Edits {
+        Edits { profiles: vec![(name.to_owned(), doc)], ..Edits::default() }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.devices.is_empty() && self.users.is_empty()
+        self.devices.is_empty() && self.users.is_empty() && self.profiles.is_empty()
     }
 
     /// The edits applied to an inventory's documents.
     pub fn apply_to(&self, doc: &mut InventoryDoc) {
+        for (name, profile) in &self.profiles {
+            match profile {
+                Some(p) => doc.profiles.insert(name.clone(), p.clone()),
+                None => doc.profiles.remove(name),
+            };
+        }
         for (id, user) in &self.users {
             match user {
                 Some(u) => doc.users.insert(id.clone(), u.clone()),
@@ -50,6 +61,7 @@ impl Edits {
         let mut doc: DocumentMut = text
             .parse()
             .map_err(|e: toml_edit::TomlError| EditError::Syntax { path: path.to_owned(), message: e.to_string() })?;
+        put_all(&mut doc, path, "profiles", &self.profiles)?;
         put_all(&mut doc, path, "users", &self.users)?;
         put_all(&mut doc, path, "devices", &self.devices)?;
         Ok(doc.to_string())

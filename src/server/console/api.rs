@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::app::manage::{DeviceInput, DeviceQuery, DeviceStatus, ManageError, NewCode};
 use crate::auth::accounts::Role;
-use crate::provision::inventory::{ClusterDoc, UserDoc};
+use crate::provision::inventory::{ClusterDoc, ProfileDoc, UserDoc};
 use crate::provision::settings::ClusterChange;
 use crate::provision::subject::Subject;
 use crate::server::console::{Authenticated, Console, Req, problem, problem_of};
@@ -49,9 +49,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/users/{id}/tokens"),
     ("POST", "/api/v1/users/{id}/tokens/revoke"),
     ("GET", "/api/v1/profiles"),
+    ("PUT", "/api/v1/profiles/{name}"),
+    ("DELETE", "/api/v1/profiles/{name}"),
     ("GET", "/api/v1/cluster"),
     ("PATCH", "/api/v1/cluster"),
     ("GET", "/api/v1/phone-edge-trust"),
+    ("POST", "/api/v1/phone-edge-trust"),
+    ("DELETE", "/api/v1/phone-edge-trust/{id}"),
     ("GET", "/api/v1/audit"),
     ("GET", "/api/v1/accounts"),
 ];
@@ -104,7 +108,7 @@ fn body<T: for<'de> Deserialize<'de>>(req: &Req) -> Result<T, Response<Body>> {
 }
 
 pub async fn handle(console: &Console, req: &Req) -> Response<Body> {
-    let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let Some(rest) = segments.strip_prefix(&["api", "v1"]) else { return not_found() };
     if rest == ["openapi.json"] {
         return match req.method {
@@ -359,6 +363,21 @@ async fn route(console: &Console, req: &Req, who: &Authenticated, rest: &[&str])
             }
             _ => Ok(method_not_allowed("GET")),
         },
+        ["profiles", name] => match *m {
+            Method::PUT => {
+                let doc: ProfileDoc = body(req)?;
+                let (profile, created) = manage.put_profile(&caller, name, doc).await.map_err(|e| problem_of(&e))?;
+                Ok(ok_json(if created { StatusCode::CREATED } else { StatusCode::OK }, &profile))
+            }
+            Method::DELETE => {
+                manage.delete_profile(&caller, name).await.map(|()| no_content()).map_err(|e| problem_of(&e))
+            }
+            _ => Ok(method_not_allowed("PUT, DELETE")),
+        },
+        ["phone-edge-trust", id] => match *m {
+            Method::DELETE => done(StatusCode::OK, manage.remove_trust(&caller, id).await),
+            _ => Ok(method_not_allowed("DELETE")),
+        },
         ["cluster"] => match *m {
             Method::GET => {
                 let deployment = console.app.provisioner().current();
@@ -381,7 +400,21 @@ async fn route(console: &Console, req: &Req, who: &Authenticated, rest: &[&str])
                 let deployment = console.app.provisioner().current();
                 Ok(ok_json(StatusCode::OK, &*deployment.phone_edge_trust))
             }
-            _ => Ok(method_not_allowed("GET")),
+            Method::POST => {
+                let pem = req.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| {
+                    v.starts_with("application/x-pem-file") || v.starts_with("application/pem-certificate-chain")
+                });
+                if !pem {
+                    return Err(problem(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "Unsupported media type",
+                        "send the certificates as PEM with Content-Type: application/pem-certificate-chain",
+                    ));
+                }
+                let change = manage.add_trust(&caller, &req.body).await.map_err(|e| problem_of(&e))?;
+                Ok(ok_json(if change.added.is_empty() { StatusCode::OK } else { StatusCode::CREATED }, &change))
+            }
+            _ => Ok(method_not_allowed("GET, POST")),
         },
         ["audit"] => match *m {
             Method::GET => {

@@ -161,6 +161,8 @@ pub async fn run(listener: TcpListener, app: Arc<App>, stop: Stop) {
 pub struct Req {
     pub method: Method,
     pub path: String,
+    /// The path's segments, each percent-decoded once (a profile name has spaces, a user id may have `@`).
+    pub segments: Vec<String>,
     pub query: HashMap<String, String>,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -204,8 +206,19 @@ impl Console {
         };
         let query =
             parts.uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
-        let req =
-            Req { method: parts.method, path: parts.uri.path().to_owned(), query, headers: parts.headers, body, peer };
+        let path = parts.uri.path().to_owned();
+        let segments: Result<Vec<String>, _> = path
+            .trim_start_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(|s| percent_encoding::percent_decode_str(s).decode_utf8().map(|d| d.into_owned()))
+            .collect();
+        let Ok(segments) = segments else {
+            let mut r = problem(StatusCode::BAD_REQUEST, "Bad request", "the path is not percent-encoded UTF-8");
+            secure_headers(r.headers_mut());
+            return r;
+        };
+        let req = Req { method: parts.method, path, segments, query, headers: parts.headers, body, peer };
         let mut response = if req.path.starts_with("/api/") {
             api::handle(&self, &req).await
         } else {

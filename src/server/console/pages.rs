@@ -222,7 +222,7 @@ async fn login(console: &Console, req: &Req) -> Response<Body> {
 
 async fn get(console: &Console, req: &Req, who: &Authenticated) -> Response<Body> {
     let manage = console.app.manage();
-    let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let offset = req.query.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
     let w = who_ctx(who);
     match segments.as_slice() {
@@ -360,7 +360,7 @@ async fn device_page(console: &Console, who: &Authenticated, name: &str, new_cod
 async fn post(console: &Console, req: &Req, who: &Authenticated, form: &HashMap<String, String>) -> Response<Body> {
     let manage = console.app.manage();
     let caller = who.caller();
-    let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let back = |name: &str| redirect(&format!("/devices/{}", urlencode(name)));
     let result = match segments.as_slice() {
         ["logout"] => {
