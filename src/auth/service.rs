@@ -187,7 +187,7 @@ impl TokenService {
         now: Time,
     ) -> Result<TokenService, ServiceError> {
         if store.signing_keys().await?.is_empty() {
-            store.add_signing_key(&generate_key(now)?, None).await?;
+            store.add_first_signing_key(&generate_key(now)?).await?;
         }
         let service = TokenService {
             store,

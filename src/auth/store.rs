@@ -252,6 +252,9 @@ pub trait AuthStore: Send + Sync {
 
     // Signing keys.
     async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError>;
+    /// Adds `key` only if the store holds no key at all, in one transaction: nodes starting together on an
+    /// empty store agree on one first key. Returns whether it was added.
+    async fn add_first_signing_key(&self, key: &SigningKey) -> Result<bool, StoreError>;
     /// Adds a key; with `retire_others_at`, the other keys retire then (rotation).
     async fn add_signing_key(&self, key: &SigningKey, retire_others_at: Option<Time>) -> Result<(), StoreError>;
     /// Replaces every key with `key` and revokes every refresh token (CUCM's `set key regen authz signing`).

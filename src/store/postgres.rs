@@ -1209,6 +1209,27 @@ impl AuthStore for PgStore {
         Ok(keys)
     }
 
+    async fn add_first_signing_key(&self, key: &SigningKey) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        // Nodes starting together on an empty store: the lock makes the check and the insert one step, so
+        // exactly one first key is made (the others find it).
+        sqlx::query("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+        let any: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys)")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.fail(e))?;
+        if any {
+            return Ok(false);
+        }
+        self.insert_key(&mut tx, key).await?;
+        self.token_change(&mut tx).await?;
+        self.commit(tx).await?;
+        Ok(true)
+    }
+
     async fn add_signing_key(&self, key: &SigningKey, retire_others_at: Option<Time>) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         self.insert_key(&mut tx, key).await?;

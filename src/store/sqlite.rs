@@ -666,6 +666,18 @@ impl SqliteStore {
         })
     }
 
+    pub fn add_first_signing_key(&self, key: &SigningKey) -> Result<bool, StoreError> {
+        // BEGIN IMMEDIATE: one writer at a time, so the check and the insert are one step.
+        self.write(|tx| {
+            let any: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM signing_keys)", [], |row| row.get(0))?;
+            if any {
+                return Ok((false, Wrote::Nothing));
+            }
+            insert_key(tx, key)?;
+            Ok((true, Wrote::Changed))
+        })
+    }
+
     pub fn add_signing_key(&self, key: &SigningKey, retire_others_at: Option<Time>) -> Result<(), StoreError> {
         self.write(|tx| {
             insert_key(tx, key)?;
@@ -1060,6 +1072,11 @@ impl AuthStore for SqliteAuthStore {
 
     async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
         blocking(&self.0, |s| s.signing_keys()).await
+    }
+
+    async fn add_first_signing_key(&self, key: &SigningKey) -> Result<bool, StoreError> {
+        let key = key.clone();
+        blocking(&self.0, move |s| s.add_first_signing_key(&key)).await
     }
 
     async fn add_signing_key(&self, key: &SigningKey, retire_others_at: Option<Time>) -> Result<(), StoreError> {
