@@ -22,6 +22,34 @@ fn check_passes_on_the_example_deployment() {
 }
 
 #[test]
+fn the_two_site_example_checks_and_renders_each_site_with_its_pool() {
+    let config = "example/two-sites/sipcfg.toml";
+    let out = sipcfg(&["check", "-c", config]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok, 5 device configurations rendered"), "{}", text(&out.stdout));
+
+    let render = |file: &str| {
+        let out = sipcfg(&["render", "-c", config, file]);
+        assert!(out.status.success(), "{file}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let nodes = |xml: &str| -> Vec<String> {
+        xml.split("<processNodeName>").skip(1).map(|s| s.split('<').next().unwrap().to_owned()).collect()
+    };
+    let paris = render("SEP00CC11228851.cnf.xml");
+    let chicago = render("SEP00DD11228851.cnf.xml");
+    assert_eq!(nodes(&paris), ["cucm-sub1.paris.example.test", "cucm-pub.paris.example.test"]);
+    assert_eq!(nodes(&chicago), ["cucm-sub2.chicago.example.test", "cucm-sub1.paris.example.test"]);
+    assert!(paris.contains("<timeZone>Central Europe Standard/Daylight Time</timeZone>"), "{paris}");
+    assert!(paris.contains("<dateTemplate>D.M.Y</dateTemplate>") && paris.contains("<networkLocale>France<"));
+    assert!(chicago.contains("<timeZone>Central Standard/Daylight Time</timeZone>"), "{chicago}");
+    assert!(chicago.contains("<dateTemplate>M/D/Ya</dateTemplate>"), "{chicago}");
+    assert!(chicago.contains("<sipOAuthPort>5092</sipOAuthPort>"), "the Chicago node's own OAuth port: {chicago}");
+    let jabber = render("CSFMDUPONT.cnf.xml");
+    assert!(jabber.contains("<timeZone>Greenwich Standard Time</timeZone>"), "no pool: the cluster's: {jabber}");
+}
+
+#[test]
 fn check_reports_every_error_with_file_and_entry() {
     let d = TempDeployment::new();
     d.edit(

@@ -183,6 +183,59 @@ fn init_moves_the_deployment_in_once_and_export_gives_it_back_unchanged() {
     assert!(!rows.is_empty() && !rows.contains("PRIVATE KEY"), "{rows}");
 }
 
+#[test]
+fn device_pools_share_the_cluster_document_and_survive_a_cluster_setting() {
+    let pg = Postgres::start();
+    database(&pg, "pools");
+    let d = TempDeployment::new();
+    let config = d.path("example/two-sites/sipcfg.toml");
+    let url = format!("{}/pools", pg.url().rsplit_once('/').unwrap().0);
+    d.append(
+        "example/two-sites/sipcfg.toml",
+        &format!(
+            "\n[store]\nurl = \"{url}\"\npassword_file = \"{}\"\nkey_file = \"store.key\"\n",
+            pg.password_file().display()
+        ),
+    );
+    let run = |args: &[&str]| {
+        ok(&Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .env_remove("SIPCFG_STORE_URL")
+            .output()
+            .unwrap())
+    };
+    let files = common::repo().join("example/two-sites/sipcfg.toml");
+    let from_files = |file: &str| {
+        ok(&Command::new(env!("CARGO_BIN_EXE_sipcfg")).arg("-c").arg(&files).args(["render", file]).output().unwrap())
+    };
+    run(&["store", "init"]);
+    let stored = pg.psql_in("pools", "SELECT doc->'device_pools'->'DP Paris'->>'cm_group' FROM cluster");
+    assert!(stored.contains("CMG Paris"), "{stored}");
+    for file in ["SEP00CC11228851.cnf.xml", "SEP00DD11228851.cnf.xml", "CSFMDUPONT.cnf.xml"] {
+        assert_eq!(run(&["render", file]), from_files(file), "{file} renders the same from the store");
+    }
+
+    // A cluster setting writes the cluster's document again: the pools and groups stay in it.
+    run(&["cluster", "set", "--sip-oauth-port", "5095"]);
+    let chicago = run(&["render", "SEP00DD11228851.cnf.xml"]);
+    assert!(chicago.contains("<processNodeName>cucm-sub2.chicago.example.test</processNodeName>"), "{chicago}");
+    assert!(chicago.contains("<timeZone>Central Standard/Daylight Time</timeZone>"), "{chicago}");
+    let paris = run(&["render", "SEP00CC11228851.cnf.xml"]);
+    assert!(paris.contains("<sipOAuthPort>5095</sipOAuthPort>"), "the new cluster port: {paris}");
+
+    // And an export gives them back as the inventory file writes them.
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("export");
+    run(&["store", "export", dir.to_str().unwrap()]);
+    let exported = std::fs::read_to_string(dir.join("inventory.toml")).unwrap();
+    for needle in ["[device_pools.\"DP Chicago\"]", "[cm_groups.\"CMG Paris\"]", "[date_time_groups.Chicago]"] {
+        assert!(exported.contains(needle), "missing {needle} in:\n{exported}");
+    }
+    assert!(exported.contains("pool = \"DP Paris\""), "{exported}");
+}
+
 #[tokio::test]
 async fn two_nodes_share_tokens_and_changes_and_ride_out_an_outage() {
     let pg = Postgres::start();

@@ -152,6 +152,8 @@ pub struct DeviceSummary {
     pub name: String,
     pub model: String,
     pub profile: String,
+    /// Its device pool; none: the cluster's settings.
+    pub pool: Option<String>,
     pub owner: Option<String>,
     pub description: String,
     pub enabled: bool,
@@ -388,6 +390,7 @@ impl<'a> Manager<'a> {
             name: device.name.to_string(),
             model: device.phone_type.name.to_owned(),
             profile: device.profile.clone(),
+            pool: device.pool.clone(),
             owner: device.owner.clone(),
             description: device.description.clone(),
             enabled: device.enabled,

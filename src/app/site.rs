@@ -269,7 +269,8 @@ impl Site {
                     settings::apply_to(&mut doc.cluster, changes);
                     let inventory = Inventory::from_doc(&store.origin_path(), doc)
                         .map_err(|e| SiteError::Settings(SettingsError::Invalid(e)))?;
-                    let edit = Edit::Cluster(Box::new(inventory.cluster.clone()));
+                    // The pools share the cluster's document: written back as they were read.
+                    let edit = Edit::Cluster(Box::new(inventory.cluster.clone()), Box::new(inventory.pools.clone()));
                     store.edit(&[edit], Some(snapshot.version), &actor()).await?;
                     Ok(inventory.cluster)
                 })

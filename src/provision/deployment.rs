@@ -250,8 +250,10 @@ impl Deployment {
         for change in changes {
             match change {
                 InventoryChange::Device(name, Some(doc)) => {
-                    let device = Device::from_doc(name.clone(), doc.clone(), &inventory.profiles, &inventory.users)
-                        .map_err(|problems| refused(format!("device {:?}", name.as_str()), problems.join("; ")))?;
+                    let pools = &inventory.pools.device_pools;
+                    let device =
+                        Device::from_doc(name.clone(), doc.clone(), &inventory.profiles, &inventory.users, pools)
+                            .map_err(|problems| refused(format!("device {:?}", name.as_str()), problems.join("; ")))?;
                     inventory.devices.insert(name.clone(), Arc::new(device));
                     bump(name, &mut revisions);
                 }

@@ -156,6 +156,7 @@ profile = "p"
         DeviceDoc {
             model: "Cisco 8851".into(),
             profile: "p".into(),
+            pool: None,
             owner: Some("jsmith".into()),
             description: description.into(),
             lines: Vec::new(),

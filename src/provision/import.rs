@@ -15,6 +15,7 @@
 //! | `DEVICE NAME` | required: `SEP` + 12 hex digits, or `CSF`/`BOT`/`TCT`/`TAB` + name; any case, stored upper case |
 //! | `DEVICE TYPE` | required: a phone type as CUCM spells it, e.g. `Cisco 8851` |
 //! | `DEVICE SECURITY PROFILE` | required: a profile of the inventory, of the same phone type |
+//! | `DEVICE POOL` | optional: a device pool of the inventory; empty, or CUCM's built-in `Default` when the inventory has no pool of that name, for the cluster's settings |
 //! | `DESCRIPTION` | optional |
 //! | `OWNER USER ID` | optional: a user of the inventory (never created by an import); empty for no owner |
 //! | `DIRECTORY NUMBER <n>` | line n's directory number, n = 1, 2, …; lines are numbered without gaps |
@@ -37,6 +38,9 @@ pub const COL_DEVICE_NAME: &str = "DEVICE NAME";
 pub const COL_DEVICE_TYPE: &str = "DEVICE TYPE";
 pub const COL_PROFILE: &str = "DEVICE SECURITY PROFILE";
 pub const COL_DESCRIPTION: &str = "DESCRIPTION";
+pub const COL_POOL: &str = "DEVICE POOL";
+/// CUCM's built-in device pool: without a pool of that name in the inventory, the cluster's settings.
+pub const DEFAULT_POOL: &str = "Default";
 pub const COL_OWNER: &str = "OWNER USER ID";
 /// Followed by a space and the line number, e.g. `DIRECTORY NUMBER 1`.
 pub const COL_DN: &str = "DIRECTORY NUMBER";
@@ -118,6 +122,11 @@ fn bat_words(problem: &DeviceProblem) -> String {
         }
         DeviceProblem::UnknownOwner { owner, suggestion } => format!(
             "unknown owner user {owner:?}{} (an import never creates users)",
+            did_you_mean(suggestion.as_deref())
+        ),
+        DeviceProblem::UnknownPool { pool, suggestion } => format!(
+            "unknown device pool {pool:?}{}: add [device_pools.{pool:?}] to the inventory first, or leave {COL_POOL} \
+             empty (or {DEFAULT_POOL:?}) for the cluster's settings",
             did_you_mean(suggestion.as_deref())
         ),
         DeviceProblem::MraWithoutOAuth { profile } => format!(
@@ -249,6 +258,7 @@ pub struct Plan {
 /// Which optional columns the file has: on an update, only those replace the device's values.
 #[derive(Debug, Clone, Copy)]
 struct Presence {
+    pool: bool,
     description: bool,
     owner: bool,
     lines: bool,
@@ -260,6 +270,7 @@ struct Row {
     name: DeviceName,
     phone_type: &'static PhoneType,
     profile: String,
+    pool: Option<String>,
     owner: Option<String>,
     description: String,
     lines: Vec<Line>,
@@ -351,6 +362,7 @@ pub fn plan(inventory: &Inventory, csv: &[u8], update: bool, progress: &mut dyn 
     }
 
     let columns = Presence {
+        pool: header.pool.is_some(),
         description: header.description.is_some(),
         owner: header.owner.is_some(),
         lines: !header.lines.is_empty(),
@@ -407,7 +419,8 @@ pub fn apply_docs(inventory: &Inventory, plan: &Plan) -> Result<Vec<(DeviceName,
     for row in plan.devices.iter().filter(|r| !r.unchanged) {
         let doc = row.doc(inventory.device(&row.name), plan.columns);
         // A device's rules depend on the profiles and users only, which an import does not change.
-        match Device::from_doc(row.name.clone(), doc.clone(), &inventory.profiles, &inventory.users) {
+        let pools = &inventory.pools.device_pools;
+        match Device::from_doc(row.name.clone(), doc.clone(), &inventory.profiles, &inventory.users, pools) {
             Ok(_) => {}
             Err(problems) => {
                 let errors = problems
@@ -451,6 +464,7 @@ struct Header {
     device_name: usize,
     device_type: usize,
     profile: usize,
+    pool: Option<usize>,
     description: Option<usize>,
     owner: Option<usize>,
     /// In line order.
@@ -502,7 +516,7 @@ impl Header {
                 continue;
             };
             let name = normalise(raw);
-            let known = [COL_DEVICE_NAME, COL_DEVICE_TYPE, COL_PROFILE, COL_DESCRIPTION, COL_OWNER];
+            let known = [COL_DEVICE_NAME, COL_DEVICE_TYPE, COL_PROFILE, COL_POOL, COL_DESCRIPTION, COL_OWNER];
             if let Some(col) = known.into_iter().find(|c| *c == name) {
                 if fixed.insert(col, i).is_some() {
                     problem(RowProblem::DuplicateColumn(raw.to_owned()));
@@ -542,6 +556,7 @@ impl Header {
                 device_name,
                 device_type,
                 profile,
+                pool: fixed.get(COL_POOL).copied(),
                 description: fixed.get(COL_DESCRIPTION).copied(),
                 owner: fixed.get(COL_OWNER).copied(),
                 lines: lines.into_values().collect(),
@@ -585,6 +600,12 @@ impl Header {
         let model = at(self.device_type);
         let profile = at(self.profile);
         let description = self.description.map_or("", at);
+        // CUCM's built-in pool is the cluster's settings, unless the inventory has a pool of that name.
+        let pool = self
+            .pool
+            .map(at)
+            .filter(|p| !p.is_empty())
+            .filter(|p| *p != DEFAULT_POOL || inventory.pools.device_pools.contains_key(*p));
         let owner = self.owner.map_or("", at);
         let line_values: Vec<_> = self
             .lines
@@ -638,12 +659,15 @@ impl Header {
             name: name.as_ref(),
             model,
             profile,
+            // Without the column, an update keeps the device's pool.
+            pool: if self.pool.is_some() { pool } else { kept.and_then(|d| d.pool.as_deref()) },
             owner: Some(owner).filter(|o| !o.is_empty()),
             lines: &lines,
             allow_activation_code_via_mra: kept.is_some_and(|d| d.allow_activation_code_via_mra),
             mra_service_domain: kept.map_or("", |d| d.mra_service_domain.as_str()),
         };
-        let (phone_type, broken) = rules::check_device(fields, &inventory.profiles, &inventory.users);
+        let (phone_type, broken) =
+            rules::check_device(fields, &inventory.profiles, &inventory.users, &inventory.pools.device_pools);
         for problem in broken {
             // An empty column was reported as such above.
             let empty = match &problem {
@@ -675,6 +699,7 @@ impl Header {
                 name,
                 phone_type,
                 profile: profile.to_owned(),
+                pool: pool.map(str::to_owned),
                 owner: Some(owner.to_owned()).filter(|o| !o.is_empty()),
                 description: description.to_owned(),
                 lines,
@@ -692,6 +717,7 @@ impl Row {
         let line = |l: &Line| (l.dn.clone(), l.display_name.clone(), l.label.clone());
         d.phone_type.name == self.phone_type.name
             && d.profile == self.profile
+            && (!columns.pool || d.pool == self.pool)
             && (!columns.owner || d.owner == self.owner)
             && (!columns.description || d.description == self.description)
             && (!columns.lines || d.lines.iter().map(line).eq(self.lines.iter().map(line)))
@@ -704,6 +730,7 @@ impl Row {
             || DeviceDoc {
                 model: String::new(),
                 profile: String::new(),
+                pool: self.pool.clone(),
                 owner: self.owner.clone(),
                 description: self.description.clone(),
                 lines: self.lines.clone(),
@@ -716,6 +743,9 @@ impl Row {
         doc.model = self.phone_type.name.to_owned();
         doc.profile = self.profile.clone();
         if existing.is_some() {
+            if columns.pool {
+                doc.pool = self.pool.clone();
+            }
             if columns.owner {
                 doc.owner = self.owner.clone();
             }
@@ -734,6 +764,9 @@ impl Row {
         let mut t = Table::new();
         t.insert("model", toml_edit::value(self.phone_type.name));
         t.insert("profile", toml_edit::value(&self.profile));
+        if let Some(pool) = &self.pool {
+            t.insert("pool", toml_edit::value(pool));
+        }
         if let Some(owner) = &self.owner {
             t.insert("owner", toml_edit::value(owner));
         }
@@ -750,6 +783,9 @@ impl Row {
     fn update(&self, t: &mut dyn TableLike, columns: Presence) {
         set(t, "model", Some(self.phone_type.name.into()));
         set(t, "profile", Some(self.profile.as_str().into()));
+        if columns.pool {
+            set(t, "pool", self.pool.as_deref().map(Value::from));
+        }
         if columns.owner {
             set(t, "owner", self.owner.as_deref().map(Value::from));
         }
@@ -984,6 +1020,67 @@ lines = [{ dn = "1001" }]
               choose an OAuth profile, or remove that key from the inventory first"],
             "the device without MRA may take the profile"
         );
+    }
+
+    #[test]
+    fn the_device_pool_column_names_a_pool_of_the_inventory_and_default_is_the_clusters() {
+        let text = format!(
+            "{INVENTORY}\n[cm_groups.HQ]\ncall_managers = [\"cucm.example.com\"]\n\n[device_pools.HQ]\n\
+             cm_group = \"HQ\"\n\n[device_pools.Branch]\n"
+        );
+        let inventory = Inventory::parse(Path::new("inv.toml"), &text).unwrap();
+        let csv = "DEVICE NAME,DEVICE TYPE,DEVICE POOL,DEVICE SECURITY PROFILE\n\
+                   SEP0011223344AA,Cisco 8851,HQ,8851 OAuth\n\
+                   SEP0011223344BB,Cisco 8851,Default,8851 OAuth\n\
+                   SEP0011223344CC,Cisco 8851,,8851 OAuth\n\
+                   SEP0011223344DD,Cisco 8851,hq,8851 OAuth\n\
+                   SEP0011223344EE,Cisco 8851,Lab,8851 OAuth\n";
+        let errs = match plan(&inventory, csv.as_bytes(), false, &mut Silent) {
+            Err(ImportError::Rows(e)) => e.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            other => panic!("expected row errors, got {other:?}"),
+        };
+        assert_eq!(
+            errs,
+            [
+                "line 5 (SEP0011223344DD): unknown device pool \"hq\" (did you mean \"HQ\"?): add \
+                 [device_pools.\"hq\"] to the inventory first, or leave DEVICE POOL empty (or \"Default\") for the \
+                 cluster's settings",
+                "line 6 (SEP0011223344EE): unknown device pool \"Lab\": add [device_pools.\"Lab\"] to the inventory \
+                 first, or leave DEVICE POOL empty (or \"Default\") for the cluster's settings",
+            ]
+        );
+
+        let csv: String = csv.lines().take(4).map(|l| format!("{l}\n")).collect();
+        let planned = plan(&inventory, csv.as_bytes(), false, &mut Silent).unwrap();
+        assert!(planned.report.ignored_columns.is_empty(), "{:?}", planned.report.ignored_columns);
+        let written = apply(Path::new("inv.toml"), &text, &planned).unwrap();
+        assert!(
+            written.contains(
+                "[devices.SEP0011223344AA]\nmodel = \"Cisco 8851\"\nprofile = \"8851 OAuth\"\npool = \"HQ\"\n"
+            ),
+            "{written}"
+        );
+        assert!(written.contains("[devices.SEP0011223344BB]\nmodel = \"Cisco 8851\"\nprofile = \"8851 OAuth\"\n\n"));
+        let after = Inventory::parse(Path::new("inv.toml"), &written).unwrap();
+        let pool = |n: &str| after.device(&DeviceName::parse_canonical(n).unwrap()).unwrap().pool.clone();
+        assert_eq!(pool("SEP0011223344AA").as_deref(), Some("HQ"));
+        assert_eq!((pool("SEP0011223344BB"), pool("SEP0011223344CC")), (None, None), "CUCM's Default: the cluster's");
+
+        // An update with the column moves the device; the shared store's documents carry it too.
+        let moved = "DEVICE NAME,DEVICE TYPE,DEVICE POOL,DEVICE SECURITY PROFILE\n\
+                     SEP0011223344AA,Cisco 8851,Branch,8851 OAuth\n\
+                     SEP001122334455,Cisco 8851,HQ,8851 OAuth\n";
+        let planned = plan(&after, moved.as_bytes(), true, &mut Silent).unwrap();
+        assert_eq!(planned.report.updated.len(), 2);
+        let docs = apply_docs(&after, &planned).unwrap();
+        assert_eq!(docs[0].1.pool.as_deref(), Some("Branch"));
+        assert_eq!(docs[1].1.pool.as_deref(), Some("HQ"));
+        let updated = apply(Path::new("inv.toml"), &written, &planned).unwrap();
+        assert!(updated.contains("profile = \"8851 OAuth\"\npool = \"Branch\"\n"), "{updated}");
+        // Without the column, an update keeps the device's pool.
+        let kept = "DEVICE NAME,DEVICE TYPE,DEVICE SECURITY PROFILE\nSEP0011223344AA,Cisco 8851,8851 OAuth\n";
+        let planned = plan(&after, kept.as_bytes(), true, &mut Silent).unwrap();
+        assert_eq!(planned.report.unchanged.len(), 1);
     }
 
     #[test]

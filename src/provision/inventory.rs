@@ -207,6 +207,108 @@ impl CallManager {
     }
 }
 
+/// A CM group (CUCM: System > Cisco Unified CM Group): the call managers a device pool's phones register to,
+/// by name (or address) from `[cluster] call_managers`, in priority order: the first is the primary.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CmGroupDoc {
+    pub call_managers: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// CUCM's Date/Time Group "Time Format".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum TimeFormat {
+    #[serde(rename = "12-hour")]
+    Hour12,
+    #[serde(rename = "24-hour")]
+    Hour24,
+}
+
+/// A date/time group (CUCM: System > Date/Time Group): what phones show the time with. Every key left out is
+/// the cluster's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DateTimeGroupDoc {
+    /// A time zone as Cisco phones name it (`timeZone`), e.g. `Pacific Standard/Daylight Time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// CUCM's "Date Format": `M/D/Y`, `D/M/Y`, `Y/M/D`, or the same with `-` or `.`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_format: Option<String>,
+    /// CUCM's "Time Format": `12-hour` or `24-hour`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_format: Option<TimeFormat>,
+    /// CUCM's "Phone NTP References", in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ntp_servers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// A device pool (CUCM: System > Device Pool): the settings the phones of a site share. Every key left out
+/// is the cluster's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicePoolDoc {
+    /// A `[cm_groups.NAME]`: the call managers of the pool's phones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cm_group: Option<String>,
+    /// A `[date_time_groups.NAME]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_time_group: Option<String>,
+    /// CUCM's device pool "User Locale" (`userLocale`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_locale: Option<String>,
+    /// CUCM's device pool "Network Locale" (`networkLocale`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_locale: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// The device pools and the groups they name, by name, as the inventory stores them (`[device_pools.NAME]`,
+/// `[cm_groups.NAME]`, `[date_time_groups.NAME]`); checked as a whole when the inventory loads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Pools {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cm_groups: BTreeMap<String, CmGroupDoc>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub date_time_groups: BTreeMap<String, DateTimeGroupDoc>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub device_pools: BTreeMap<String, DevicePoolDoc>,
+}
+
+impl Pools {
+    pub fn is_empty(&self) -> bool {
+        self.cm_groups.is_empty() && self.date_time_groups.is_empty() && self.device_pools.is_empty()
+    }
+}
+
+/// What a device's pool gives it, each value resolved (the pool's, else the cluster's); what templates see as
+/// `device_pool`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings<'a> {
+    /// The pool's name; none for a device without a pool.
+    pub name: Option<&'a str>,
+    /// The CM group's call managers in priority order (the cluster's when the pool names no CM group).
+    pub call_managers: Vec<&'a CallManager>,
+    /// `dateTemplate`: the date format, followed by `a` for a 12-hour clock.
+    pub date_template: std::borrow::Cow<'a, str>,
+    pub time_zone: &'a str,
+    pub ntp_servers: &'a [String],
+    pub user_locale: &'a str,
+    pub network_locale: &'a str,
+}
+
+impl Cluster {
+    /// The call manager a CM group names: by its `name`, else its address.
+    pub fn call_manager(&self, label: &str) -> Option<&CallManager> {
+        self.call_managers.iter().find(|cm| cm.label() == label)
+    }
+}
+
 /// A phone security profile (CUCM: System > Security > Phone Security Profile), as the inventory stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -287,6 +389,9 @@ pub struct Line {
 pub struct DeviceDoc {
     pub model: String,
     pub profile: String,
+    /// The device's pool (CUCM: Device Pool); none: the cluster's values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -320,6 +425,30 @@ pub struct InventoryDoc {
     pub users: BTreeMap<String, UserDoc>,
     #[serde(default)]
     pub devices: BTreeMap<String, DeviceDoc>,
+    #[serde(default)]
+    pub device_pools: BTreeMap<String, DevicePoolDoc>,
+    #[serde(default)]
+    pub cm_groups: BTreeMap<String, CmGroupDoc>,
+    #[serde(default)]
+    pub date_time_groups: BTreeMap<String, DateTimeGroupDoc>,
+}
+
+impl InventoryDoc {
+    /// The device pools and their groups, taken out of the document.
+    fn take_pools(&mut self) -> Pools {
+        Pools {
+            cm_groups: std::mem::take(&mut self.cm_groups),
+            date_time_groups: std::mem::take(&mut self.date_time_groups),
+            device_pools: std::mem::take(&mut self.device_pools),
+        }
+    }
+
+    /// The document with `pools` as its device pools and groups.
+    pub fn set_pools(&mut self, pools: Pools) {
+        self.cm_groups = pools.cm_groups;
+        self.date_time_groups = pools.date_time_groups;
+        self.device_pools = pools.device_pools;
+    }
 }
 
 /// [`InventoryDoc`] for serialization: the cluster with its call managers (which templates see resolved,
@@ -330,6 +459,12 @@ pub struct InventoryDocRef<'a> {
     pub profiles: BTreeMap<&'a str, &'a ProfileDoc>,
     pub users: BTreeMap<&'a str, &'a UserDoc>,
     pub devices: BTreeMap<&'a str, DeviceDoc>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub device_pools: &'a BTreeMap<String, DevicePoolDoc>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub cm_groups: &'a BTreeMap<String, CmGroupDoc>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub date_time_groups: &'a BTreeMap<String, DateTimeGroupDoc>,
 }
 
 /// The cluster as it is stored: every key, the call managers included.
@@ -353,6 +488,8 @@ pub struct Device {
     pub phone_type: &'static PhoneType,
     /// Name of the device's security profile (always present in the inventory).
     pub profile: String,
+    /// Name of the device's pool (always present in the inventory when set); none: the cluster's values.
+    pub pool: Option<String>,
     /// User id of the owner (always present in the inventory when set).
     pub owner: Option<String>,
     pub description: String,
@@ -365,29 +502,33 @@ pub struct Device {
 }
 
 impl Device {
-    /// Checks `doc` as the device `name` against `profiles` and `users`; every rule it breaks otherwise.
+    /// Checks `doc` as the device `name` against `profiles`, `users` and device `pools`; every rule it breaks
+    /// otherwise.
     pub fn from_doc(
         name: DeviceName,
         doc: DeviceDoc,
         profiles: &BTreeMap<String, Profile>,
         users: &Users,
+        pools: &BTreeMap<String, DevicePoolDoc>,
     ) -> Result<Device, Vec<String>> {
         let fields = DeviceFields {
             name: Some(&name),
             model: &doc.model,
             profile: &doc.profile,
+            pool: doc.pool.as_deref(),
             owner: doc.owner.as_deref(),
             lines: &doc.lines,
             allow_activation_code_via_mra: doc.allow_activation_code_via_mra,
             mra_service_domain: &doc.mra_service_domain,
         };
-        let (phone_type, problems) = rules::check_device(fields, profiles, users);
+        let (phone_type, problems) = rules::check_device(fields, profiles, users, pools);
         let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
         match phone_type {
             Some(phone_type) if problems.is_empty() => Ok(Device {
                 name,
                 phone_type,
                 profile: doc.profile,
+                pool: doc.pool,
                 owner: doc.owner,
                 description: doc.description,
                 lines: doc.lines,
@@ -404,6 +545,7 @@ impl Device {
         DeviceDoc {
             model: self.phone_type.name.to_owned(),
             profile: self.profile.clone(),
+            pool: self.pool.clone(),
             owner: self.owner.clone(),
             description: self.description.clone(),
             lines: self.lines.clone(),
@@ -412,6 +554,21 @@ impl Device {
             mra_service_domain: self.mra_service_domain.clone(),
         }
     }
+}
+
+/// `dateTemplate` for a date/time group: its date format and time format, each else the cluster's (whose
+/// `date_template` is both: a trailing `a` is the 12-hour clock).
+fn date_template<'a>(cluster: &'a Cluster, group: Option<&DateTimeGroupDoc>) -> std::borrow::Cow<'a, str> {
+    let Some(group) = group.filter(|g| g.date_format.is_some() || g.time_format.is_some()) else {
+        return std::borrow::Cow::Borrowed(&cluster.date_template);
+    };
+    let cluster_date = cluster.date_template.strip_suffix('a').unwrap_or(&cluster.date_template);
+    let twelve_hour = match group.time_format {
+        Some(format) => format == TimeFormat::Hour12,
+        None => cluster.date_template.ends_with('a'),
+    };
+    let date = group.date_format.as_deref().unwrap_or(cluster_date);
+    std::borrow::Cow::Owned(format!("{date}{}", if twelve_hour { "a" } else { "" }))
 }
 
 /// The users, by id: a persistent map, so that one user's change shares the rest (10,000 users of a
@@ -429,6 +586,8 @@ pub struct Inventory {
     pub profiles: BTreeMap<String, Profile>,
     pub users: Users,
     pub devices: Devices,
+    /// The device pools and their CM and date/time groups.
+    pub pools: Pools,
 }
 
 impl Inventory {
@@ -455,12 +614,13 @@ impl Inventory {
     }
 
     /// Checks a whole inventory; `origin` names where it came from in every error.
-    pub fn from_doc(origin: &Path, doc: InventoryDoc) -> Result<Inventory, InventoryErrors> {
+    pub fn from_doc(origin: &Path, mut doc: InventoryDoc) -> Result<Inventory, InventoryErrors> {
         let file = origin.to_owned();
         let mut errors = Vec::new();
         let mut err =
             |entry: String, message: String| errors.push(InventoryError { file: file.clone(), entry, message });
 
+        let pools = doc.take_pools();
         let cluster = doc.cluster;
         for problem in rules::cluster_problems(&cluster) {
             err("cluster".into(), problem);
@@ -468,6 +628,22 @@ impl Inventory {
         for cm in &cluster.call_managers {
             for problem in rules::call_manager_problems(&cluster, cm) {
                 err(format!("call manager {:?}", cm.label()), problem);
+            }
+        }
+
+        for (name, group) in &pools.cm_groups {
+            for problem in rules::cm_group_problems(&cluster, group) {
+                err(format!("cm group {name:?}"), problem);
+            }
+        }
+        for (name, group) in &pools.date_time_groups {
+            for problem in rules::date_time_group_problems(group) {
+                err(format!("date/time group {name:?}"), problem);
+            }
+        }
+        for (name, pool) in &pools.device_pools {
+            for problem in rules::device_pool_problems(&pools, pool) {
+                err(format!("device pool {name:?}"), problem);
             }
         }
 
@@ -498,7 +674,7 @@ impl Inventory {
                     continue;
                 }
             };
-            match Device::from_doc(device_name, d, &profiles, &users) {
+            match Device::from_doc(device_name, d, &profiles, &users, &pools.device_pools) {
                 Ok(device) => devices.push((device.name.clone(), Arc::new(device))),
                 Err(problems) => {
                     for problem in problems {
@@ -509,7 +685,7 @@ impl Inventory {
         }
 
         if errors.is_empty() {
-            Ok(Inventory { file, cluster, profiles, users, devices: devices.into_iter().collect() })
+            Ok(Inventory { file, cluster, profiles, users, devices: devices.into_iter().collect(), pools })
         } else {
             Err(InventoryErrors(errors))
         }
@@ -522,6 +698,9 @@ impl Inventory {
             profiles: self.profiles.iter().map(|(k, p)| (k.as_str(), &p.doc)).collect(),
             users: self.users.iter().map(|(k, u)| (k.as_str(), &u.doc)).collect(),
             devices: self.devices.iter().map(|(k, d)| (k.as_str(), d.to_doc())).collect(),
+            device_pools: &self.pools.device_pools,
+            cm_groups: &self.pools.cm_groups,
+            date_time_groups: &self.pools.date_time_groups,
         }
     }
 
@@ -532,6 +711,33 @@ impl Inventory {
             profiles: self.profiles.iter().map(|(k, p)| (k.clone(), p.doc.clone())).collect(),
             users: self.users.iter().map(|(k, u)| (k.clone(), u.doc.clone())).collect(),
             devices: self.devices.iter().map(|(k, d)| (k.as_str().to_owned(), d.to_doc())).collect(),
+            device_pools: self.pools.device_pools.clone(),
+            cm_groups: self.pools.cm_groups.clone(),
+            date_time_groups: self.pools.date_time_groups.clone(),
+        }
+    }
+
+    /// What the device's pool gives it: each setting the pool (through its groups) sets, else the cluster's.
+    /// Every pool and group a device names exists once the inventory has loaded; one that does not counts as
+    /// unset.
+    pub fn pool_settings(&self, device: &Device) -> PoolSettings<'_> {
+        let cluster = &self.cluster;
+        let pool = device.pool.as_deref().and_then(|p| self.pools.device_pools.get_key_value(p));
+        let doc = pool.map(|(_, d)| d);
+        let cm_group = doc.and_then(|d| d.cm_group.as_deref()).and_then(|g| self.pools.cm_groups.get(g));
+        let date_time = doc.and_then(|d| d.date_time_group.as_deref()).and_then(|g| self.pools.date_time_groups.get(g));
+        let call_managers = match cm_group {
+            Some(g) => g.call_managers.iter().filter_map(|n| cluster.call_manager(n)).collect(),
+            None => cluster.call_managers.iter().collect(),
+        };
+        PoolSettings {
+            name: pool.map(|(name, _)| name.as_str()),
+            call_managers,
+            date_template: date_template(cluster, date_time),
+            time_zone: date_time.and_then(|d| d.time_zone.as_deref()).unwrap_or(&cluster.time_zone),
+            ntp_servers: date_time.and_then(|d| d.ntp_servers.as_deref()).unwrap_or(&cluster.ntp_servers),
+            user_locale: doc.and_then(|d| d.user_locale.as_deref()).unwrap_or(&cluster.user_locale),
+            network_locale: doc.and_then(|d| d.network_locale.as_deref()).unwrap_or(&cluster.network_locale),
         }
     }
 
@@ -749,6 +955,127 @@ mod tests {
              allow_activation_code_via_mra"
         );
         assert!(parse(&device("oauth")).is_ok());
+    }
+
+    const POOLS: &str = r#"
+        [cluster]
+        name = "c"
+        time_zone = "W. Europe Standard/Daylight Time"
+        date_template = "D.M.Y"
+        ntp_servers = ["ntp.example.test"]
+        user_locale = "French_France"
+        call_managers = [
+          { address = "pub.example.test", name = "pub" },
+          { address = "sub1.example.test", name = "sub1", sip_oauth_port = 5092 },
+          { address = "sub2.example.test" },
+        ]
+        [profiles.oauth]
+        phone_type = "Cisco 8851"
+        security_mode = "encrypted"
+        transport = "tls"
+        oauth = true
+        [cm_groups.West]
+        call_managers = ["sub2.example.test", "sub1"]
+        [date_time_groups.Pacific]
+        time_zone = "Pacific Standard/Daylight Time"
+        date_format = "M/D/Y"
+        time_format = "12-hour"
+        ntp_servers = ["ntp.west.example.test"]
+        [date_time_groups.Clock12]
+        time_format = "12-hour"
+        [device_pools.West]
+        cm_group = "West"
+        date_time_group = "Pacific"
+        user_locale = "English_United_States"
+        [device_pools.Paris]
+        date_time_group = "Clock12"
+        [devices.SEP0011223344AA]
+        model = "Cisco 8851"
+        profile = "oauth"
+        pool = "West"
+        [devices.SEP0011223344BB]
+        model = "Cisco 8851"
+        profile = "oauth"
+        pool = "Paris"
+        [devices.SEP0011223344CC]
+        model = "Cisco 8851"
+        profile = "oauth"
+    "#;
+
+    fn device<'a>(inv: &'a Inventory, name: &str) -> &'a Device {
+        inv.device(&DeviceName::parse_canonical(name).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_devices_pool_gives_its_settings_and_the_cluster_the_rest() {
+        let inv = Inventory::parse(Path::new("inv.toml"), POOLS).unwrap();
+        let labels = |p: &PoolSettings<'_>| p.call_managers.iter().map(|cm| cm.label().to_owned()).collect::<Vec<_>>();
+
+        let west = inv.pool_settings(device(&inv, "SEP0011223344AA"));
+        assert_eq!(west.name, Some("West"));
+        assert_eq!(labels(&west), ["sub2.example.test", "sub1"], "the CM group's order, not the cluster's");
+        assert_eq!(west.call_managers[1].oauth_ports(&inv.cluster).sip, 5092, "each node keeps its own ports");
+        assert_eq!(
+            (west.time_zone, &*west.date_template, west.ntp_servers),
+            ("Pacific Standard/Daylight Time", "M/D/Ya", &["ntp.west.example.test".to_owned()][..])
+        );
+        assert_eq!((west.user_locale, west.network_locale), ("English_United_States", "United_States"));
+
+        let paris = inv.pool_settings(device(&inv, "SEP0011223344BB"));
+        assert_eq!(labels(&paris), ["pub", "sub1", "sub2.example.test"], "no CM group: the cluster's call managers");
+        assert_eq!((paris.time_zone, &*paris.date_template), ("W. Europe Standard/Daylight Time", "D.M.Ya"));
+        assert_eq!(paris.user_locale, "French_France");
+
+        let none = inv.pool_settings(device(&inv, "SEP0011223344CC"));
+        assert_eq!(none.name, None);
+        assert_eq!(labels(&none), ["pub", "sub1", "sub2.example.test"]);
+        assert_eq!(
+            (none.time_zone, &*none.date_template, none.ntp_servers),
+            ("W. Europe Standard/Daylight Time", "D.M.Y", &inv.cluster.ntp_servers[..])
+        );
+
+        let doc = inv.doc();
+        assert_eq!(doc.devices["SEP0011223344AA"].pool.as_deref(), Some("West"));
+        assert_eq!(doc.device_pools.len(), 2);
+        let again = Inventory::from_doc(Path::new("inv.toml"), doc).unwrap();
+        assert_eq!(again.pools, inv.pools);
+        let exported = toml::to_string(&inv.to_doc()).unwrap();
+        assert!(exported.contains("[device_pools.West]") && exported.contains("[cm_groups.West]"), "{exported}");
+        assert_eq!(Inventory::parse(Path::new("inv.toml"), &exported).unwrap().pools, inv.pools);
+    }
+
+    #[test]
+    fn pool_errors_name_the_entry_and_the_fix() {
+        let text = POOLS
+            .replace("pool = \"Paris\"", "pool = \"paris\"")
+            .replace("[\"sub2.example.test\", \"sub1\"]", "[\"sub1\", \"sbu2.example.test\", \"sub1\"]")
+            .replace("date_time_group = \"Pacific\"", "date_time_group = \"Pacifc\"")
+            .replace(
+                "time_format = \"12-hour\"\n        [device_pools.West]",
+                "time_zone = \"Tokyo\"\n        [device_pools.West]",
+            )
+            + "\n[cm_groups.Empty]\ncall_managers = []\n";
+        let errs: Vec<String> =
+            Inventory::parse(Path::new("inv.toml"), &text).unwrap_err().0.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            errs,
+            [
+                "inv.toml: cm group \"Empty\": call_managers is empty: list the group's call managers, the primary \
+                 first (of [cluster] call_managers: \"pub\", \"sub1\", \"sub2.example.test\")",
+                "inv.toml: cm group \"West\": unknown call manager \"sbu2.example.test\" (did you mean \
+                 \"sub2.example.test\"?): name one of [cluster] call_managers by its name (its address when it has \
+                 none): \"pub\", \"sub1\", \"sub2.example.test\"",
+                "inv.toml: cm group \"West\": call manager \"sub1\" is listed twice: list each call manager once, in \
+                 priority order",
+                "inv.toml: date/time group \"Clock12\": unknown time_zone \"Tokyo\" (did you mean \"Tokyo Standard \
+                 Time\"?): use a time zone as Cisco phones name it (docs/inventory.md lists them)",
+                "inv.toml: device pool \"West\": unknown date_time_group \"Pacifc\" (did you mean \"Pacific\"?): name \
+                 a [date_time_groups.NAME] of the inventory, or leave date_time_group out for the cluster's date and \
+                 time settings",
+                "inv.toml: device \"SEP0011223344BB\": unknown pool \"paris\" (did you mean \"Paris\"?): name a \
+                 [device_pools.NAME] of the inventory, or leave pool out for the cluster's settings",
+            ]
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::provision::inventory::{CallManager, Cluster, Device, Inventory, Profile, SecurityMode, Transport, User};
+use crate::provision::inventory::{
+    CallManager, Cluster, Device, Inventory, PoolSettings, Profile, SecurityMode, Transport, User,
+};
 use crate::provision::model::{PHONE_TYPES, PhoneType};
 use crate::provision::trust::TrustCert;
 use crate::provision::xml::check_well_formed;
@@ -139,7 +141,8 @@ impl Templates {
             profile: device.profile.clone(),
         })?;
         let template = self.template_for(device.phone_type);
-        let ctx = RenderContext::new(&inventory.cluster, device, profile, inventory.owner_of(device), trust);
+        let pool = inventory.pool_settings(device);
+        let ctx = RenderContext::new(&inventory.cluster, device, profile, inventory.owner_of(device), pool, trust);
         self.render_checked(&device_name, template, minijinja::value::Serde(&ctx))
     }
 
@@ -262,6 +265,9 @@ struct RenderContext<'a> {
     profile: ProfileView<'a>,
     owner: Option<UserView<'a>>,
     cluster: ClusterView<'a>,
+    /// The device's pool, every setting resolved (the pool's, else the cluster's): what the `devicePool`
+    /// element and the locales render from.
+    device_pool: PoolView<'a>,
     /// SIP OAuth in force for this device: the cluster mode is on and the profile enables OAuth.
     oauth: bool,
     /// The Phone-Edge-Trust certificates phones use to validate this server.
@@ -295,18 +301,49 @@ struct CallManagerView<'a> {
     sip_mra_oauth_port: u16,
 }
 
+impl<'a> CallManagerView<'a> {
+    fn new(cluster: &'a Cluster, cm: &'a CallManager) -> Self {
+        let ports = cm.oauth_ports(cluster);
+        CallManagerView {
+            address: &cm.address,
+            name: cm.label(),
+            sip_oauth_port: ports.sip,
+            sip_mra_oauth_port: ports.mra,
+        }
+    }
+}
+
 impl<'a> ClusterView<'a> {
     fn new(cluster: &'a Cluster) -> Self {
-        let view = |cm: &'a CallManager| {
-            let ports = cm.oauth_ports(cluster);
-            CallManagerView {
-                address: &cm.address,
-                name: cm.label(),
-                sip_oauth_port: ports.sip,
-                sip_mra_oauth_port: ports.mra,
-            }
-        };
-        ClusterView { cluster, call_managers: cluster.call_managers.iter().map(view).collect() }
+        let call_managers = cluster.call_managers.iter().map(|cm| CallManagerView::new(cluster, cm)).collect();
+        ClusterView { cluster, call_managers }
+    }
+}
+
+/// A device's pool as templates see it (`device_pool`): its name (none without a pool), its CM group's call
+/// managers with their ports, its date/time group's settings and its locales, each resolved.
+#[derive(Serialize)]
+struct PoolView<'a> {
+    name: Option<&'a str>,
+    call_managers: Vec<CallManagerView<'a>>,
+    date_template: std::borrow::Cow<'a, str>,
+    time_zone: &'a str,
+    ntp_servers: &'a [String],
+    user_locale: &'a str,
+    network_locale: &'a str,
+}
+
+impl<'a> PoolView<'a> {
+    fn new(cluster: &'a Cluster, pool: PoolSettings<'a>) -> Self {
+        PoolView {
+            name: pool.name,
+            call_managers: pool.call_managers.into_iter().map(|cm| CallManagerView::new(cluster, cm)).collect(),
+            date_template: pool.date_template,
+            time_zone: pool.time_zone,
+            ntp_servers: pool.ntp_servers,
+            user_locale: pool.user_locale,
+            network_locale: pool.network_locale,
+        }
     }
 }
 
@@ -388,6 +425,7 @@ impl<'a> RenderContext<'a> {
         device: &'a Device,
         profile: &'a Profile,
         owner: Option<&'a User>,
+        pool: PoolSettings<'a>,
         trust: &'a [TrustCert],
     ) -> Self {
         let lines = device
@@ -432,8 +470,109 @@ impl<'a> RenderContext<'a> {
             },
             owner: owner.map(UserView::from),
             cluster: ClusterView::new(cluster),
+            device_pool: PoolView::new(cluster, pool),
             oauth: cluster.sip_oauth_mode && profile.oauth,
             phone_edge_trust: trust.iter().map(TrustView::from).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provision::filename::DeviceName;
+
+    const TWO_SITES: &str = r#"
+        [cluster]
+        name = "c"
+        sip_oauth_mode = true
+        time_zone = "Greenwich Standard Time"
+        ntp_servers = ["ntp.example.test"]
+        call_managers = [
+          { address = "cucm-a.example.test", name = "a" },
+          { address = "cucm-b.example.test", name = "b", sip_oauth_port = 5092 },
+        ]
+        [profiles.oauth]
+        phone_type = "Cisco 8851"
+        security_mode = "encrypted"
+        transport = "tls"
+        oauth = true
+        [cm_groups.A-first]
+        call_managers = ["a", "b"]
+        [cm_groups.B-first]
+        call_managers = ["b", "a"]
+        [date_time_groups.Paris]
+        time_zone = "Central Europe Standard/Daylight Time"
+        date_format = "D/M/Y"
+        time_format = "24-hour"
+        ntp_servers = ["ntp.paris.example.test"]
+        [date_time_groups.Chicago]
+        time_zone = "Central Standard/Daylight Time"
+        date_format = "M/D/Y"
+        time_format = "12-hour"
+        ntp_servers = ["ntp1.chicago.example.test", "ntp2.chicago.example.test"]
+        [device_pools.Paris]
+        cm_group = "A-first"
+        date_time_group = "Paris"
+        user_locale = "French_France"
+        network_locale = "France"
+        [device_pools.Chicago]
+        cm_group = "B-first"
+        date_time_group = "Chicago"
+        [devices.SEP0011223344AA]
+        model = "Cisco 8851"
+        profile = "oauth"
+        pool = "Paris"
+        [devices.SEP0011223344BB]
+        model = "Cisco 8851"
+        profile = "oauth"
+        pool = "Chicago"
+        [devices.SEP0011223344CC]
+        model = "Cisco 8851"
+        profile = "oauth"
+    "#;
+
+    fn render(name: &str) -> String {
+        let templates = Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"), None).unwrap();
+        let inventory = Inventory::parse(Path::new("inv.toml"), TWO_SITES).unwrap();
+        let device = inventory.device(&DeviceName::parse_canonical(name).unwrap()).unwrap();
+        templates.render(&inventory, device, &[]).unwrap()
+    }
+
+    /// The values of every `<tag>` of `xml`, in order.
+    fn values(xml: &str, tag: &str) -> Vec<String> {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        xml.split(&open).skip(1).map(|rest| rest.split(&close).next().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn two_devices_in_two_pools_get_their_pools_call_managers_and_time() {
+        let paris = render("SEP0011223344AA");
+        let chicago = render("SEP0011223344BB");
+        assert_eq!(values(&paris, "processNodeName"), ["cucm-a.example.test", "cucm-b.example.test"]);
+        assert_eq!(values(&chicago, "processNodeName"), ["cucm-b.example.test", "cucm-a.example.test"]);
+        assert_eq!(values(&paris, "sipOAuthPort"), ["5090", "5092"], "each node's own OAuth port, in group order");
+        assert_eq!(values(&chicago, "sipOAuthPort"), ["5092", "5090"]);
+        assert!(chicago.contains("<member priority=\"0\">\n          <callManager>\n            <ports>"), "{chicago}");
+
+        assert_eq!(values(&paris, "timeZone"), ["Central Europe Standard/Daylight Time"]);
+        assert_eq!(values(&chicago, "timeZone"), ["Central Standard/Daylight Time"]);
+        assert_eq!(values(&paris, "dateTemplate"), ["D/M/Y"]);
+        assert_eq!(values(&chicago, "dateTemplate"), ["M/D/Ya"], "a 12-hour clock is the trailing a");
+        assert_eq!(values(&paris, "name").iter().filter(|n| n.starts_with("ntp")).count(), 1);
+        assert!(paris.contains("<name>ntp.paris.example.test</name>"), "{paris}");
+        assert!(chicago.contains("<name>ntp1.chicago.example.test</name>"), "{chicago}");
+        assert!(chicago.contains("<name>ntp2.chicago.example.test</name>"), "{chicago}");
+        assert!(!chicago.contains("ntp.example.test"), "the group's NTP servers replace the cluster's");
+
+        assert_eq!(values(&paris, "networkLocale"), ["France"]);
+        assert!(paris.contains("<name>French_France</name>"), "{paris}");
+        assert_eq!(values(&chicago, "networkLocale"), ["United_States"], "the cluster's when the pool sets none");
+
+        let none = render("SEP0011223344CC");
+        assert_eq!(values(&none, "processNodeName"), ["cucm-a.example.test", "cucm-b.example.test"]);
+        assert_eq!(values(&none, "timeZone"), ["Greenwich Standard Time"]);
+        assert_eq!(values(&none, "dateTemplate"), ["D/M/Y"]);
+        assert!(none.contains("<name>ntp.example.test</name>"), "{none}");
     }
 }

@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::provision::filename::DeviceName;
-use crate::provision::inventory::{CallManager, Cluster, Line, Profile, SecurityMode, Transport, Users};
+use crate::provision::inventory::{
+    CallManager, Cluster, CmGroupDoc, DateTimeGroupDoc, DevicePoolDoc, Line, Pools, Profile, SecurityMode, Transport,
+    Users,
+};
 use crate::provision::model::{self, PhoneType, Prefix};
 use crate::provision::subject::MAX_USER_ID;
 
@@ -151,6 +154,7 @@ pub struct DeviceFields<'a> {
     pub name: Option<&'a DeviceName>,
     pub model: &'a str,
     pub profile: &'a str,
+    pub pool: Option<&'a str>,
     pub owner: Option<&'a str>,
     pub lines: &'a [Line],
     pub allow_activation_code_via_mra: bool,
@@ -183,6 +187,10 @@ pub enum DeviceProblem {
     },
     UnknownOwner {
         owner: String,
+        suggestion: Option<String>,
+    },
+    UnknownPool {
+        pool: String,
         suggestion: Option<String>,
     },
     /// "Allow Activation Code via MRA" needs the "Activation Code MRA Service Domain".
@@ -219,6 +227,12 @@ impl fmt::Display for DeviceProblem {
             DeviceProblem::UnknownOwner { owner, suggestion } => {
                 write!(f, "unknown owner user {owner:?}{}", did_you_mean(suggestion.as_deref()))
             }
+            DeviceProblem::UnknownPool { pool, suggestion } => write!(
+                f,
+                "unknown pool {pool:?}{}: name a [device_pools.NAME] of the inventory, or leave pool out for the \
+                 cluster's settings",
+                did_you_mean(suggestion.as_deref())
+            ),
             DeviceProblem::MraWithoutServiceDomain => {
                 write!(f, "allow_activation_code_via_mra needs mra_service_domain")
             }
@@ -243,6 +257,7 @@ pub fn check_device(
     device: DeviceFields<'_>,
     profiles: &BTreeMap<String, Profile>,
     users: &Users,
+    pools: &BTreeMap<String, DevicePoolDoc>,
 ) -> (Option<&'static PhoneType>, Vec<DeviceProblem>) {
     let mut problems = Vec::new();
     let phone_type = model::phone_type(device.model);
@@ -291,6 +306,12 @@ pub fn check_device(
         let suggestion = users.keys().find(|u| u.eq_ignore_ascii_case(owner)).cloned();
         problems.push(DeviceProblem::UnknownOwner { owner: owner.to_owned(), suggestion });
     }
+    if let Some(pool) = device.pool
+        && !pools.contains_key(pool)
+    {
+        let suggestion = suggest(pool, pools.keys().map(String::as_str)).map(str::to_owned);
+        problems.push(DeviceProblem::UnknownPool { pool: pool.to_owned(), suggestion });
+    }
     if device.allow_activation_code_via_mra && device.mra_service_domain.is_empty() {
         problems.push(DeviceProblem::MraWithoutServiceDomain);
     }
@@ -300,4 +321,358 @@ pub fn check_device(
         }
     }
     (phone_type, problems)
+}
+
+/// The most call managers a CM group holds (CUCM: primary, secondary, tertiary).
+pub const MAX_CM_GROUP: usize = 3;
+/// The most NTP servers a date/time group names (CUCM's phone NTP references).
+pub const MAX_NTP_SERVERS: usize = 5;
+
+/// CUCM's date formats ("Date Format" of a date/time group); `dateTemplate` adds `a` for a 12-hour clock.
+pub const DATE_FORMATS: [&str; 9] = ["M/D/Y", "D/M/Y", "Y/M/D", "M-D-Y", "D-M-Y", "Y-M-D", "M.D.Y", "D.M.Y", "Y.M.D"];
+
+/// The time zones as Cisco phones name them in `timeZone` (the names CUCM's date/time groups render).
+pub const TIME_ZONES: [&str; 54] = [
+    "Dateline Standard Time",
+    "Samoa Standard Time",
+    "Hawaiian Standard Time",
+    "Alaskan Standard/Daylight Time",
+    "Pacific Standard/Daylight Time",
+    "Mountain Standard/Daylight Time",
+    "US Mountain Standard Time",
+    "Central Standard/Daylight Time",
+    "Mexico Standard/Daylight Time",
+    "Canada Central Standard Time",
+    "SA Pacific Standard Time",
+    "Eastern Standard/Daylight Time",
+    "US Eastern Standard Time",
+    "Atlantic Standard/Daylight Time",
+    "SA Western Standard Time",
+    "Pacific SA Standard Time",
+    "Newfoundland Standard/Daylight Time",
+    "South America Standard/Daylight Time",
+    "SA Eastern Standard Time",
+    "Mid-Atlantic Standard/Daylight Time",
+    "Azores Standard/Daylight Time",
+    "GMT Standard/Daylight Time",
+    "Greenwich Standard Time",
+    "W. Europe Standard/Daylight Time",
+    "GTB Standard/Daylight Time",
+    "Egypt Standard/Daylight Time",
+    "E. Europe Standard/Daylight Time",
+    "Romance Standard/Daylight Time",
+    "Central Europe Standard/Daylight Time",
+    "South Africa Standard Time",
+    "Jerusalem Standard/Daylight Time",
+    "Saudi Arabia Standard Time",
+    "Russian Standard/Daylight Time",
+    "Iran Standard/Daylight Time",
+    "Caucasus Standard/Daylight Time",
+    "Arabian Standard Time",
+    "Afghanistan Standard Time",
+    "West Asia Standard Time",
+    "Ekaterinburg Standard Time",
+    "India Standard Time",
+    "Central Asia Standard Time",
+    "SE Asia Standard Time",
+    "China Standard/Daylight Time",
+    "Taipei Standard Time",
+    "Tokyo Standard Time",
+    "Cen. Australia Standard/Daylight Time",
+    "AUS Central Standard Time",
+    "E. Australia Standard Time",
+    "AUS Eastern Standard/Daylight Time",
+    "West Pacific Standard Time",
+    "Tasmania Standard/Daylight Time",
+    "Central Pacific Standard Time",
+    "Fiji Standard Time",
+    "New Zealand Standard/Daylight Time",
+];
+
+/// The candidate `name` was probably meant as: one that differs only in letter case, else the nearest within
+/// a few typing mistakes.
+pub fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str> + Clone) -> Option<&'a str> {
+    if let Some(c) = candidates.clone().find(|c| c.eq_ignore_ascii_case(name)) {
+        return Some(c);
+    }
+    let limit = (name.chars().count() / 5).max(2);
+    let lower = name.to_lowercase();
+    candidates
+        .map(|c| (edit_distance(&lower, &c.to_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != *cb)).min(row[j] + 1).min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// The time zone `name` was probably meant as: also one with daylight saving time, which Cisco writes
+/// `Standard/Daylight Time` (`Pacific Standard Time` → `Pacific Standard/Daylight Time`), or the only one
+/// that starts with it (`Tokyo` → `Tokyo Standard Time`).
+fn suggest_time_zone(name: &str) -> Option<&'static str> {
+    let plain = |s: &str| s.to_lowercase().replace("/daylight", "").replace(' ', "");
+    let wanted = plain(name);
+    let lower = name.to_lowercase();
+    let mut starting = TIME_ZONES.iter().copied().filter(|z| z.to_lowercase().starts_with(&format!("{lower} ")));
+    let only_start = match (starting.next(), starting.next()) {
+        (Some(z), None) => Some(z),
+        _ => None,
+    };
+    TIME_ZONES
+        .iter()
+        .copied()
+        .find(|z| plain(z) == wanted)
+        .or(only_start)
+        .or_else(|| suggest(name, TIME_ZONES.iter().copied()))
+}
+
+/// A CM group's problems, as messages naming the key and the fix; the caller names the group.
+pub fn cm_group_problems(cluster: &Cluster, group: &CmGroupDoc) -> Vec<String> {
+    let mut problems = Vec::new();
+    let labels = || cluster.call_managers.iter().map(CallManager::label);
+    let known = || labels().map(|l| format!("{l:?}")).collect::<Vec<_>>().join(", ");
+    if group.call_managers.is_empty() {
+        problems.push(format!(
+            "call_managers is empty: list the group's call managers, the primary first (of [cluster] \
+             call_managers: {})",
+            known()
+        ));
+    }
+    if group.call_managers.len() > MAX_CM_GROUP {
+        problems.push(format!(
+            "call_managers lists {} call managers; a CM group has at most {MAX_CM_GROUP} (primary, secondary, \
+             tertiary): split the phones over several groups",
+            group.call_managers.len()
+        ));
+    }
+    for (i, name) in group.call_managers.iter().enumerate() {
+        if group.call_managers[..i].contains(name) {
+            problems
+                .push(format!("call manager {name:?} is listed twice: list each call manager once, in priority order"));
+            continue;
+        }
+        match labels().filter(|l| l == name).count() {
+            1 => {}
+            0 => problems.push(format!(
+                "unknown call manager {name:?}{}: name one of [cluster] call_managers by its name (its address \
+                 when it has none): {}",
+                did_you_mean(suggest(name, labels())),
+                known()
+            )),
+            n => problems.push(format!(
+                "call manager {name:?} names {n} call managers of [cluster] call_managers: give them distinct names"
+            )),
+        }
+    }
+    problems
+}
+
+/// A date/time group's problems, as messages naming the key and the fix; the caller names the group.
+pub fn date_time_group_problems(group: &DateTimeGroupDoc) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(zone) = &group.time_zone
+        && !TIME_ZONES.contains(&zone.as_str())
+    {
+        problems.push(format!(
+            "unknown time_zone {zone:?}{}: use a time zone as Cisco phones name it (docs/inventory.md lists them)",
+            did_you_mean(suggest_time_zone(zone))
+        ));
+    }
+    if let Some(format) = &group.date_format
+        && !DATE_FORMATS.contains(&format.as_str())
+    {
+        let hint = match format.strip_suffix('a') {
+            Some(date) if DATE_FORMATS.contains(&date) => {
+                format!(": write date_format = {date:?} and time_format = \"12-hour\"")
+            }
+            _ => format!(
+                "{}: use one of {}",
+                did_you_mean(suggest(format, DATE_FORMATS.iter().copied())),
+                DATE_FORMATS.join(", ")
+            ),
+        };
+        problems.push(format!("unknown date_format {format:?}{hint}"));
+    }
+    if let Some(servers) = &group.ntp_servers {
+        if servers.len() > MAX_NTP_SERVERS {
+            problems.push(format!(
+                "ntp_servers lists {} servers; a date/time group has at most {MAX_NTP_SERVERS}",
+                servers.len()
+            ));
+        }
+        for (i, server) in servers.iter().enumerate() {
+            if server.trim().is_empty() {
+                problems.push(format!("ntp_servers: server {} is empty: give a host name or address", i + 1));
+            } else if servers[..i].contains(server) {
+                problems.push(format!("ntp_servers: {server:?} is listed twice"));
+            }
+        }
+    }
+    problems
+}
+
+/// A device pool's problems (the groups it names), as messages naming the key and the fix; the caller names
+/// the pool.
+pub fn device_pool_problems(pools: &Pools, pool: &DevicePoolDoc) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(group) = &pool.cm_group
+        && !pools.cm_groups.contains_key(group)
+    {
+        problems.push(format!(
+            "unknown cm_group {group:?}{}: name a [cm_groups.NAME] of the inventory, or leave cm_group out for \
+             the cluster's call managers",
+            did_you_mean(suggest(group, pools.cm_groups.keys().map(String::as_str)))
+        ));
+    }
+    if let Some(group) = &pool.date_time_group
+        && !pools.date_time_groups.contains_key(group)
+    {
+        problems.push(format!(
+            "unknown date_time_group {group:?}{}: name a [date_time_groups.NAME] of the inventory, or leave \
+             date_time_group out for the cluster's date and time settings",
+            did_you_mean(suggest(group, pools.date_time_groups.keys().map(String::as_str)))
+        ));
+    }
+    for (key, value) in [("user_locale", &pool.user_locale), ("network_locale", &pool.network_locale)] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            problems.push(format!("{key} is empty: name a locale, or leave {key} out for the cluster's"));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        toml::from_str(
+            "name = \"c\"\ncall_managers = [{ address = \"pub.example.test\", name = \"pub\" }, \
+             { address = \"sub1.example.test\", name = \"sub1\" }, { address = \"sub2.example.test\" }]",
+        )
+        .unwrap()
+    }
+
+    fn group(names: &[&str]) -> CmGroupDoc {
+        CmGroupDoc { call_managers: names.iter().map(|n| (*n).to_owned()).collect(), description: String::new() }
+    }
+
+    #[test]
+    fn a_cm_group_names_known_call_managers_once_and_not_too_many() {
+        let cluster = cluster();
+        assert!(cm_group_problems(&cluster, &group(&["sub1", "pub", "sub2.example.test"])).is_empty());
+        assert_eq!(
+            cm_group_problems(&cluster, &group(&[])),
+            ["call_managers is empty: list the group's call managers, the primary first (of [cluster] \
+              call_managers: \"pub\", \"sub1\", \"sub2.example.test\")"]
+        );
+        assert_eq!(
+            cm_group_problems(&cluster, &group(&["pub", "sbu1", "pub"])),
+            [
+                "unknown call manager \"sbu1\" (did you mean \"sub1\"?): name one of [cluster] call_managers by its \
+                 name (its address when it has none): \"pub\", \"sub1\", \"sub2.example.test\"",
+                "call manager \"pub\" is listed twice: list each call manager once, in priority order",
+            ]
+        );
+        assert_eq!(
+            cm_group_problems(&cluster, &group(&["pub", "sub1", "sub2.example.test", "PUB"]))[0],
+            "call_managers lists 4 call managers; a CM group has at most 3 (primary, secondary, tertiary): split \
+             the phones over several groups"
+        );
+        assert!(cm_group_problems(&cluster, &group(&["nowhere"]))[0].starts_with("unknown call manager \"nowhere\": "));
+    }
+
+    #[test]
+    fn a_date_time_group_has_a_cisco_time_zone_and_a_cucm_date_format() {
+        let ok = DateTimeGroupDoc {
+            time_zone: Some("Pacific Standard/Daylight Time".into()),
+            date_format: Some("M/D/Y".into()),
+            time_format: Some(crate::provision::inventory::TimeFormat::Hour12),
+            ntp_servers: Some(vec!["ntp.example.test".into()]),
+            description: String::new(),
+        };
+        assert!(date_time_group_problems(&ok).is_empty());
+        assert!(date_time_group_problems(&DateTimeGroupDoc::default()).is_empty(), "every key is the cluster's");
+        let bad = DateTimeGroupDoc {
+            time_zone: Some("Pacific Standard Time".into()),
+            date_format: Some("M/D/Ya".into()),
+            ntp_servers: Some(vec!["a".into(), " ".into(), "a".into()]),
+            ..ok.clone()
+        };
+        assert_eq!(
+            date_time_group_problems(&bad),
+            [
+                "unknown time_zone \"Pacific Standard Time\" (did you mean \"Pacific Standard/Daylight Time\"?): use \
+                 a time zone as Cisco phones name it (docs/inventory.md lists them)",
+                "unknown date_format \"M/D/Ya\": write date_format = \"M/D/Y\" and time_format = \"12-hour\"",
+                "ntp_servers: server 2 is empty: give a host name or address",
+                "ntp_servers: \"a\" is listed twice",
+            ]
+        );
+        let typo = DateTimeGroupDoc {
+            time_zone: Some("central europe standard/daylight time".into()),
+            date_format: Some("DD/MM/YY".into()),
+            ..DateTimeGroupDoc::default()
+        };
+        let problems = date_time_group_problems(&typo);
+        assert!(problems[0].contains("(did you mean \"Central Europe Standard/Daylight Time\"?)"), "{problems:?}");
+        assert!(problems[1].starts_with("unknown date_format \"DD/MM/YY\": use one of M/D/Y, D/M/Y"), "{problems:?}");
+        let many = DateTimeGroupDoc {
+            ntp_servers: Some((1..=6).map(|i| format!("ntp{i}.example.test")).collect()),
+            ..DateTimeGroupDoc::default()
+        };
+        assert_eq!(date_time_group_problems(&many), ["ntp_servers lists 6 servers; a date/time group has at most 5"]);
+    }
+
+    #[test]
+    fn a_device_pool_names_groups_of_the_inventory() {
+        let mut pools = Pools::default();
+        pools.cm_groups.insert("West".into(), group(&["pub"]));
+        pools.date_time_groups.insert("Pacific".into(), DateTimeGroupDoc::default());
+        let ok = DevicePoolDoc {
+            cm_group: Some("West".into()),
+            date_time_group: Some("Pacific".into()),
+            ..DevicePoolDoc::default()
+        };
+        assert!(device_pool_problems(&pools, &ok).is_empty());
+        assert!(device_pool_problems(&pools, &DevicePoolDoc::default()).is_empty(), "every key is the cluster's");
+        let bad = DevicePoolDoc {
+            cm_group: Some("west".into()),
+            date_time_group: Some("Pacfic".into()),
+            user_locale: Some(String::new()),
+            ..DevicePoolDoc::default()
+        };
+        assert_eq!(
+            device_pool_problems(&pools, &bad),
+            [
+                "unknown cm_group \"west\" (did you mean \"West\"?): name a [cm_groups.NAME] of the inventory, or \
+                 leave cm_group out for the cluster's call managers",
+                "unknown date_time_group \"Pacfic\" (did you mean \"Pacific\"?): name a [date_time_groups.NAME] of \
+                 the inventory, or leave date_time_group out for the cluster's date and time settings",
+                "user_locale is empty: name a locale, or leave user_locale out for the cluster's",
+            ]
+        );
+    }
+
+    #[test]
+    fn suggestions_are_a_letter_case_or_a_few_typing_mistakes_away() {
+        let names = ["Site-A", "Site-B", "Headquarters"];
+        assert_eq!(suggest("site-a", names.iter().copied()), Some("Site-A"));
+        assert_eq!(suggest("Headquaters", names.iter().copied()), Some("Headquarters"));
+        assert_eq!(suggest("Branch", names.iter().copied()), None);
+    }
 }

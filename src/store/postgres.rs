@@ -32,7 +32,7 @@ use crate::auth::store::{
 };
 use crate::config::StoreConfig;
 use crate::provision::deployment::StoredDeployment;
-use crate::provision::inventory::{Cluster, ClusterDoc, DeviceDoc, InventoryDoc, ProfileDoc, UserDoc};
+use crate::provision::inventory::{Cluster, ClusterDoc, DeviceDoc, InventoryDoc, Pools, ProfileDoc, UserDoc};
 use crate::provision::trust::{Purpose, TrustCert};
 use crate::store::kek::{Kek, KekError};
 use crate::store::sqlite::parents_first;
@@ -126,7 +126,8 @@ impl ChangeSet {
 /// An administrative change to the deployment, checked by the caller against the whole inventory first.
 #[derive(Debug, Clone)]
 pub enum Edit {
-    Cluster(Box<Cluster>),
+    /// The cluster settings with the device pools and their groups: one document (docs/decisions.md).
+    Cluster(Box<Cluster>, Box<Pools>),
     Profile(String, Option<ProfileDoc>),
     User(String, Option<UserDoc>),
     /// Devices put (`Some`) or removed.
@@ -134,6 +135,25 @@ pub enum Edit {
     AddCerts(Purpose, Vec<TrustCert>),
     /// By full SHA-256.
     RemoveCert(Purpose, String),
+}
+
+/// The `cluster` row's document: the cluster's keys, its call managers, and the device pools with their CM and
+/// date/time groups (keys absent while there are none, so a deployment without pools stores what it always did).
+#[derive(serde::Serialize)]
+struct ClusterRowRef<'a> {
+    #[serde(flatten)]
+    cluster: ClusterDoc<'a>,
+    #[serde(flatten)]
+    pools: &'a Pools,
+}
+
+/// [`ClusterRowRef`] as it is read back.
+#[derive(serde::Deserialize)]
+struct ClusterRow {
+    #[serde(flatten)]
+    cluster: Cluster,
+    #[serde(flatten)]
+    pools: Pools,
 }
 
 /// The inventory changed between the caller's read and its write: nothing was written.
@@ -412,11 +432,11 @@ impl PgStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| self.schema_error(e))?;
-        let cluster: Option<sqlx::types::Json<Cluster>> = sqlx::query_scalar("SELECT doc FROM cluster WHERE id = 1")
+        let cluster: Option<sqlx::types::Json<ClusterRow>> = sqlx::query_scalar("SELECT doc FROM cluster WHERE id = 1")
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| self.fail(e))?;
-        let Some(sqlx::types::Json(cluster)) = cluster else {
+        let Some(sqlx::types::Json(ClusterRow { cluster, pools })) = cluster else {
             return Err(StoreError::Database {
                 path: self.origin.clone(),
                 message: "holds no deployment yet: run `sipcfg store init` (it moves in the inventory that the \
@@ -429,7 +449,11 @@ impl PgStore {
             profiles: Default::default(),
             users: Default::default(),
             devices: Default::default(),
+            device_pools: Default::default(),
+            cm_groups: Default::default(),
+            date_time_groups: Default::default(),
         };
+        inventory.set_pools(pools);
         let profiles: Vec<(String, sqlx::types::Json<ProfileDoc>)> =
             sqlx::query_as("SELECT name, doc FROM profiles").fetch_all(&mut *tx).await.map_err(|e| self.fail(e))?;
         inventory.profiles = profiles.into_iter().map(|(k, v)| (k, v.0)).collect();
@@ -592,8 +616,8 @@ impl PgStore {
     ) -> Result<(), StoreError> {
         let fail = |e| self.fail(e);
         match edit {
-            Edit::Cluster(cluster) => {
-                let doc = sqlx::types::Json(ClusterDoc::of(cluster));
+            Edit::Cluster(cluster, pools) => {
+                let doc = sqlx::types::Json(ClusterRowRef { cluster: ClusterDoc::of(cluster), pools });
                 sqlx::query("INSERT INTO cluster (id, doc) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET doc = $1")
                     .bind(doc)
                     .execute(&mut **tx)
@@ -723,7 +747,12 @@ impl PgStore {
             return Ok(false);
         }
         let inventory = &deployment.inventory;
-        let mut edits = vec![Edit::Cluster(Box::new(inventory.cluster.clone()))];
+        let pools = Pools {
+            cm_groups: inventory.cm_groups.clone(),
+            date_time_groups: inventory.date_time_groups.clone(),
+            device_pools: inventory.device_pools.clone(),
+        };
+        let mut edits = vec![Edit::Cluster(Box::new(inventory.cluster.clone()), Box::new(pools))];
         edits.extend(inventory.profiles.iter().map(|(k, v)| Edit::Profile(k.clone(), Some(v.clone()))));
         edits.extend(inventory.users.iter().map(|(k, v)| Edit::User(k.clone(), Some(v.clone()))));
         edits.push(Edit::Devices(inventory.devices.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect()));
