@@ -988,7 +988,8 @@ impl Config {
                     return Err(invalid(key, problem));
                 }
                 let ranges: [(&'static str, u64, std::ops::RangeInclusive<u64>); 3] = [
-                    ("store.max_connections", u64::from(raw_store.max_connections), 1..=100),
+                    // One connection stays with the notification listener: 2 is the least that serves grants.
+                    ("store.max_connections", u64::from(raw_store.max_connections), 2..=100),
                     ("store.connect_timeout_secs", raw_store.connect_timeout_secs, 1..=60),
                     ("store.resync_secs", raw_store.resync_secs, 1..=300),
                 ];

@@ -100,6 +100,14 @@ async fn start(
                 return Ok(Some(app));
             }
             Err(e) if e.is_unavailable() => {
+                // Under systemd (Type=notify), a start that waits for the store would be killed after
+                // TimeoutStartSec and, after a few restarts, given up: ask for more time while retrying.
+                let extend = (wait + std::time::Duration::from_secs(30)).as_micros();
+                if let Err(e) = crate::ops::systemd::notify(&format!(
+                    "EXTEND_TIMEOUT_USEC={extend}\nSTATUS=waiting for the shared store (retrying)"
+                )) {
+                    tracing::debug!(error = %e, "systemd notification (EXTEND_TIMEOUT_USEC) failed");
+                }
                 tracing::error!(
                     error = %e,
                     retry_secs = wait.as_secs(),
