@@ -493,3 +493,33 @@ fn token_revoke_without_a_running_server_says_so() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("no server is running"), "{}", text(&out.stdout));
 }
+
+/// A device removed from the inventory by hand still holds its family and its outstanding codes until
+/// `token revoke` retires them, which it does although the device is gone.
+#[tokio::test]
+async fn token_revoke_reaches_a_device_removed_by_hand() {
+    let d = TempDeployment::new();
+    let server = started(&d).await;
+    let client = server.client();
+    let code = code_for(&d, "SEP001122334455");
+    let spare = code_for(&d, "SEP001122334455");
+    let t = json(&client.post_form("/oauth/token", &[("grant_type", GRANT), ("code", &code)]).await);
+    let refresh = t["refresh_token"].as_str().unwrap().to_owned();
+    // The device goes from the file, by hand.
+    let inventory = std::fs::read_to_string(d.path("example/inventory.toml")).unwrap();
+    let start = inventory.find("[devices.SEP001122334455]").unwrap();
+    let end = inventory[start + 1..].find("\n[").map_or(inventory.len(), |i| start + 1 + i);
+    std::fs::write(d.path("example/inventory.toml"), format!("{}{}", &inventory[..start], &inventory[end..])).unwrap();
+
+    let out = sipcfg_while_serving(&d, &["token", "revoke", "--device", "SEP001122334455"]).await;
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stderr).contains("is not in"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("retired 1 outstanding activation code"), "{}", text(&out.stderr));
+    let r = client.post_form("/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
+    assert_grant_error(&r, StatusCode::BAD_REQUEST, "invalid_grant");
+    let r = client.post_form("/oauth/token", &[("grant_type", GRANT), ("code", &spare)]).await;
+    assert_grant_error(&r, StatusCode::BAD_REQUEST, "invalid_grant");
+    // A name the store never heard of is still refused.
+    let out = sipcfg_while_serving(&d, &["token", "revoke", "--device", "SEP0000000000AA"]).await;
+    assert!(!out.status.success() && text(&out.stderr).contains("no such device"), "{}", text(&out.stderr));
+}

@@ -115,6 +115,33 @@ pub(crate) fn subject_arg(
     }
 }
 
+/// A subject named on the command line that the inventory no longer has but the token store knows (a
+/// refresh-token family or an activation code).
+async fn removed_subject(
+    service: &TokenService,
+    device: Option<String>,
+    user: Option<String>,
+    now: Time,
+) -> Result<Option<Subject>, String> {
+    let subject = match (device, user) {
+        (Some(d), _) => match DeviceName::parse_loose(&d) {
+            Ok(name) => Subject::Device(name),
+            Err(_) => return Ok(None),
+        },
+        (None, Some(u)) => Subject::User(u),
+        (None, None) => return Ok(None),
+    };
+    let store = service.store();
+    let families = store.families(Some(&subject.to_string()), now).await.map_err(|e| e.to_string())?;
+    let codes = match &subject {
+        Subject::Device(name) => {
+            store.list_activation_codes().await.map_err(|e| e.to_string())?.iter().any(|c| c.device == name.as_str())
+        }
+        Subject::User(_) => false,
+    };
+    Ok((!families.is_empty() || codes).then_some(subject))
+}
+
 pub(crate) fn revoke(arg: &ConfigArg, device: Option<String>, user: Option<String>) -> Result<ExitCode, String> {
     block_on(revoke_async(arg, device, user))?
 }
@@ -123,9 +150,37 @@ async fn revoke_async(arg: &ConfigArg, device: Option<String>, user: Option<Stri
     let config = load_config(arg)?;
     let site = open_site(&config)?;
     let inventory = site_inventory(&site, &config).await?;
-    let subject = subject_arg(&inventory, device, user)?;
     let service = token_service(&config, &site).await?;
-    service.revoke_subject(&subject, unix_now() as Time).await.map_err(|e| e.to_string())?;
+    let now = unix_now() as Time;
+    let subject = match subject_arg(&inventory, device.clone(), user.clone()) {
+        Ok(subject) => subject,
+        // A device or user removed from the inventory by hand may still hold tokens and codes: they can be
+        // revoked as long as the token store knows the subject.
+        Err(refusal) => match removed_subject(&service, device, user, now).await? {
+            Some(subject) => {
+                eprintln!(
+                    "note: {subject} is not in {}: revoking the tokens the store still holds",
+                    inventory.file.display()
+                );
+                subject
+            }
+            None => return Err(refusal),
+        },
+    };
+    if let Subject::Device(name) = &subject {
+        let mut retired = 0;
+        for code in service.store().list_activation_codes().await.map_err(|e| e.to_string())? {
+            if code.device == name.as_str() && code.used.is_none() && !code.revoked && code.expires > now {
+                retired += usize::from(
+                    service.store().revoke_activation_code(&code.id, now).await.map_err(|e| e.to_string())?,
+                );
+            }
+        }
+        if retired > 0 {
+            eprintln!("retired {retired} outstanding activation code(s) of {name}");
+        }
+    }
+    service.revoke_subject(&subject, now).await.map_err(|e| e.to_string())?;
     site.audit_cli(
         &config,
         "token.revoke",
