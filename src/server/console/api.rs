@@ -495,8 +495,30 @@ pub fn codes_csv(codes: &[NewCode]) -> String {
     let _ = w.write_record(["device", "owner", "code", "expires"]);
     for c in codes {
         let expires = crate::util::time::rfc3339_utc(c.expires);
-        let _ =
-            w.write_record([c.device.as_str(), c.owner.as_deref().unwrap_or(""), c.code.as_str(), expires.as_str()]);
+        let owner = spreadsheet_safe(c.owner.as_deref().unwrap_or(""));
+        let _ = w.write_record([c.device.as_str(), owner.as_str(), c.code.as_str(), expires.as_str()]);
     }
     w.into_inner().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+}
+
+/// A field a spreadsheet will not run as a formula (OWASP "CSV injection"): one that starts with `=`, `+`,
+/// `-`, `@`, a tab or a carriage return gets a leading `'`. User ids may start with anything.
+fn spreadsheet_safe(field: &str) -> String {
+    match field.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{field}"),
+        _ => field.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_never_become_formulas() {
+        assert_eq!(spreadsheet_safe("jsmith"), "jsmith");
+        assert_eq!(spreadsheet_safe("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(spreadsheet_safe("@SUM(1)"), "'@SUM(1)");
+        assert_eq!(spreadsheet_safe(""), "");
+    }
 }

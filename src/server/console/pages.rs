@@ -393,7 +393,15 @@ async fn post(console: &Console, req: &Req, who: &Authenticated, form: &HashMap<
         ["devices", name, "delete"] => manage.delete_device(&caller, name).await.map(|()| redirect("/devices")),
         ["users", id, "revoke"] => match manage.user(id) {
             Ok(_) => {
-                let back = form.get("back").filter(|b| b.starts_with('/') && !b.starts_with("//")).cloned();
+                // Only back to a device page of this console (never elsewhere: "//host" and "/\\host" leave it).
+                let back = form
+                    .get("back")
+                    .filter(|b| {
+                        b.strip_prefix("/devices/").is_some_and(|n| {
+                            n.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+                        })
+                    })
+                    .cloned();
                 manage
                     .revoke_tokens(&caller, &Subject::User((*id).to_owned()))
                     .await
