@@ -101,8 +101,12 @@ async fn metrics_move_as_requests_are_answered() {
         "the example has a Phone-Edge-Trust CA"
     );
     assert!(after.has("sipcfg_build_info{version="));
+    // The standard process metrics, as every exporter names them.
+    assert!(after.get("process_resident_memory_bytes") > 1e6);
+    assert!(after.get("process_open_fds") >= 1.0 && after.get("process_max_fds") >= after.get("process_open_fds"));
+    assert!(after.has("process_cpu_seconds_total "));
     for line in after.0.lines().filter(|l| !l.starts_with('#')) {
-        assert!(line.starts_with("sipcfg_"), "{line}");
+        assert!(line.starts_with("sipcfg_") || line.starts_with("process_"), "{line}");
         assert!(!line.contains("SEP0011") && !line.contains("/"), "a device name or path became a label: {line}");
     }
 

@@ -643,6 +643,9 @@ impl Metrics {
         if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry) {
             tracing::error!(error = %e, "metrics could not be encoded");
         }
+        // The standard process metrics, unprefixed as every exporter names them (format 0.0.4 has no end
+        // marker, so they go last).
+        text.push_str(&crate::ops::process::exposition());
         text
     }
 }

@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod health;
 pub mod metrics;
+pub mod process;
 pub mod reload;
 pub mod signals;
 pub mod store_watch;
