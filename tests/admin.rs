@@ -101,6 +101,14 @@ async fn metrics_move_as_requests_are_answered() {
         "the example has a Phone-Edge-Trust CA"
     );
     assert!(after.has("sipcfg_build_info{version="));
+    // Every answered request is timed, by listener and kind.
+    let timed = after.get("sipcfg_http_request_duration_seconds_count{listener=\"https\",kind=\"device-config\"}");
+    assert!(timed >= 1.0, "{}", after.0);
+    assert_eq!(
+        after.get("sipcfg_http_request_duration_seconds_bucket{listener=\"https\",kind=\"device-config\",le=\"+Inf\"}"),
+        timed
+    );
+    assert!(after.get("sipcfg_http_request_duration_seconds_sum{listener=\"https\",kind=\"device-config\"}") > 0.0);
     // The standard process metrics, as every exporter names them.
     assert!(after.get("process_resident_memory_bytes") > 1e6);
     assert!(after.get("process_open_fds") >= 1.0 && after.get("process_max_fds") >= after.get("process_open_fds"));

@@ -149,6 +149,82 @@ impl RequestCounts {
     }
 }
 
+/// Upper bounds of the request-duration buckets, in seconds (the last bucket, +Inf, is implicit).
+const LATENCY_BOUNDS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+const LATENCY_SLOTS: usize = LATENCY_BOUNDS.len() + 1;
+
+/// Request durations by listener and kind: per label set, a count per bucket and the sum in nanoseconds,
+/// all atomics in flat tables made once (a request adds to three of them; no lock, no allocation).
+#[derive(Debug)]
+struct Latencies {
+    buckets: Box<[AtomicU64]>,
+    sum_ns: Box<[AtomicU64]>,
+}
+
+impl Latencies {
+    fn new() -> Latencies {
+        let sets = LISTENERS.len() * FileKind::ALL.len();
+        Latencies {
+            buckets: (0..sets * LATENCY_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            sum_ns: (0..sets).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn set(channel: Channel, kind: FileKind) -> usize {
+        let kind = FileKind::ALL.iter().position(|&k| k == kind).unwrap_or(FileKind::ALL.len() - 1);
+        listener_slot(channel) * FileKind::ALL.len() + kind
+    }
+
+    fn observe(&self, channel: Channel, kind: FileKind, took: Duration) {
+        let set = Self::set(channel, kind);
+        let secs = took.as_secs_f64();
+        let bucket = LATENCY_BOUNDS.iter().position(|&b| secs <= b).unwrap_or(LATENCY_BOUNDS.len());
+        if let Some(b) = self.buckets.get(set * LATENCY_SLOTS + bucket) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(s) = self.sum_ns.get(set) {
+            s.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LatencyCollector(Arc<Latencies>);
+
+impl Collector for LatencyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "http_request_duration_seconds",
+            "Time from a request's head to its answer on the phone-facing listeners, by listener and file kind \
+             (TLS handshakes not included).",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (l, channel) in LISTENERS.iter().enumerate() {
+            for (k, kind) in FileKind::ALL.iter().enumerate() {
+                let set = l * FileKind::ALL.len() + k;
+                let counts: Vec<u64> = (0..LATENCY_SLOTS)
+                    .map(|b| self.0.buckets.get(set * LATENCY_SLOTS + b).map_or(0, |c| c.load(Ordering::Relaxed)))
+                    .collect();
+                let count: u64 = counts.iter().sum();
+                if count == 0 {
+                    continue;
+                }
+                let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
+                    .iter()
+                    .copied()
+                    .chain(std::iter::once(f64::INFINITY))
+                    .zip(counts.iter().copied())
+                    .collect();
+                let sum = self.0.sum_ns.get(set).map_or(0, |s| s.load(Ordering::Relaxed)) as f64 / 1e9;
+                let labels: [(&str, &str); 2] = [("listener", channel.as_str()), ("kind", kind.as_str())];
+                family.encode_family(&labels)?.encode_histogram::<Vec<(String, String)>>(sum, count, &buckets, None)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Encodes the request table, one series per label set that has counted something (a full table of
 /// zeros would be hundreds of series nobody reads).
 #[derive(Debug)]
@@ -282,6 +358,7 @@ pub struct Metrics {
     registry: Registry,
     scrape: Mutex<()>,
     requests: Arc<RequestCounts>,
+    latencies: Arc<Latencies>,
     refusals: Family<Labels1, Counter>,
     handshakes: [Counter; 3],
     handshake_failures: [[Counter; 2]; 3],
@@ -332,6 +409,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("sipcfg");
         let requests = Arc::new(RequestCounts::new());
         registry.register_collector(Box::new(RequestCollector(requests.clone())));
+        let latencies = Arc::new(Latencies::new());
+        registry.register_collector(Box::new(LatencyCollector(latencies.clone())));
         let audit = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(AuditCollector(audit.clone())));
 
@@ -508,6 +587,7 @@ impl Metrics {
             registry,
             scrape: Mutex::new(()),
             requests,
+            latencies,
             refusals,
             handshakes,
             handshake_failures,
@@ -554,6 +634,11 @@ impl Metrics {
         if !reason.is_empty() {
             self.refusals.get_or_create(&[("reason", reason)]).inc();
         }
+    }
+
+    /// How long an answered request took, from its head to its answer.
+    pub fn request_took(&self, channel: Channel, kind: FileKind, took: Duration) {
+        self.latencies.observe(channel, kind, took);
     }
 
     /// A refusal that is not an answered request (a connection that timed out sending its head).

@@ -74,9 +74,11 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // The clock is read, and the path copied, only for an access line that will be written.
+    // The clock is read once for the duration histogram; the path is copied only for an access line that
+    // will be written.
+    let started = Instant::now();
     let logged = tracing::enabled!(target: "sipcfg::access", tracing::Level::INFO)
-        .then(|| (Instant::now(), req.method().clone(), loggable(req.uri().path())));
+        .then(|| (started, req.method().clone(), loggable(req.uri().path())));
     let observed = conn.observed.as_ref().map(|(observer, tls)| (observer, tls, RequestHead::of(&req)));
     let slot = &conn.memo;
     let kind = route::kind_of(req.uri().path());
@@ -99,6 +101,7 @@ where
     let logged = unanswered.answered();
     let status = response.status().as_u16();
     monitor.metrics.request(channel, kind, status, reason);
+    monitor.metrics.request_took(channel, kind, started.elapsed());
     if let Some((observer, tls, head)) = observed {
         observer.request(peer, channel, tls.as_ref(), &head, subject.as_ref(), status);
     }
