@@ -72,6 +72,10 @@ pub fn send(socket: &OsStr, message: &str) -> io::Result<()> {
 
     let address = socket_address(socket)?;
     let sender = UnixDatagram::unbound()?;
+    // Never wait for room: the notifications are sent from the runtime's workers, and a receiver that stops
+    // reading (its queue holds only net.unix.max_dgram_qlen datagrams, 10 by default) must not stall them,
+    // nor a shutdown that waits for the watchdog task. A full queue is an error (WouldBlock) instead.
+    sender.set_nonblocking(true)?;
     let sent = sender.send_to_addr(message.as_bytes(), &address)?;
     if sent != message.len() {
         return Err(io::Error::new(
@@ -173,8 +177,13 @@ pub async fn watchdog(mut stop: crate::util::stop::Stop) {
         tokio::select! {
             () = stop.stopped() => return,
             _ = ticks.tick() => {
-                if let Err(e) = notify("WATCHDOG=1") {
-                    tracing::warn!(error = %e, "systemd watchdog notification failed");
+                match notify("WATCHDOG=1") {
+                    Ok(()) => {}
+                    // systemd has not read the last ones yet: the next tick tries again.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        tracing::debug!("systemd's notification queue is full; watchdog ping skipped");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "systemd watchdog notification failed"),
                 }
             }
         }
@@ -187,6 +196,23 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn a_receiver_that_stops_reading_never_blocks_the_sender() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let _receiver = UnixDatagram::bind(&path).unwrap();
+        let started = std::time::Instant::now();
+        let mut refused = 0;
+        for _ in 0..1000 {
+            if let Err(e) = send(path.as_os_str(), "WATCHDOG=1") {
+                assert_eq!(e.kind(), io::ErrorKind::WouldBlock, "{e}");
+                refused += 1;
+            }
+        }
+        assert!(refused > 0, "the queue never filled: the test proves nothing");
+        assert!(started.elapsed() < Duration::from_secs(5), "a send waited");
+    }
 
     fn receive(socket: &UnixDatagram) -> String {
         socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
