@@ -369,3 +369,22 @@ async fn a_running_server_syncs_at_start_in_the_background() {
     }
     drop(server);
 }
+
+/// A disabled user's token opens none of its devices (a Jabber client gets no file); enabled again, it does.
+#[tokio::test]
+async fn a_disabled_users_token_gets_no_file() {
+    let d = TempDeployment::new();
+    d.edit("example/inventory.toml", "name = \"John Smith\"\n", "name = \"John Smith\"\nenabled = false\n");
+    let server = common::TestServer::with_config(d.config()).await;
+    let token = server.token("user:jsmith");
+    let r = server.client().get("/CSFJSMITH.cnf.xml", Some(&token)).await;
+    assert_eq!(r.status, http::StatusCode::FORBIDDEN, "{}", r.text());
+    server.shutdown().await;
+
+    let d = TempDeployment::new();
+    let server = common::TestServer::with_config(d.config()).await;
+    let token = server.token("user:jsmith");
+    let r = server.client().get("/CSFJSMITH.cnf.xml", Some(&token)).await;
+    assert_eq!(r.status, http::StatusCode::OK, "{}", r.text());
+    server.shutdown().await;
+}

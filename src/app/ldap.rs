@@ -397,15 +397,15 @@ mod tests {
         let mut inventory =
             Inventory::load(std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/example/inventory.toml")))
                 .unwrap();
-        // jsmith (owns devices) and bwong (owns none, per the example) come from the directory.
-        let owned: Vec<String> = inventory.devices.values().filter_map(|d| d.owner.clone()).collect();
-        let owner = owned[0].clone();
-        let free = inventory.users.keys().find(|id| !owned.contains(id)).unwrap().clone();
-        for id in [&owner, &free] {
-            let mut u = inventory.users[id.as_str()].clone();
-            u.doc.source = SOURCE_LDAP.into();
-            inventory.users.insert(id.clone(), u);
-        }
+        // A user who owns devices and one who owns none come from the directory.
+        let owner = inventory.devices.values().find_map(|d| d.owner.clone()).unwrap();
+        let free = "gone".to_owned();
+        let mut u = inventory.users[owner.as_str()].clone();
+        u.doc.source = SOURCE_LDAP.into();
+        inventory.users.insert(owner.clone(), u.clone());
+        inventory
+            .users
+            .insert(free.clone(), crate::provision::inventory::User { id: free.clone(), doc: u.doc.clone() });
         let hand_made = inventory.users.keys().find(|id| **id != owner && **id != free).unwrap().clone();
         let p = plan(&l, &inventory, &[dir("newbie", "New Bie"), dir(&hand_made, "Other")]).unwrap();
         assert_eq!(p.added, vec!["newbie"]);
