@@ -425,6 +425,21 @@ mod tests {
         assert!(e.to_string().contains("returned no user"), "{e}");
     }
 
+    /// The new fields are left out at their defaults: existing inventory files and the shared store's JSON
+    /// documents of users stay byte-identical.
+    #[test]
+    fn a_user_made_by_hand_serialises_as_before() {
+        let u = UserDoc::new("John Smith", "Sales");
+        assert_eq!(serde_json::to_string(&u).unwrap(), r#"{"name":"John Smith","department":"Sales"}"#);
+        assert_eq!(toml::to_string(&u).unwrap(), "name = \"John Smith\"\ndepartment = \"Sales\"\n");
+        let back: UserDoc = serde_json::from_str(r#"{"name":"x"}"#).unwrap();
+        assert!(back.enabled && back.source.is_empty() && back.mail.is_empty());
+        let off = UserDoc { enabled: false, source: SOURCE_LDAP.into(), ..u };
+        let json = serde_json::to_string(&off).unwrap();
+        assert!(json.contains(r#""source":"ldap","enabled":false"#), "{json}");
+        assert_eq!(serde_json::from_str::<UserDoc>(&json).unwrap(), off);
+    }
+
     #[test]
     fn the_url_host() {
         let mut l = ldap();
