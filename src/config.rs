@@ -107,6 +107,7 @@ struct RawConfig {
     #[serde(default)]
     observe: ObserveConfig,
     console: Option<ConsoleConfig>,
+    ldap: Option<LdapConfig>,
 }
 
 /// The management API and the web console's default address: CUCM's administration port, loopback only.
@@ -272,6 +273,160 @@ pub struct StateConfig {
 
 /// The environment variable that gives (or replaces) `[store] url`.
 pub const STORE_URL_ENV: &str = "SIPCFG_STORE_URL";
+
+/// Users from the directory (`[ldap]`): end users synchronised from LDAP or Active Directory, like CUCM's
+/// LDAP directory sync. docs/inventory.md, "Users from the directory".
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// `ldaps://HOST[:PORT]`, or `ldap://HOST[:PORT]` with `starttls = true` (or `insecure = true`).
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS before binding.
+    #[serde(default)]
+    pub starttls: bool,
+    /// Allow `ldap://` without StartTLS: the bind password and the directory cross the network in clear.
+    /// For a test directory only.
+    #[serde(default)]
+    pub insecure: bool,
+    /// PEM file of the CA certificates the directory server's certificate must chain to; without it, the
+    /// system's trusted CAs.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The DN sipcfg binds as; without it, an anonymous bind.
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    /// A file holding the bind password (first line), readable by sipcfg only. Never the password itself
+    /// in this file.
+    #[serde(default)]
+    pub bind_password_file: Option<PathBuf>,
+    /// Refused with a clear message: the password goes in `bind_password_file`.
+    #[serde(default)]
+    bind_password: Option<toml::Value>,
+    /// Where the users are searched (subtree), e.g. `ou=people,dc=example,dc=com`.
+    pub base_dn: String,
+    #[serde(default = "default_ldap_filter")]
+    pub filter: String,
+    #[serde(default)]
+    pub attributes: LdapAttributes,
+    /// Minutes between two scheduled syncs of a running server (the first at start); 0: only on demand
+    /// (`sipcfg ldap sync`).
+    #[serde(default = "default_ldap_interval")]
+    pub interval_minutes: u64,
+    /// Seconds allowed for the connection, the bind, and the search each.
+    #[serde(default = "default_ldap_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl LdapConfig {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+    /// The host of the URL (for the audit trail's actor, `ldap:HOST`).
+    pub fn host(&self) -> &str {
+        let rest = self.url.split_once("://").map_or(self.url.as_str(), |(_, r)| r);
+        let hostport = rest.split('/').next().unwrap_or(rest);
+        match hostport.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => hostport.rsplit_once(':').map_or(hostport, |(h, _)| h),
+        }
+    }
+}
+
+/// Which directory attribute gives each field of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LdapAttributes {
+    pub user_id: String,
+    pub name: String,
+    pub mail: String,
+    pub telephone: String,
+    pub department: String,
+}
+
+impl Default for LdapAttributes {
+    fn default() -> Self {
+        LdapAttributes {
+            user_id: "uid".into(),
+            name: "cn".into(),
+            mail: "mail".into(),
+            telephone: "telephoneNumber".into(),
+            department: "departmentNumber".into(),
+        }
+    }
+}
+
+fn default_ldap_filter() -> String {
+    "(objectClass=inetOrgPerson)".into()
+}
+fn default_ldap_interval() -> u64 {
+    60
+}
+fn default_ldap_timeout() -> u64 {
+    10
+}
+
+/// The problems of an `[ldap]` section: the key and what is wrong.
+fn check_ldap(l: &LdapConfig) -> Result<(), (&'static str, String)> {
+    if l.bind_password.is_some() {
+        return Err((
+            "ldap.bind_password",
+            "a password is never written in the configuration: put it in a file readable by sipcfg only and name \
+             it in ldap.bind_password_file"
+                .into(),
+        ));
+    }
+    let lower = l.url.to_ascii_lowercase();
+    let (scheme, rest) = lower.split_once("://").unwrap_or(("", ""));
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || !matches!(scheme, "ldap" | "ldaps") {
+        return Err((
+            "ldap.url",
+            format!("{:?}: give ldaps://HOST[:PORT] or ldap://HOST[:PORT] (with starttls)", l.url),
+        ));
+    }
+    if scheme == "ldaps" && l.starttls {
+        return Err(("ldap.starttls", "is for ldap:// URLs; ldaps:// is TLS from the start".into()));
+    }
+    if scheme == "ldap" && !l.starttls && !l.insecure {
+        return Err((
+            "ldap.url",
+            format!(
+                "{}: plain LDAP would send the bind password and the directory in clear: use ldaps://, or set \
+                 starttls = true (or insecure = true for a test directory)",
+                l.url
+            ),
+        ));
+    }
+    if l.bind_dn.is_some() != l.bind_password_file.is_some() {
+        return Err((
+            "ldap.bind_dn",
+            "give bind_dn and bind_password_file together (neither: an anonymous bind)".into(),
+        ));
+    }
+    if l.base_dn.trim().is_empty() {
+        return Err(("ldap.base_dn", "must not be empty".into()));
+    }
+    if !(l.filter.starts_with('(') && l.filter.ends_with(')')) {
+        return Err((
+            "ldap.filter",
+            format!("{:?}: an LDAP filter is in parentheses, e.g. (objectClass=inetOrgPerson)", l.filter),
+        ));
+    }
+    let a = &l.attributes;
+    if [&a.user_id, &a.name].iter().any(|v| v.trim().is_empty()) {
+        return Err(("ldap.attributes", "user_id and name must name an attribute".into()));
+    }
+    if !(1..=300).contains(&l.timeout_secs) {
+        return Err(("ldap.timeout_secs", format!("{} is outside 1-300", l.timeout_secs)));
+    }
+    if l.interval_minutes > 10_080 {
+        return Err((
+            "ldap.interval_minutes",
+            format!("{} is above 10080 (a week); 0: only on demand", l.interval_minutes),
+        ));
+    }
+    Ok(())
+}
 
 /// `[store]` as written: every key optional, since `SIPCFG_STORE_URL` may give the URL.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -714,6 +869,8 @@ pub struct Config {
     pub observe: ObserveConfig,
     /// The management API and the web console, when configured.
     pub console: Option<ConsoleConfig>,
+    /// Users from the directory, when configured.
+    pub ldap: Option<LdapConfig>,
     /// `serve --listen` and `--admin-listen`, kept so that a reload applies them to the file it reads again.
     pub overrides: Overrides,
 }
@@ -771,6 +928,7 @@ impl Config {
             ("[observe]", self.observe != new.observe),
             ("[admin] enabled, listen", admin(self) != admin(new)),
             ("[console]", self.console != new.console),
+            ("[ldap]", self.ldap != new.ldap),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
@@ -970,6 +1128,10 @@ impl Config {
             ));
         }
 
+        if let Some(l) = &raw.ldap {
+            check_ldap(l).map_err(|(key, message)| invalid(key, message))?;
+        }
+
         let store = match (raw.store, store_url) {
             (None, None) => None,
             (raw_store, env_url) => {
@@ -1033,6 +1195,11 @@ impl Config {
             admin: raw.admin,
             observe: raw.observe,
             console: raw.console,
+            ldap: raw.ldap.map(|l| LdapConfig {
+                ca_file: l.ca_file.map(at),
+                bind_password_file: l.bind_password_file.map(at),
+                ..l
+            }),
             overrides: Overrides::default(),
         }
         .checked_listeners()

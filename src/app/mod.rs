@@ -16,6 +16,7 @@ pub mod activity;
 pub mod certificates;
 pub mod channel;
 pub mod check;
+pub mod ldap;
 pub mod manage;
 pub mod oauth_order;
 pub mod site;

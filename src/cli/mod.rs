@@ -9,6 +9,7 @@
 //! | [`tokens`] | `token`, `activation-code`, `keys` |
 //! | [`store`] | `store init`, `store export`, `store status` (the shared store of a cluster) |
 //! | [`admin`] | `admin add`, `token`, `list`, `remove`, `passwd` (accounts of the management API and console) |
+//! | [`users`], [`ldap`] | `user add`, `remove`, `list`, `import`; `ldap sync` (users from the directory) |
 //! | [`docs`] | `manpage`, `completions` |
 //! | [`logging`], [`progress`] | logs and the audit log; progress bars |
 
@@ -19,6 +20,7 @@ pub mod cluster;
 pub mod docs;
 pub mod edge;
 pub mod import;
+pub mod ldap;
 pub mod logging;
 pub mod progress;
 pub mod render;
@@ -38,6 +40,7 @@ use crate::cli::admin::AdminAction;
 use crate::cli::cert::CertAction;
 use crate::cli::cluster::{ClusterAction, ModeAction};
 use crate::cli::edge::EdgeAction;
+use crate::cli::ldap::LdapAction;
 use crate::cli::store::StoreAction;
 use crate::cli::tokens::{CodeAction, KeysAction, TokenAction};
 use crate::cli::users::UserAction;
@@ -202,6 +205,12 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Users from the directory ([ldap]): `ldap sync` reads it now and adds, updates, disables or removes
+    /// the users it changes (`--dry-run`: print them, write nothing).
+    Ldap {
+        #[command(subcommand)]
+        action: LdapAction,
+    },
 }
 
 pub fn main(cli: Cli) -> ExitCode {
@@ -251,6 +260,7 @@ fn run_command(config: &ConfigArg, command: Command) -> Result<ExitCode, String>
         Command::Store { action } => store::store(config, action),
         Command::Admin { action } => admin::admin(config, action),
         Command::User { action } => users::user(config, action),
+        Command::Ldap { action } => ldap::ldap(config, action),
     }
 }
 

@@ -80,7 +80,11 @@ async fn user_async(arg: &ConfigArg, action: UserAction) -> Result<ExitCode, Str
             if exists && !update {
                 return Err(format!("{location}: user {id:?} exists: add --update to change it"));
             }
-            let doc = UserDoc { name, department };
+            // A change keeps what the command does not set (mail, telephone, source, enabled).
+            let doc = match inventory.users.get(&id) {
+                Some(u) => UserDoc { name, department, ..u.doc.clone() },
+                None => UserDoc::new(name, department),
+            };
             site.edit_inventory(&config, &Edits::user(&id, Some(doc)), &actor(), |_, _| Ok(()))
                 .await
                 .map_err(|e| format!("nothing written: {e}"))?;
@@ -205,7 +209,7 @@ fn plan_users(file: &Path, csv: &[u8], existing: &HashSet<String>, update: bool)
         } else {
             plan.added.push(id.clone());
         }
-        plan.edits.users.push((id, Some(UserDoc { name, department: field(dept) })));
+        plan.edits.users.push((id, Some(UserDoc::new(name, field(dept)))));
     }
     if !problems.is_empty() {
         return Err(format!("{}:\n{}\nnothing written", file.display(), problems.join("\n")));
@@ -229,10 +233,7 @@ mod tests {
         let plan = plan_users(Path::new("u.csv"), csv, &existing, true).unwrap();
         assert_eq!((plan.rows, plan.added.len(), plan.changed.len()), (3, 2, 1));
         assert_eq!(plan.ignored, vec!["MAIL ID"]);
-        assert_eq!(
-            plan.edits.users[0],
-            ("mmiller".into(), Some(UserDoc { name: "Mary Miller".into(), department: "Sales".into() }))
-        );
+        assert_eq!(plan.edits.users[0], ("mmiller".into(), Some(UserDoc::new("Mary Miller", "Sales"))));
         assert_eq!(plan.edits.users[1].1.as_ref().unwrap().name, "nn", "no name: the id");
         let e = plan_users(Path::new("u.csv"), b"NAME\nx\n", &existing, false).unwrap_err();
         assert!(e.contains("no \"USER ID\" column"), "{e}");

@@ -187,7 +187,7 @@ async fn look_at_state(app: &App, service: &TokenService, mut last: Looked, purg
 }
 
 /// Starts the background tasks of a running node (file watch, token-state watch, certificate checks, the
-/// systemd watchdog); [`StopHandle::stop`] ends them.
+/// directory sync, the systemd watchdog); [`StopHandle::stop`] ends them.
 pub fn spawn_background(
     app: &Arc<App>,
     monitor: &Monitor,
@@ -207,6 +207,8 @@ pub fn spawn_background(
         state,
         tokio::spawn(save_downloads(app.clone(), DOWNLOADS_EVERY, stop.clone())),
         tokio::spawn(monitor.health.clone().watch_certificates(stop.clone())),
+        // Users from the directory: a first sync at start, in the background (phones are served meanwhile).
+        tokio::spawn(crate::app::ldap::scheduled(app.clone(), stop.clone())),
         tokio::spawn(systemd::watchdog(stop)),
     ];
     (handle, tasks)

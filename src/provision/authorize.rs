@@ -15,6 +15,9 @@ pub enum Refusal {
     /// The device is the subject's, but disabled in the inventory.
     #[error("the device is disabled")]
     DeviceDisabled,
+    /// A user token, but the user is disabled (gone from the directory) or no longer in the inventory.
+    #[error("the user is disabled")]
+    UserDisabled,
     /// Plain HTTP: the device's profile uses OAuth (or the device is unknown or disabled), so its file is
     /// only served over HTTPS to its token.
     #[error("the file is served only over HTTPS to the device's token")]
@@ -26,6 +29,7 @@ impl Refusal {
         match self {
             Refusal::NotOwn => "not-own",
             Refusal::DeviceDisabled => "device-disabled",
+            Refusal::UserDisabled => "user-disabled",
             Refusal::HttpsOnly => "https-only",
         }
     }
@@ -44,6 +48,11 @@ pub fn device_config<'a>(
     };
     if !own {
         return Err(Refusal::NotOwn);
+    }
+    if let Subject::User(u) = subject
+        && !inventory.users.get(u).is_some_and(|user| user.enabled)
+    {
+        return Err(Refusal::UserDisabled);
     }
     if !device.enabled {
         return Err(Refusal::DeviceDisabled);

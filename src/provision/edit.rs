@@ -172,7 +172,7 @@ profile = "p"
         let mut edits = Edits::device("SEP001122334455", Some(device("new")));
         edits.devices.push(("SEP00112233445A".into(), None));
         edits.devices.push(("SEPAABBCCDDEEFF".into(), Some(device("added"))));
-        edits.users.push(("mmiller".into(), Some(UserDoc { name: "Mary Miller".into(), department: String::new() })));
+        edits.users.push(("mmiller".into(), Some(UserDoc::new("Mary Miller", ""))));
         let out = edits.apply_to_toml(path, TEXT).unwrap();
         assert!(out.starts_with("# the site\n"), "{out}");
         assert!(out.contains("# a phone\n[devices.SEP001122334455]"), "{out}");

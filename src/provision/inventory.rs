@@ -353,7 +353,39 @@ pub struct UserDoc {
     pub name: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub department: String,
+    /// E-mail address (from the directory).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mail: String,
+    /// Telephone number (from the directory).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub telephone: String,
+    /// Where the user comes from: empty for a user made by hand (the file, `sipcfg user`, the console), `ldap`
+    /// for one synchronised from the directory (`[ldap]`): only those are changed, disabled or removed by a
+    /// sync.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    /// A disabled user's tokens open no device (a directory sync disables a user gone from the directory
+    /// while the user still owns devices).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
 }
+
+impl UserDoc {
+    /// A user made by hand: a name and a department, enabled.
+    pub fn new(name: impl Into<String>, department: impl Into<String>) -> UserDoc {
+        UserDoc {
+            name: name.into(),
+            department: department.into(),
+            mail: String::new(),
+            telephone: String::new(),
+            source: String::new(),
+            enabled: true,
+        }
+    }
+}
+
+/// The value of `UserDoc::source` for users from the directory.
+pub const SOURCE_LDAP: &str = "ldap";
 
 /// An end user, checked, with its id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
