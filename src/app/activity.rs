@@ -22,8 +22,25 @@ pub struct Activity {
 
 impl Activity {
     /// Records a download by `subject`. Cheap when nothing changed but the time within the same second.
-    pub fn downloaded(&self, subject: &Subject, download: impl FnOnce() -> Download) {
+    ///
+    /// A download like the last one recorded (same second, answer, address and file) changes nothing and
+    /// allocates nothing: a phone's keep-alive revalidations cost a lock and a lookup, not a record each.
+    pub fn downloaded(
+        &self,
+        subject: &Subject,
+        seen: (Time, u16, std::net::IpAddr, &str),
+        download: impl FnOnce() -> Download,
+    ) {
         let Ok(mut last) = self.last.lock() else { return };
+        let (at, status, address, file) = seen;
+        if let Some((d, _)) = last.get(subject)
+            && d.at == at
+            && d.status == status
+            && d.address == address
+            && d.file == file
+        {
+            return;
+        }
         if last.len() >= MAX_SUBJECTS && !last.contains_key(subject) {
             let mut times: Vec<Time> = last.values().map(|(d, _)| d.at).collect();
             let (_, median, _) = times.select_nth_unstable(last.len() / 2);
@@ -99,8 +116,10 @@ mod tests {
             user_agent: "Cisco-CP8851".into(),
         };
         let s = |n: &str| Subject::parse(n).unwrap();
-        a.downloaded(&s("device:SEP001122334455"), || d(10, 200));
-        a.downloaded(&s("device:SEP001122334455"), || d(20, 304));
+        let seen = |at, status| (at, status, "192.0.2.1".parse().unwrap(), "SEP001122334455.cnf.xml");
+        a.downloaded(&s("device:SEP001122334455"), seen(10, 200), || d(10, 200));
+        a.downloaded(&s("device:SEP001122334455"), seen(20, 304), || d(20, 304));
+        a.downloaded(&s("device:SEP001122334455"), seen(20, 304), || panic!("the same download again: no record"));
         assert_eq!(a.last(&s("device:SEP001122334455")), Some(d(20, 304)));
         assert_eq!(a.last(&s("device:SEP00112233445A")), None);
         assert_eq!(a.seen().len(), 1);

@@ -306,7 +306,7 @@ async fn answer<B>(
     };
     let reason = result.as_ref().err().map_or("", FetchError::reason);
     let status = response.status().as_u16();
-    app.activity().downloaded(&subject, || Download {
+    app.activity().downloaded(&subject, (now, status, peer.ip(), name), || Download {
         at: now,
         address: peer.ip(),
         file: loggable(name),
