@@ -206,16 +206,13 @@ pub struct CodeView {
 
 impl CodeView {
     fn of(c: &ActivationCode, now: Time) -> CodeView {
-        let state = if c.revoked {
-            "revoked"
-        } else if c.used.is_some() {
-            "used"
-        } else if c.expires <= now {
-            "expired"
-        } else {
-            "usable"
-        };
-        CodeView { id: c.id.clone(), device: c.device.clone(), created: c.created, expires: c.expires, state }
+        CodeView {
+            id: c.id.clone(),
+            device: c.device.clone(),
+            created: c.created,
+            expires: c.expires,
+            state: c.state(now),
+        }
     }
 }
 
@@ -326,7 +323,7 @@ impl<'a> Manager<'a> {
         let codes = service.store().list_activation_codes().await?;
         Ok(TokenFacts {
             live: families.into_iter().filter(|f| f.state == "live").map(|f| f.subject).collect(),
-            codes: codes.iter().filter(|c| CodeView::of(c, now).state == "usable").map(|c| c.device.clone()).collect(),
+            codes: codes.iter().filter(|c| c.is_usable(now)).map(|c| c.device.clone()).collect(),
             seen,
         })
     }
@@ -475,9 +472,8 @@ impl<'a> Manager<'a> {
                 let codes = service.store().list_activation_codes().await?;
                 let codes = codes
                     .iter()
-                    .filter(|c| c.device == name.as_str())
+                    .filter(|c| c.device == name.as_str() && c.is_usable(now))
                     .map(|c| CodeView::of(c, now))
-                    .filter(|c| c.state == "usable")
                     .collect();
                 (families, codes)
             }
@@ -528,10 +524,15 @@ impl<'a> Manager<'a> {
     }
 
     async fn audit(&self, caller: &Caller, action: &str, target: &str, detail: String) {
+        self.record(caller.actor(), &caller.address, action, target, detail).await;
+    }
+
+    /// Writes one event to the audit trail (and the log).
+    async fn record(&self, actor: String, address: &str, action: &str, target: &str, detail: String) {
         let event = AuditEvent {
             at: Self::now(),
-            actor: caller.actor(),
-            address: caller.address.clone(),
+            actor,
+            address: address.to_owned(),
             action: action.to_owned(),
             target: target.to_owned(),
             detail,
@@ -571,11 +572,10 @@ impl<'a> Manager<'a> {
             action,
             name.as_str(),
             describe(&doc),
-            move |before, after| {
+            move |before, _| {
                 if !replace && before.device(&n).is_some() {
                     return Err(SiteError::Changed(PathBuf::from(n.as_str())));
                 }
-                let _ = after;
                 Ok(())
             },
         )
@@ -633,12 +633,7 @@ impl<'a> Manager<'a> {
     async fn retire_tokens(&self, name: &DeviceName) -> Result<String, ManageError> {
         let Some(service) = self.app.token_service() else { return Ok(String::new()) };
         let now = Self::now();
-        let mut revoked = 0;
-        for code in service.store().list_activation_codes().await? {
-            if code.device == name.as_str() && CodeView::of(&code, now).state == "usable" {
-                revoked += usize::from(service.store().revoke_activation_code(&code.id, now).await?);
-            }
-        }
+        let revoked = service.retire_codes(name, now).await?;
         service.revoke_subject(&Subject::Device(name.clone()), now).await?;
         let _ = self.app.sync_tokens(now).await;
         Ok(format!("{revoked} activation code(s) retired, token families revoked"))
@@ -741,6 +736,15 @@ impl<'a> Manager<'a> {
 
     pub async fn families(&self, subject: &Subject) -> Result<Vec<Family>, ManageError> {
         Ok(self.token_service()?.store().families(Some(&subject.to_string()), Self::now()).await?)
+    }
+
+    /// The subject of a device of the inventory.
+    pub fn device_subject(&self, name: &str) -> Result<Subject, ManageError> {
+        DeviceName::parse_loose(name)
+            .ok()
+            .filter(|d| self.inventory().inventory.device(d).is_some())
+            .map(Subject::Device)
+            .ok_or_else(|| no_device(name))
     }
 
     /// Whether a device exists (for the answers that must not say so to whoever may not see it).
@@ -1011,21 +1015,9 @@ impl<'a> Manager<'a> {
             return Err(unknown);
         }
         self.put_in_force().await;
-        let caller = Caller { name: name.to_string(), role: Role::Operator, address: address.to_owned() };
-        let event = AuditEvent {
-            at: now,
-            actor: actor.clone(),
-            address: caller.address.clone(),
-            action: "device.adopt".into(),
-            target: name.to_string(),
-            detail: format!("placeholder {placeholder} renamed by the phone redeeming its activation code"),
-        };
         tracing::info!(target: "sipcfg::tokens", %placeholder, device = %name, "a phone took its placeholder's name");
-        if let Some(store) = self.app.accounts()
-            && let Err(e) = store.audit(&event).await
-        {
-            tracing::error!(error = %e, "the rename is made but could not be written to the audit trail");
-        }
+        let detail = format!("placeholder {placeholder} renamed by the phone redeeming its activation code");
+        self.record(actor, address, "device.adopt", name.as_str(), detail).await;
         Ok(())
     }
 }

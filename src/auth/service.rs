@@ -438,6 +438,17 @@ impl TokenService {
     }
 
     /// Revokes every refresh token of `subject` and every access token issued to it until now.
+    /// Revokes the device's activation codes that are still usable; returns how many.
+    pub async fn retire_codes(&self, device: &DeviceName, now: Time) -> Result<usize, StoreError> {
+        let mut retired = 0;
+        for code in self.store.list_activation_codes().await? {
+            if code.device == device.as_str() && code.is_usable(now) {
+                retired += usize::from(self.store.revoke_activation_code(&code.id, now).await?);
+            }
+        }
+        Ok(retired)
+    }
+
     pub async fn revoke_subject(&self, subject: &Subject, now: Time) -> Result<(), StoreError> {
         self.store.revoke_subject(&subject.to_string(), now, now + REVOCATION_KEEP_SECS).await?;
         tracing::info!(target: "sipcfg::tokens", %subject, "revoked");

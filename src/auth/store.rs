@@ -45,6 +45,25 @@ pub struct ActivationCode {
     pub revoked: bool,
 }
 
+impl ActivationCode {
+    /// `usable`, `used`, `revoked` or `expired`, at `now`.
+    pub fn state(&self, now: Time) -> &'static str {
+        if self.revoked {
+            "revoked"
+        } else if self.used.is_some() {
+            "used"
+        } else if self.expires <= now {
+            "expired"
+        } else {
+            "usable"
+        }
+    }
+
+    pub fn is_usable(&self, now: Time) -> bool {
+        self.state(now) == "usable"
+    }
+}
+
 /// A new refresh token to store: the first of a family, or the successor of a rotated one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRefreshToken {

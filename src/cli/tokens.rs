@@ -268,15 +268,7 @@ async fn activation_code_async(arg: &ConfigArg, action: CodeAction) -> Result<Ex
         CodeAction::List => {
             let codes = service.store().list_activation_codes().await.map_err(|e| e.to_string())?;
             for c in &codes {
-                let state = if c.revoked {
-                    "revoked"
-                } else if c.used.is_some() {
-                    "used"
-                } else if c.expires <= now {
-                    "expired"
-                } else {
-                    "usable"
-                };
+                let state = c.state(now);
                 println!("{}  {:<16} {:<8} expires {}", c.id, c.device, state, rfc3339_utc(c.expires));
             }
             println!("{} code(s)", codes.len());

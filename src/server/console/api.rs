@@ -260,14 +260,14 @@ async fn route(console: &Console, req: &Req, who: &Authenticated, rest: &[&str])
         },
         ["devices", name, "tokens"] => match *m {
             Method::GET => {
-                let subject = device_subject(&manage, name)?;
+                let subject = manage.device_subject(name).map_err(|e| problem_of(&e))?;
                 done(StatusCode::OK, manage.families(&subject).await)
             }
             _ => Ok(method_not_allowed("GET")),
         },
         ["devices", name, "tokens", "revoke"] => match *m {
             Method::POST => {
-                let subject = device_subject(&manage, name)?;
+                let subject = manage.device_subject(name).map_err(|e| problem_of(&e))?;
                 manage.revoke_tokens(&caller, &subject).await.map(|()| no_content()).map_err(|e| problem_of(&e))
             }
             _ => Ok(method_not_allowed("POST")),
@@ -435,14 +435,6 @@ async fn route(console: &Console, req: &Req, who: &Authenticated, rest: &[&str])
         },
         _ => Ok(not_found()),
     }
-}
-
-fn device_subject(manage: &crate::app::manage::Manager<'_>, name: &str) -> Result<Subject, Response<Body>> {
-    crate::provision::filename::DeviceName::parse_loose(name)
-        .ok()
-        .filter(|_| manage.has_device(name))
-        .map(Subject::Device)
-        .ok_or_else(|| problem_of(&ManageError::NotFound(format!("no device named {name:?}"))))
 }
 
 /// What `PATCH /api/v1/cluster` takes: the settings the CLI's `cluster set` changes.

@@ -384,11 +384,9 @@ async fn post(console: &Console, req: &Req, who: &Authenticated, form: &HashMap<
         ["devices", name, action @ ("enable" | "disable")] => {
             manage.set_enabled(&caller, name, *action == "enable").await.map(|_| back(name))
         }
-        ["devices", name, "revoke"] => match crate::provision::filename::DeviceName::parse_loose(name) {
-            Ok(d) if manage.has_device(name) => {
-                manage.revoke_tokens(&caller, &Subject::Device(d)).await.map(|()| back(name))
-            }
-            _ => Err(ManageError::NotFound(format!("no device named {name:?}"))),
+        ["devices", name, "revoke"] => match manage.device_subject(name) {
+            Ok(subject) => manage.revoke_tokens(&caller, &subject).await.map(|()| back(name)),
+            Err(e) => Err(e),
         },
         ["devices", name, "delete"] => manage.delete_device(&caller, name).await.map(|()| redirect("/devices")),
         ["users", id, "revoke"] => match manage.user(id) {
