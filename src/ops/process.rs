@@ -55,16 +55,18 @@ mod tests {
     #[test]
     #[cfg(target_os = "linux")]
     fn the_process_metrics_are_read_from_proc() {
+        // A descriptor this test holds open while the metrics are read: at least it is counted (standard
+        // streams may be closed where the tests run).
+        let fd = std::fs::File::open("/proc/self/stat").unwrap();
         let text = exposition();
         let value = |name: &str| -> f64 {
             let line =
                 text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
             line.rsplit(' ').next().unwrap().parse().unwrap()
         };
-        let fd = std::fs::File::open("/proc/self/stat").unwrap();
         assert!(value("process_resident_memory_bytes") > 1e6, "{text}");
         assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
-        assert!(value("process_open_fds") >= 4.0, "stdin, stdout, stderr and the file above: {text}");
+        assert!(value("process_open_fds") >= 1.0, "the file above: {text}");
         assert!(value("process_max_fds") >= value("process_open_fds"));
         assert!(value("process_threads") >= 1.0);
         assert!(value("process_cpu_seconds_total") >= 0.0);
