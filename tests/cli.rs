@@ -47,6 +47,15 @@ fn the_two_site_example_checks_and_renders_each_site_with_its_pool() {
     assert!(chicago.contains("<sipOAuthPort>5092</sipOAuthPort>"), "the Chicago node's own OAuth port: {chicago}");
     let jabber = render("CSFMDUPONT.cnf.xml");
     assert!(jabber.contains("<timeZone>Greenwich Standard Time</timeZone>"), "no pool: the cluster's: {jabber}");
+    // Service URLs: the cluster's, and Paris's idle page; buttons and the module.
+    assert!(paris.contains("<idleURL>https://intranet.paris.example.test/phone-idle</idleURL>"), "{paris}");
+    assert!(paris.contains("<directoryURL>https://directory.example.test/xmldirectory</directoryURL>"));
+    assert!(chicago.contains("<idleURL></idleURL>") && chicago.contains("<servicesURL>https://services.example.test/"));
+    assert_eq!(chicago.matches("<featureID>21</featureID>").count(), 5, "{chicago}");
+    assert!(chicago.contains("<deviceType>Cisco 8800 Key Expansion Module</deviceType>"), "{chicago}");
+    assert!(!jabber.contains("URL>"), "Jabber files carry no service URL: {jabber}");
+    let reception = render("SEP00CC11227821.cnf.xml");
+    assert!(reception.contains("<line button=\"2\">") && reception.contains("<featureLabel>Marie</featureLabel>"));
 }
 
 #[test]

@@ -128,7 +128,7 @@ fn a_bad_csv_reports_every_bad_row_with_its_line_and_writes_nothing() {
         "bad.csv: line 2 (SEP00BB1122884Z): device name \"SEP00BB1122884Z\": a SEP device name is SEP followed by the MAC",
         "bad.csv: line 3 (SEP00BB11229971): unknown device type \"Cisco 9971\"",
         "bad.csv: line 4 (SEP00BB11228852): profile \"Cisco 8841 - Encrypted OAuth\" belongs to phone type \"Cisco 8841\", not to \"Cisco 8851\"",
-        "bad.csv: line 5 (SEP00BB11228853): unknown owner user \"nobody\" (an import never creates users)",
+        "bad.csv: line 5 (SEP00BB11228853): unknown owner user \"nobody\" (add it first, or import with --create-users)",
         "bad.csv: line 7 (SEP00BB11228854): the device is also on line 6",
         "bad.csv: line 8 (SEP001122334466): the device is already in the inventory (give --update",
         "bad.csv: line 9 (SEP00BB11228855): DIRECTORY NUMBER 2 is set but DIRECTORY NUMBER 1 is empty",
@@ -141,6 +141,53 @@ fn a_bad_csv_reports_every_bad_row_with_its_line_and_writes_nothing() {
     assert!(text(&out.stdout).is_empty());
     assert_eq!(inventory_bytes(&d), before, "the inventory changed");
     no_temporary_files(&d.path("example"));
+}
+
+#[test]
+fn create_users_adds_the_missing_owners_and_their_devices_in_one_write() {
+    let d = TempDeployment::new();
+    let csv = format!(
+        "{HEADER}\n\
+         SEP00BB11228861,New owner,Cisco 8851,Cisco 8851 - Encrypted OAuth,mnew,1101,,,\n\
+         SEP00BB11228862,Same new owner,Cisco 8851,Cisco 8851 - Encrypted OAuth,mnew,1102,,,\n\
+         SEP00BB11228863,Other new owner,Cisco 8851,Cisco 8851 - Encrypted OAuth,onew,1103,,,\n\
+         SEP00BB11228864,Known owner,Cisco 8851,Cisco 8851 - Encrypted OAuth,jsmith,1104,,,\n"
+    );
+    std::fs::write(d.path("new.csv"), &csv).unwrap();
+    // Without the option: refused, naming it.
+    let before = inventory_bytes(&d);
+    let out = sipcfg(&d, &["import", "new.csv"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown owner user \"mnew\" (add it first, or import with --create-users)"));
+    assert_eq!(inventory_bytes(&d), before);
+    // A dry run says who would be created and writes nothing.
+    let out = sipcfg(&d, &["import", "--create-users", "--dry-run", "new.csv"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("would create 2 owner user(s)"), "{}", text(&out.stderr));
+    assert_eq!(inventory_bytes(&d), before);
+    // With it: two users (once each), four devices, one valid inventory.
+    let out = sipcfg(&d, &["import", "--create-users", "new.csv"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("4 added, 0 updated, 0 unchanged, 2 owner user(s) created"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stderr).contains("mnew, onew"), "{}", text(&out.stderr));
+    let inventory = String::from_utf8(inventory_bytes(&d)).unwrap();
+    assert_eq!(inventory.matches("[users.mnew]").count(), 1, "{inventory}");
+    assert!(inventory.contains("[users.onew]\nname = \"onew\""), "{inventory}");
+    let out = sipcfg(&d, &["check"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // An owner id that cannot be a user is still refused.
+    std::fs::write(
+        d.path("bad.csv"),
+        format!("{HEADER}\nSEP00BB11228865,Bad,Cisco 8851,Cisco 8851 - Encrypted OAuth,a:b,1105,,,\n"),
+    )
+    .unwrap();
+    let out = sipcfg(&d, &["import", "--create-users", "bad.csv"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("owner user id \"a:b\" cannot be created"), "{}", text(&out.stderr));
 }
 
 #[test]

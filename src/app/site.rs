@@ -309,15 +309,18 @@ impl Site {
                     let snapshot = store.snapshot().await?;
                     let inventory = Inventory::from_doc(&store.origin_path(), snapshot.deployment.inventory)
                         .map_err(ImportError::Inventory)?;
-                    let plan = import::plan(&inventory, csv, options.update, progress)?;
+                    let plan = import::plan(&inventory, csv, options, progress)?;
                     let devices = import::apply_docs(&inventory, &plan)?;
+                    // Owners first: the store checks each device against the users it holds.
+                    let mut edits: Vec<Edit> = plan.new_users().map(|(id, doc)| Edit::User(id, Some(doc))).collect();
                     let mut report = plan.report;
                     if options.dry_run || devices.is_empty() {
                         return Ok(report);
                     }
-                    let edit =
-                        Edit::Devices(devices.into_iter().map(|(n, d)| (n.as_str().to_owned(), Some(d))).collect());
-                    match store.edit(&[edit], Some(snapshot.version), actor).await {
+                    edits.push(Edit::Devices(
+                        devices.into_iter().map(|(n, d)| (n.as_str().to_owned(), Some(d))).collect(),
+                    ));
+                    match store.edit(&edits, Some(snapshot.version), actor).await {
                         Ok(_) => {
                             report.written = true;
                             return Ok(report);

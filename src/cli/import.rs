@@ -8,12 +8,18 @@ use crate::cli::progress::Bar;
 use crate::cli::{ConfigArg, block_on, load_config, open_site};
 use crate::provision::import::{ImportError, ImportReport, Options};
 
-pub(crate) fn import(arg: &ConfigArg, file: &Path, update: bool, dry_run: bool) -> Result<ExitCode, String> {
+pub(crate) fn import(
+    arg: &ConfigArg,
+    file: &Path,
+    update: bool,
+    dry_run: bool,
+    create_users: bool,
+) -> Result<ExitCode, String> {
     let config = load_config(arg)?;
     let mut progress = Bar::new("checking rows");
     let (inventory, outcome) = block_on(async {
         let site = open_site(&config)?;
-        let outcome = site.import(&config, file, Options { update, dry_run }, &mut progress).await;
+        let outcome = site.import(&config, file, Options { update, dry_run, create_users }, &mut progress).await;
         if let Ok(report) = &outcome
             && report.written
             && !dry_run
@@ -45,6 +51,14 @@ pub(crate) fn import(arg: &ConfigArg, file: &Path, update: bool, dry_run: bool) 
     if !report.ignored_columns.is_empty() {
         eprintln!("note: columns not imported: {}", report.ignored_columns.join(", "));
     }
+    if !report.created_users.is_empty() {
+        let verb = if dry_run { "would create" } else { "created" };
+        eprintln!(
+            "note: {verb} {} owner user(s), named by their id (`sipcfg user import` or the directory sync names them): {}",
+            report.created_users.len(),
+            report.created_users.join(", ")
+        );
+    }
     let counts = counts(&report);
     if dry_run {
         println!("{}: {} rows valid: {counts} (dry run: nothing written)", file.display(), report.rows);
@@ -58,5 +72,10 @@ pub(crate) fn import(arg: &ConfigArg, file: &Path, update: bool, dry_run: bool) 
 
 /// What an import did, for people and the audit trail.
 fn counts(report: &ImportReport) -> String {
-    format!("{} added, {} updated, {} unchanged", report.added.len(), report.updated.len(), report.unchanged.len())
+    let mut counts =
+        format!("{} added, {} updated, {} unchanged", report.added.len(), report.updated.len(), report.unchanged.len());
+    if !report.created_users.is_empty() {
+        counts.push_str(&format!(", {} owner user(s) created", report.created_users.len()));
+    }
+    counts
 }

@@ -127,6 +127,10 @@ pub enum Command {
         /// Check every row and the resulting inventory; write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Create the owners (OWNER USER ID) the inventory does not have yet, named by their id, instead of
+        /// refusing their rows.
+        #[arg(long)]
+        create_users: bool,
     },
     /// Write the manual pages into DIR: sipcfg.1 and one page per subcommand (sipcfg-serve.1, …).
     Manpage {
@@ -244,7 +248,9 @@ fn run_command(config: &ConfigArg, command: Command) -> Result<ExitCode, String>
             Some(out) => render::render_all(config, &out),
             None => Err("give a FILE, or --all --out DIR".into()),
         },
-        Command::Import { file, update, dry_run } => import::import(config, &file, update, dry_run),
+        Command::Import { file, update, dry_run, create_users } => {
+            import::import(config, &file, update, dry_run, create_users)
+        }
         Command::Manpage { out } => docs::manpage(&out),
         Command::Completions { shell } => docs::completions(shell),
         Command::Token { action: Some(TokenAction::Revoke { device, user }), .. } => {

@@ -163,6 +163,10 @@ profile = "p"
             enabled: false,
             allow_activation_code_via_mra: false,
             mra_service_domain: String::new(),
+            speed_dials: Vec::new(),
+            blf_speed_dials: Vec::new(),
+            key_expansion_modules: 0,
+            services: None,
         }
     }
 

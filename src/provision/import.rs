@@ -17,18 +17,20 @@
 //! | `DEVICE SECURITY PROFILE` | required: a profile of the inventory, of the same phone type |
 //! | `DEVICE POOL` | optional: a device pool of the inventory; empty, or CUCM's built-in `Default` when the inventory has no pool of that name, for the cluster's settings |
 //! | `DESCRIPTION` | optional |
-//! | `OWNER USER ID` | optional: a user of the inventory (never created by an import); empty for no owner |
+//! | `OWNER USER ID` | optional: a user of the inventory, or with `create_users` any valid user id (created, named by its id); empty for no owner |
 //! | `DIRECTORY NUMBER <n>` | line n's directory number, n = 1, 2, …; lines are numbered without gaps |
 //! | `DISPLAY <n>`, `LINE TEXT LABEL <n>` | line n's display name and label (need `DIRECTORY NUMBER <n>`) |
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use crate::provision::filename::{DeviceName, DeviceNameError};
-use crate::provision::inventory::{Device, DeviceDoc, Inventory, InventoryError, InventoryErrors, Line};
+use crate::provision::inventory::{
+    Device, DeviceDoc, Inventory, InventoryError, InventoryErrors, Line, ServiceUrls, User, UserDoc,
+};
 use crate::provision::model::PhoneType;
 use crate::provision::rules::{self, DeviceFields, DeviceProblem, did_you_mean};
 use crate::util::fsutil::atomic_write;
@@ -54,6 +56,9 @@ pub struct Options {
     pub update: bool,
     /// Check everything, write nothing.
     pub dry_run: bool,
+    /// Owners not in the inventory are created (named by their user id until a user import, the console or
+    /// a directory sync gives them a name) instead of refusing their rows.
+    pub create_users: bool,
 }
 
 /// What an import did (or, with `dry_run`, would do).
@@ -67,6 +72,8 @@ pub struct ImportReport {
     pub unchanged: Vec<DeviceName>,
     /// Columns of the file that an import does not use, as written in the header.
     pub ignored_columns: Vec<String>,
+    /// Owners created (`create_users`), sorted.
+    pub created_users: Vec<String>,
     /// Whether the inventory file was replaced (false for a dry run or when nothing changed).
     pub written: bool,
 }
@@ -121,7 +128,7 @@ fn bat_words(problem: &DeviceProblem) -> String {
             format!("unknown device security profile {profile:?}{}", did_you_mean(suggestion.as_deref()))
         }
         DeviceProblem::UnknownOwner { owner, suggestion } => format!(
-            "unknown owner user {owner:?}{} (an import never creates users)",
+            "unknown owner user {owner:?}{} (add it first, or import with --create-users)",
             did_you_mean(suggestion.as_deref())
         ),
         DeviceProblem::UnknownPool { pool, suggestion } => format!(
@@ -230,7 +237,7 @@ pub fn import_bytes(
     let text = std::fs::read_to_string(inventory_path)
         .map_err(|source| ImportError::Read { path: inventory_path.to_owned(), source })?;
     let inventory = Inventory::parse(inventory_path, &text).map_err(ImportError::Inventory)?;
-    let plan = plan(&inventory, csv, options.update, progress)?;
+    let plan = plan(&inventory, csv, options, progress)?;
     let new_text = apply(inventory_path, &text, &plan)?;
     let mut report = plan.report;
     if options.dry_run || new_text == text {
@@ -253,6 +260,13 @@ pub struct Plan {
     pub report: ImportReport,
     devices: Vec<Row>,
     columns: Presence,
+}
+
+impl Plan {
+    /// The owners the import creates (`create_users`), as the inventory stores them: named by their id.
+    pub fn new_users(&self) -> impl Iterator<Item = (String, UserDoc)> + '_ {
+        self.report.created_users.iter().map(|id| (id.clone(), UserDoc::new(id.clone(), "")))
+    }
 }
 
 /// Which optional columns the file has: on an update, only those replace the device's values.
@@ -318,7 +332,13 @@ impl<'a> LineCounter<'a> {
 }
 
 /// Reads and checks every row of `csv` against `inventory`.
-pub fn plan(inventory: &Inventory, csv: &[u8], update: bool, progress: &mut dyn Progress) -> Result<Plan, ImportError> {
+pub fn plan(
+    inventory: &Inventory,
+    csv: &[u8],
+    options: Options,
+    progress: &mut dyn Progress,
+) -> Result<Plan, ImportError> {
+    let update = options.update;
     let csv = csv.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(csv);
     let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(csv);
     let mut records = reader.byte_records();
@@ -348,8 +368,11 @@ pub fn plan(inventory: &Inventory, csv: &[u8], update: bool, progress: &mut dyn 
     progress.start(rows.len() as u64);
     let mut seen: HashMap<DeviceName, u64> = HashMap::with_capacity(rows.len());
     let mut devices = Vec::with_capacity(rows.len());
+    let mut new_users = BTreeSet::new();
+    let create = options.create_users.then_some(&mut new_users);
+    let mut create = create;
     for (line, record) in &rows {
-        match header.row(*line, record, inventory, update, &mut seen) {
+        match header.row(*line, record, inventory, update, &mut seen, create.as_deref_mut()) {
             Ok(row) => devices.push(row),
             Err(mut e) => errors.append(&mut e),
         }
@@ -367,7 +390,12 @@ pub fn plan(inventory: &Inventory, csv: &[u8], update: bool, progress: &mut dyn 
         owner: header.owner.is_some(),
         lines: !header.lines.is_empty(),
     };
-    let mut report = ImportReport { rows: rows.len(), ignored_columns: header.ignored, ..ImportReport::default() };
+    let mut report = ImportReport {
+        rows: rows.len(),
+        ignored_columns: header.ignored,
+        created_users: new_users.into_iter().collect(),
+        ..ImportReport::default()
+    };
     for row in &mut devices {
         match inventory.device(&row.name) {
             None => report.added.push(row.name.clone()),
@@ -395,13 +423,30 @@ pub fn apply(path: &Path, text: &str, plan: &Plan) -> Result<String, ImportError
         .get_mut("devices")
         .and_then(Item::as_table_mut)
         .ok_or_else(|| ImportError::Layout { path: path.to_owned() })?;
-    for row in plan.devices.iter().filter(|r| !r.unchanged) {
+    let rows = plan.devices.iter().filter(|r| !r.unchanged);
+    for row in rows {
         match devices.get_mut(row.name.as_str()).and_then(Item::as_table_like_mut) {
             Some(existing) if row.exists => row.update(existing, plan.columns),
             Some(_) => return Err(ImportError::Layout { path: path.to_owned() }),
             None => {
                 devices.insert(row.name.as_str(), Item::Table(row.table()));
             }
+        }
+    }
+    if !plan.report.created_users.is_empty() {
+        if doc.get("users").is_none() {
+            let mut users = Table::new();
+            users.set_implicit(true);
+            doc.insert("users", Item::Table(users));
+        }
+        let users = doc
+            .get_mut("users")
+            .and_then(Item::as_table_mut)
+            .ok_or_else(|| ImportError::Layout { path: path.to_owned() })?;
+        for (id, user) in plan.new_users() {
+            let mut t = Table::new();
+            t.insert("name", toml_edit::value(user.name));
+            users.insert(&id, Item::Table(t));
         }
     }
     let new_text = doc.to_string();
@@ -416,11 +461,16 @@ pub fn apply(path: &Path, text: &str, plan: &Plan) -> Result<String, ImportError
 /// kept, each checked as a load checks it (its problems become the row's errors).
 pub fn apply_docs(inventory: &Inventory, plan: &Plan) -> Result<Vec<(DeviceName, DeviceDoc)>, ImportError> {
     let mut changed = Vec::new();
+    // A device's rules depend on the profiles, pools and users; an import changes only the users, by adding
+    // the owners it creates.
+    let mut users = inventory.users.clone();
+    for (id, doc) in plan.new_users() {
+        users.insert(id.clone(), User { id, doc });
+    }
     for row in plan.devices.iter().filter(|r| !r.unchanged) {
         let doc = row.doc(inventory.device(&row.name), plan.columns);
-        // A device's rules depend on the profiles and users only, which an import does not change.
         let pools = &inventory.pools.device_pools;
-        match Device::from_doc(row.name.clone(), doc.clone(), &inventory.profiles, &inventory.users, pools) {
+        match Device::from_doc(row.name.clone(), doc.clone(), &inventory.profiles, &users, pools) {
             Ok(_) => {}
             Err(problems) => {
                 let errors = problems
@@ -575,6 +625,7 @@ impl Header {
         inventory: &Inventory,
         update: bool,
         seen: &mut HashMap<DeviceName, u64>,
+        create_users: Option<&mut BTreeSet<String>>,
     ) -> Result<Row, Vec<RowError>> {
         let fail = |device: Option<String>, problems: Vec<RowProblem>| {
             problems.into_iter().map(|problem| RowError { line, device: device.clone(), problem }).collect::<Vec<_>>()
@@ -665,14 +716,34 @@ impl Header {
             lines: &lines,
             allow_activation_code_via_mra: kept.is_some_and(|d| d.allow_activation_code_via_mra),
             mra_service_domain: kept.map_or("", |d| d.mra_service_domain.as_str()),
+            // Buttons and service URLs have no columns here either: an update keeps them, and they must
+            // still fit beside the row's lines.
+            speed_dials: kept.map_or(&[], |d| d.speed_dials.as_slice()),
+            blf_speed_dials: kept.map_or(&[], |d| d.blf_speed_dials.as_slice()),
+            key_expansion_modules: kept.map_or(0, |d| d.key_expansion_modules),
+            services: kept.and_then(|d| d.services.as_deref()).unwrap_or(&ServiceUrls::NONE),
         };
         let (phone_type, broken) =
             rules::check_device(fields, &inventory.profiles, &inventory.users, &inventory.pools.device_pools);
+        let mut create_users = create_users;
         for problem in broken {
             // An empty column was reported as such above.
             let empty = match &problem {
                 DeviceProblem::UnknownModel { .. } => model.is_empty(),
                 DeviceProblem::UnknownProfile { .. } => profile.is_empty(),
+                DeviceProblem::UnknownOwner { owner, .. } if create_users.is_some() => {
+                    if rules::valid_user_id(owner) {
+                        if let Some(created) = create_users.as_deref_mut() {
+                            created.insert(owner.clone());
+                        }
+                    } else {
+                        problems.push(RowProblem::Inventory(format!(
+                            "owner user id {owner:?} cannot be created: {}",
+                            rules::USER_ID_RULE
+                        )));
+                    }
+                    true
+                }
                 _ => false,
             };
             if !empty {
@@ -737,6 +808,10 @@ impl Row {
                 enabled: true,
                 allow_activation_code_via_mra: false,
                 mra_service_domain: String::new(),
+                speed_dials: Vec::new(),
+                blf_speed_dials: Vec::new(),
+                key_expansion_modules: 0,
+                services: None,
             },
             Device::to_doc,
         );
@@ -895,7 +970,7 @@ lines = [{ dn = "1001" }]
     }
 
     fn run(csv: &str, update: bool) -> Result<String, ImportError> {
-        let plan = plan(&inventory(), csv.as_bytes(), update, &mut Silent)?;
+        let plan = plan(&inventory(), csv.as_bytes(), Options { update, ..Options::default() }, &mut Silent)?;
         apply(Path::new("inv.toml"), INVENTORY, &plan)
     }
 
@@ -993,7 +1068,8 @@ lines = [{ dn = "1001" }]
         );
         let same = "DEVICE NAME,DEVICE TYPE,DEVICE SECURITY PROFILE,DIRECTORY NUMBER 1\n\
                     SEP001122334455,Cisco 8851,8851 OAuth,1001\n";
-        let plan = plan(&inventory(), same.as_bytes(), true, &mut Silent).unwrap();
+        let plan =
+            plan(&inventory(), same.as_bytes(), Options { update: true, ..Options::default() }, &mut Silent).unwrap();
         assert_eq!(plan.report.unchanged.len(), 1);
         assert_eq!(apply(Path::new("inv.toml"), INVENTORY, &plan).unwrap(), INVENTORY);
     }
@@ -1009,7 +1085,7 @@ lines = [{ dn = "1001" }]
         let csv = "DEVICE NAME,DEVICE TYPE,DEVICE SECURITY PROFILE\n\
                    SEP0011223344AA,Cisco 8851,8851 TLS\n\
                    SEP001122334455,Cisco 8851,8851 TLS\n";
-        let errs = match plan(&inventory, csv.as_bytes(), true, &mut Silent) {
+        let errs = match plan(&inventory, csv.as_bytes(), Options { update: true, ..Options::default() }, &mut Silent) {
             Err(ImportError::Rows(e)) => e.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
             other => panic!("expected row errors, got {other:?}"),
         };
@@ -1035,7 +1111,8 @@ lines = [{ dn = "1001" }]
                    SEP0011223344CC,Cisco 8851,,8851 OAuth\n\
                    SEP0011223344DD,Cisco 8851,hq,8851 OAuth\n\
                    SEP0011223344EE,Cisco 8851,Lab,8851 OAuth\n";
-        let errs = match plan(&inventory, csv.as_bytes(), false, &mut Silent) {
+        let errs = match plan(&inventory, csv.as_bytes(), Options { update: false, ..Options::default() }, &mut Silent)
+        {
             Err(ImportError::Rows(e)) => e.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
             other => panic!("expected row errors, got {other:?}"),
         };
@@ -1051,7 +1128,8 @@ lines = [{ dn = "1001" }]
         );
 
         let csv: String = csv.lines().take(4).map(|l| format!("{l}\n")).collect();
-        let planned = plan(&inventory, csv.as_bytes(), false, &mut Silent).unwrap();
+        let planned =
+            plan(&inventory, csv.as_bytes(), Options { update: false, ..Options::default() }, &mut Silent).unwrap();
         assert!(planned.report.ignored_columns.is_empty(), "{:?}", planned.report.ignored_columns);
         let written = apply(Path::new("inv.toml"), &text, &planned).unwrap();
         assert!(
@@ -1070,7 +1148,8 @@ lines = [{ dn = "1001" }]
         let moved = "DEVICE NAME,DEVICE TYPE,DEVICE POOL,DEVICE SECURITY PROFILE\n\
                      SEP0011223344AA,Cisco 8851,Branch,8851 OAuth\n\
                      SEP001122334455,Cisco 8851,HQ,8851 OAuth\n";
-        let planned = plan(&after, moved.as_bytes(), true, &mut Silent).unwrap();
+        let planned =
+            plan(&after, moved.as_bytes(), Options { update: true, ..Options::default() }, &mut Silent).unwrap();
         assert_eq!(planned.report.updated.len(), 2);
         let docs = apply_docs(&after, &planned).unwrap();
         assert_eq!(docs[0].1.pool.as_deref(), Some("Branch"));
@@ -1079,7 +1158,8 @@ lines = [{ dn = "1001" }]
         assert!(updated.contains("profile = \"8851 OAuth\"\npool = \"Branch\"\n"), "{updated}");
         // Without the column, an update keeps the device's pool.
         let kept = "DEVICE NAME,DEVICE TYPE,DEVICE SECURITY PROFILE\nSEP0011223344AA,Cisco 8851,8851 OAuth\n";
-        let planned = plan(&after, kept.as_bytes(), true, &mut Silent).unwrap();
+        let planned =
+            plan(&after, kept.as_bytes(), Options { update: true, ..Options::default() }, &mut Silent).unwrap();
         assert_eq!(planned.report.unchanged.len(), 1);
     }
 
@@ -1088,7 +1168,7 @@ lines = [{ dn = "1001" }]
         let mut csv = b"DEVICE NAME,DEVICE TYPE,DEVICE SECURITY PROFILE,DESCRIPTION\n".to_vec();
         csv.extend_from_slice(b"CSFA,Cisco Unified Client Services Framework,CSF OAuth,\"bell\x07\"\n");
         csv.extend_from_slice(b"CSFB,Cisco Unified Client Services Framework,CSF OAuth,\xff\n");
-        let errs = match plan(&inventory(), &csv, false, &mut Silent) {
+        let errs = match plan(&inventory(), &csv, Options { update: false, ..Options::default() }, &mut Silent) {
             Err(ImportError::Rows(e)) => e.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
             other => panic!("{other:?}"),
         };

@@ -124,6 +124,100 @@ pub struct Cluster {
     /// TFTP/HTTP server phones load firmware from (`loadServer`); empty for the call managers.
     #[serde(default)]
     pub load_server: String,
+    /// The phone service URLs of every phone whose pool and device do not set them (CUCM's enterprise
+    /// parameters of the same names).
+    #[serde(default, skip_serializing_if = "ServiceUrls::is_empty")]
+    pub services: ServiceUrls,
+}
+
+/// Phone service URLs (CUCM: the "Phone URL Parameters" enterprise parameters, and the device's own
+/// "External Data Locations Information"): what the phone's buttons and idle screen open. Set on the
+/// cluster, on a device pool and on a device; each key left out is the next one's (device, then pool, then
+/// cluster).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceUrls {
+    /// `directoryURL`: the Directories button.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<String>,
+    /// `servicesURL`: the Services button.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<String>,
+    /// `idleURL`: shown after `idle_timeout` seconds without use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<String>,
+    /// `idleTimeout`, seconds; needs `idle`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<u32>,
+    /// `authenticationURL`: where the phone checks who may push to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<String>,
+    /// `informationURL`: the help (i) button.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub information: Option<String>,
+    /// `messagesURL`: the Messages button.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<String>,
+}
+
+impl ServiceUrls {
+    /// No URL at all.
+    pub const NONE: ServiceUrls = ServiceUrls {
+        directory: None,
+        services: None,
+        idle: None,
+        idle_timeout: None,
+        authentication: None,
+        information: None,
+        messages: None,
+    };
+
+    pub fn is_empty(&self) -> bool {
+        *self == ServiceUrls::default()
+    }
+
+    /// The URLs by key, for checks and messages.
+    pub fn urls(&self) -> [(&'static str, Option<&str>); 6] {
+        [
+            ("directory", self.directory.as_deref()),
+            ("services", self.services.as_deref()),
+            ("idle", self.idle.as_deref()),
+            ("authentication", self.authentication.as_deref()),
+            ("information", self.information.as_deref()),
+            ("messages", self.messages.as_deref()),
+        ]
+    }
+}
+
+/// The service URLs in force for one device, each resolved (device, else pool, else cluster; empty when
+/// none sets it): what templates see as `services`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ResolvedServices<'a> {
+    pub directory: &'a str,
+    pub services: &'a str,
+    pub idle: &'a str,
+    pub idle_timeout: u32,
+    pub authentication: &'a str,
+    pub information: &'a str,
+    pub messages: &'a str,
+}
+
+impl<'a> ResolvedServices<'a> {
+    /// Each key from the first of `levels` (most specific first) that sets it.
+    pub fn resolve(levels: &[Option<&'a ServiceUrls>]) -> ResolvedServices<'a> {
+        let pick = |get: fn(&'a ServiceUrls) -> Option<&'a String>| {
+            levels.iter().flatten().find_map(|l| get(l)).map_or("", String::as_str)
+        };
+        ResolvedServices {
+            directory: pick(|l| l.directory.as_ref()),
+            services: pick(|l| l.services.as_ref()),
+            idle: pick(|l| l.idle.as_ref()),
+            idle_timeout: levels.iter().flatten().find_map(|l| l.idle_timeout).unwrap_or(0),
+            authentication: pick(|l| l.authentication.as_ref()),
+            information: pick(|l| l.information.as_ref()),
+            messages: pick(|l| l.messages.as_ref()),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -264,6 +358,9 @@ pub struct DevicePoolDoc {
     /// CUCM's device pool "Network Locale" (`networkLocale`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_locale: Option<String>,
+    /// The phone service URLs of the pool's phones; each key left out is the cluster's.
+    #[serde(default, skip_serializing_if = "ServiceUrls::is_empty")]
+    pub services: ServiceUrls,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
 }
@@ -300,6 +397,8 @@ pub struct PoolSettings<'a> {
     pub ntp_servers: &'a [String],
     pub user_locale: &'a str,
     pub network_locale: &'a str,
+    /// The pool's service URLs; none without a pool.
+    pub services: Option<&'a ServiceUrls>,
 }
 
 impl Cluster {
@@ -414,6 +513,29 @@ pub struct Line {
     pub label: String,
 }
 
+/// A speed dial button (CUCM: the phone's "Add a new SD").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpeedDial {
+    /// What the button dials: digits, `*`, `#`, `+`, or a SIP URI.
+    pub number: String,
+    /// Text shown next to the button; defaults to the number.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
+}
+
+/// A BLF speed dial (busy lamp field, CUCM: "Add a new BLF SD"): a button that shows whether a line is in
+/// use, and dials it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlfSpeedDial {
+    /// The directory number or SIP URI watched and dialled.
+    pub destination: String,
+    /// Text shown next to the button; defaults to the destination.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
+}
+
 /// A device (CUCM: Device > Phone), as the inventory stores it: the `[devices.NAME]` table of the TOML
 /// file, a row of the shared store.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -436,6 +558,22 @@ pub struct DeviceDoc {
     pub allow_activation_code_via_mra: bool,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub mra_service_domain: String,
+    /// Buttons after the lines, in this order: speed dials, then BLF speed dials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub speed_dials: Vec<SpeedDial>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blf_speed_dials: Vec<BlfSpeedDial>,
+    /// Key expansion modules attached (CUCM: "Module 1", "Module 2", …), each with 28 more keys.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub key_expansion_modules: usize,
+    /// The device's own service URLs; each key left out is its pool's, else the cluster's. Boxed: most
+    /// devices set none, and a document travels in every change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Box<ServiceUrls>>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn is_false(b: &bool) -> bool {
@@ -531,6 +669,11 @@ pub struct Device {
     pub allow_activation_code_via_mra: bool,
     /// CUCM "Activation Code MRA Service Domain".
     pub mra_service_domain: String,
+    pub speed_dials: Vec<SpeedDial>,
+    pub blf_speed_dials: Vec<BlfSpeedDial>,
+    pub key_expansion_modules: usize,
+    /// The device's own service URLs; none when it sets none (most devices: kept small for 100,000 of them).
+    pub services: Option<Box<ServiceUrls>>,
 }
 
 impl Device {
@@ -552,6 +695,10 @@ impl Device {
             lines: &doc.lines,
             allow_activation_code_via_mra: doc.allow_activation_code_via_mra,
             mra_service_domain: &doc.mra_service_domain,
+            speed_dials: &doc.speed_dials,
+            blf_speed_dials: &doc.blf_speed_dials,
+            key_expansion_modules: doc.key_expansion_modules,
+            services: doc.services.as_deref().unwrap_or(&ServiceUrls::NONE),
         };
         let (phone_type, problems) = rules::check_device(fields, profiles, users, pools);
         let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -567,6 +714,10 @@ impl Device {
                 enabled: doc.enabled,
                 allow_activation_code_via_mra: doc.allow_activation_code_via_mra,
                 mra_service_domain: doc.mra_service_domain,
+                speed_dials: doc.speed_dials,
+                blf_speed_dials: doc.blf_speed_dials,
+                key_expansion_modules: doc.key_expansion_modules,
+                services: doc.services.filter(|s| !s.is_empty()),
             }),
             _ => Err(problems),
         }
@@ -584,6 +735,10 @@ impl Device {
             enabled: self.enabled,
             allow_activation_code_via_mra: self.allow_activation_code_via_mra,
             mra_service_domain: self.mra_service_domain.clone(),
+            speed_dials: self.speed_dials.clone(),
+            blf_speed_dials: self.blf_speed_dials.clone(),
+            key_expansion_modules: self.key_expansion_modules,
+            services: self.services.clone(),
         }
     }
 }
@@ -770,6 +925,7 @@ impl Inventory {
             ntp_servers: date_time.and_then(|d| d.ntp_servers.as_deref()).unwrap_or(&cluster.ntp_servers),
             user_locale: doc.and_then(|d| d.user_locale.as_deref()).unwrap_or(&cluster.user_locale),
             network_locale: doc.and_then(|d| d.network_locale.as_deref()).unwrap_or(&cluster.network_locale),
+            services: doc.map(|d| &d.services),
         }
     }
 

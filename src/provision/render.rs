@@ -14,9 +14,9 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::provision::inventory::{
-    CallManager, Cluster, Device, Inventory, PoolSettings, Profile, SecurityMode, Transport, User,
+    CallManager, Cluster, Device, Inventory, PoolSettings, Profile, ResolvedServices, SecurityMode, Transport, User,
 };
-use crate::provision::model::{PHONE_TYPES, PhoneType};
+use crate::provision::model::{Features, PHONE_TYPES, PhoneType};
 use crate::provision::trust::TrustCert;
 use crate::provision::xml::check_well_formed;
 
@@ -272,6 +272,9 @@ struct RenderContext<'a> {
     oauth: bool,
     /// The Phone-Edge-Trust certificates phones use to validate this server.
     phone_edge_trust: Vec<TrustView<'a>>,
+    /// The phone service URLs in force (the device's, else its pool's, else the cluster's; empty when none
+    /// sets one).
+    services: ResolvedServices<'a>,
 }
 
 #[derive(Serialize)]
@@ -378,9 +381,38 @@ struct DeviceView<'a> {
     family: &'static str,
     description: &'a str,
     lines: Vec<LineView<'a>>,
+    /// The buttons after the lines: speed dials, then BLF speed dials, numbered on from the last line.
+    buttons: Vec<ButtonView<'a>>,
+    /// The key expansion modules attached, from 1.
+    key_expansion_modules: Vec<ModuleView>,
+    /// What the phone type supports.
+    features: Features,
     /// Mobile and Remote Access: activation-code onboarding allowed, and its service domain.
     mra: bool,
     mra_service_domain: &'a str,
+}
+
+/// CUCM's `featureID` of a speed dial button.
+const FEATURE_SPEED_DIAL: u8 = 2;
+/// CUCM's `featureID` of a BLF speed dial button.
+const FEATURE_BLF_SPEED_DIAL: u8 = 21;
+
+#[derive(Serialize)]
+struct ButtonView<'a> {
+    /// The button's number: the phone's keys first, then the modules' keys.
+    index: usize,
+    /// `speed-dial` or `blf`.
+    kind: &'static str,
+    feature_id: u8,
+    /// The number or SIP URI dialled (and, for BLF, watched).
+    number: &'a str,
+    label: &'a str,
+}
+
+#[derive(Serialize)]
+struct ModuleView {
+    index: usize,
+    model: &'static str,
 }
 
 #[derive(Serialize)]
@@ -443,6 +475,23 @@ impl<'a> RenderContext<'a> {
                 label: if l.label.is_empty() { &l.dn } else { &l.label },
             })
             .collect();
+        let speed_dials = device.speed_dials.iter().map(|sd| ("speed-dial", FEATURE_SPEED_DIAL, &sd.number, &sd.label));
+        let blf = device.blf_speed_dials.iter().map(|b| ("blf", FEATURE_BLF_SPEED_DIAL, &b.destination, &b.label));
+        let buttons = speed_dials
+            .chain(blf)
+            .enumerate()
+            .map(|(i, (kind, feature_id, number, label))| ButtonView {
+                index: device.lines.len() + i + 1,
+                kind,
+                feature_id,
+                number,
+                label: if label.is_empty() { number } else { label },
+            })
+            .collect();
+        let features = device.phone_type.features;
+        let key_expansion_modules =
+            (1..=device.key_expansion_modules).map(|index| ModuleView { index, model: features.kem_model }).collect();
+        let services = ResolvedServices::resolve(&[device.services.as_deref(), pool.services, Some(&cluster.services)]);
         RenderContext {
             device: DeviceView {
                 name: device.name.as_str(),
@@ -453,6 +502,9 @@ impl<'a> RenderContext<'a> {
                 family: device.phone_type.family,
                 description: &device.description,
                 lines,
+                buttons,
+                key_expansion_modules,
+                features,
                 mra: device.allow_activation_code_via_mra,
                 mra_service_domain: &device.mra_service_domain,
             },
@@ -473,6 +525,7 @@ impl<'a> RenderContext<'a> {
             device_pool: PoolView::new(cluster, pool),
             oauth: cluster.sip_oauth_mode && profile.oauth,
             phone_edge_trust: trust.iter().map(TrustView::from).collect(),
+            services,
         }
     }
 }

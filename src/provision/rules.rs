@@ -8,8 +8,8 @@ use std::fmt;
 
 use crate::provision::filename::DeviceName;
 use crate::provision::inventory::{
-    CallManager, Cluster, CmGroupDoc, DateTimeGroupDoc, DevicePoolDoc, Line, Pools, Profile, SecurityMode, Transport,
-    Users,
+    BlfSpeedDial, CallManager, Cluster, CmGroupDoc, DateTimeGroupDoc, DevicePoolDoc, Line, Pools, Profile,
+    SecurityMode, ServiceUrls, SpeedDial, Transport, Users,
 };
 use crate::provision::model::{self, PhoneType, Prefix};
 use crate::provision::subject::MAX_USER_ID;
@@ -51,7 +51,59 @@ pub fn cluster_problems(cluster: &Cluster) -> Vec<String> {
             ));
         }
     }
+    problems.extend(service_url_problems(&cluster.services));
     problems
+}
+
+/// The longest service URL (CUCM's URL fields take 255 characters).
+pub const MAX_SERVICE_URL: usize = 255;
+/// The longest idle timeout, seconds (a day).
+pub const MAX_IDLE_TIMEOUT: u32 = 86_400;
+/// The longest speed dial or BLF destination, and button label (CUCM's limits for both fields).
+pub const MAX_BUTTON_TEXT: usize = 50;
+
+/// The problems of a set of service URLs, as messages naming the key (`services.directory`, …).
+pub fn service_url_problems(urls: &ServiceUrls) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (key, url) in urls.urls() {
+        let Some(url) = url else { continue };
+        if let Some(problem) = url_problem(url) {
+            problems.push(format!("services.{key} {url:?}: {problem}"));
+        }
+    }
+    if let Some(timeout) = urls.idle_timeout {
+        if timeout > MAX_IDLE_TIMEOUT {
+            problems.push(format!("services.idle_timeout {timeout} is over {MAX_IDLE_TIMEOUT} seconds"));
+        }
+        if urls.idle.is_none() {
+            problems.push("services.idle_timeout needs services.idle, the URL shown when the phone is idle".into());
+        }
+    }
+    problems
+}
+
+/// Why a phone cannot use `url` as a service URL, if it cannot.
+fn url_problem(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+    let Some(rest) = rest else {
+        return Some("a service URL starts with http:// or https://".into());
+    };
+    if url.len() > MAX_SERVICE_URL {
+        return Some(format!("longer than {MAX_SERVICE_URL} characters"));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("spaces and control characters must be percent-encoded".into());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() {
+        return Some("no host".into());
+    }
+    if authority.contains('@') {
+        return Some(
+            "credentials in a URL are shown on every phone and written to logs: leave user:password@ out".into(),
+        );
+    }
+    None
 }
 
 /// The key of the cluster's SIP port that `port` is, if it is one: every node listens on both.
@@ -159,6 +211,10 @@ pub struct DeviceFields<'a> {
     pub lines: &'a [Line],
     pub allow_activation_code_via_mra: bool,
     pub mra_service_domain: &'a str,
+    pub speed_dials: &'a [SpeedDial],
+    pub blf_speed_dials: &'a [BlfSpeedDial],
+    pub key_expansion_modules: usize,
+    pub services: &'a ServiceUrls,
 }
 
 /// A rule a device breaks.
@@ -204,6 +260,43 @@ pub enum DeviceProblem {
     EmptyDirectoryNumber {
         line: usize,
     },
+    /// More lines than the phone type carries.
+    TooManyLines {
+        model: &'static str,
+        lines: usize,
+        max: usize,
+    },
+    /// Speed dials or BLF speed dials on a type without line keys (a 7811, a conference phone, Jabber).
+    NoLineKeys {
+        model: &'static str,
+        what: &'static str,
+    },
+    /// Key expansion modules on a type that takes fewer.
+    TooManyModules {
+        model: &'static str,
+        modules: usize,
+        max: usize,
+    },
+    /// Lines, speed dials and BLF speed dials need more buttons than the phone and its modules have.
+    TooManyButtons {
+        model: &'static str,
+        used: usize,
+        keys: usize,
+        modules: usize,
+        max_modules: usize,
+    },
+    /// A speed dial (`what` = "speed_dials") or BLF speed dial whose number or label breaks a rule.
+    BadButton {
+        what: &'static str,
+        index: usize,
+        problem: String,
+    },
+    /// Service URLs on a device of a type that does not use them (Jabber).
+    ServicesNotSupported {
+        model: &'static str,
+    },
+    /// A service URL of the device's own breaks a rule.
+    BadServiceUrl(String),
 }
 
 impl fmt::Display for DeviceProblem {
@@ -242,6 +335,40 @@ impl fmt::Display for DeviceProblem {
                  give the device an OAuth profile, or remove allow_activation_code_via_mra"
             ),
             DeviceProblem::EmptyDirectoryNumber { line } => write!(f, "line {line}: dn must not be empty"),
+            DeviceProblem::TooManyLines { model, lines, max } => {
+                write!(f, "{lines} lines, and a {model} carries {max}{}", if *max == 1 { " line" } else { " at most" })
+            }
+            DeviceProblem::NoLineKeys { model, what } => write!(
+                f,
+                "{what}: a {model} has no line keys for speed dials or BLF buttons (see docs/inventory.md, \
+                 \"What each phone type supports\")"
+            ),
+            DeviceProblem::TooManyModules { model, modules, max: 0 } => write!(
+                f,
+                "key_expansion_modules = {modules}, and a {model} takes no key expansion module (see docs/inventory.md)"
+            ),
+            DeviceProblem::TooManyModules { model, modules, max } => {
+                write!(f, "key_expansion_modules = {modules}, and a {model} takes at most {max}")
+            }
+            DeviceProblem::TooManyButtons { model, used, keys, modules, max_modules } => {
+                write!(
+                    f,
+                    "lines, speed_dials and blf_speed_dials need {used} buttons, and a {model} with {modules} key \
+                     expansion modules has {keys}"
+                )?;
+                if modules < max_modules {
+                    write!(f, ": add a module (it takes up to {max_modules}) or remove buttons")
+                } else {
+                    write!(f, ": remove buttons")
+                }
+            }
+            DeviceProblem::BadButton { what, index, problem } => write!(f, "{what}[{index}]: {problem}"),
+            DeviceProblem::ServicesNotSupported { model } => write!(
+                f,
+                "services: a {model} does not use phone service URLs (only hardware phones do); remove \
+                 [devices.NAME.services]"
+            ),
+            DeviceProblem::BadServiceUrl(problem) => f.write_str(problem),
         }
     }
 }
@@ -320,7 +447,82 @@ pub fn check_device(
             problems.push(DeviceProblem::EmptyDirectoryNumber { line: i + 1 });
         }
     }
+    for (i, sd) in device.speed_dials.iter().enumerate() {
+        for problem in button_problems("number", &sd.number, &sd.label) {
+            problems.push(DeviceProblem::BadButton { what: "speed_dials", index: i + 1, problem });
+        }
+    }
+    for (i, blf) in device.blf_speed_dials.iter().enumerate() {
+        for problem in button_problems("destination", &blf.destination, &blf.label) {
+            problems.push(DeviceProblem::BadButton { what: "blf_speed_dials", index: i + 1, problem });
+        }
+    }
+    if let Some(t) = phone_type {
+        problems.extend(feature_problems(t, &device));
+    }
+    problems.extend(service_url_problems(device.services).into_iter().map(DeviceProblem::BadServiceUrl));
     (phone_type, problems)
+}
+
+/// What the device asks of its phone type that the type does not have.
+fn feature_problems(t: &'static PhoneType, device: &DeviceFields<'_>) -> Vec<DeviceProblem> {
+    let features = t.features;
+    let mut problems = Vec::new();
+    let lines = device.lines.len();
+    if lines > features.max_lines {
+        problems.push(DeviceProblem::TooManyLines { model: t.name, lines, max: features.max_lines });
+    }
+    if features.line_keys == 0 {
+        for (what, used) in
+            [("speed_dials", device.speed_dials.len()), ("blf_speed_dials", device.blf_speed_dials.len())]
+        {
+            if used > 0 {
+                problems.push(DeviceProblem::NoLineKeys { model: t.name, what });
+            }
+        }
+    }
+    let modules = device.key_expansion_modules;
+    if modules > features.max_kems {
+        problems.push(DeviceProblem::TooManyModules { model: t.name, modules, max: features.max_kems });
+    } else if features.line_keys > 0 {
+        let used = lines + device.speed_dials.len() + device.blf_speed_dials.len();
+        let keys = features.line_keys + modules * model::KEM_KEYS;
+        if used > keys {
+            problems.push(DeviceProblem::TooManyButtons {
+                model: t.name,
+                used,
+                keys,
+                modules,
+                max_modules: features.max_kems,
+            });
+        }
+    }
+    if !features.services && !device.services.is_empty() {
+        problems.push(DeviceProblem::ServicesNotSupported { model: t.name });
+    }
+    problems
+}
+
+/// What is wrong with a speed dial's destination (`key` names it) and label.
+fn button_problems(key: &str, destination: &str, label: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let uri = destination.strip_prefix("sip:").unwrap_or(destination);
+    if destination.is_empty() {
+        problems.push(format!("{key} must not be empty"));
+    } else if destination.len() > MAX_BUTTON_TEXT {
+        problems.push(format!("{key} is longer than {MAX_BUTTON_TEXT} characters"));
+    } else if (!uri.contains('@') || uri.chars().any(|c| c.is_whitespace() || c.is_control()))
+        && !destination.chars().all(|c| c.is_ascii_digit() || matches!(c, '*' | '#' | '+'))
+    {
+        problems.push(format!("{key} {destination:?}: a number is digits, *, # and + (or a SIP URI, user@host)"));
+    }
+    if label.chars().count() > MAX_BUTTON_TEXT {
+        problems.push(format!("label is longer than {MAX_BUTTON_TEXT} characters"));
+    }
+    if label.chars().any(char::is_control) {
+        problems.push("label must not hold control characters".into());
+    }
+    problems
 }
 
 /// The most call managers a CM group holds (CUCM: primary, secondary, tertiary).
@@ -552,6 +754,7 @@ pub fn device_pool_problems(pools: &Pools, pool: &DevicePoolDoc) -> Vec<String> 
             problems.push(format!("{key} is empty: name a locale, or leave {key} out for the cluster's"));
         }
     }
+    problems.extend(service_url_problems(&pool.services));
     problems
 }
 

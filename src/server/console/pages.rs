@@ -437,17 +437,21 @@ async fn post(console: &Console, req: &Req, who: &Authenticated, form: &HashMap<
         }
         ["import"] => {
             let csv = form.get("csv").cloned().unwrap_or_default();
-            let options = Options { dry_run: form.get("commit").is_none(), update: form.contains_key("update") };
+            let options = Options {
+                dry_run: form.get("commit").is_none(),
+                update: form.contains_key("update"),
+                create_users: form.contains_key("create_users"),
+            };
             return match manage.import_csv(&caller, csv.as_bytes(), options).await {
                 Ok(report) => html(
                     StatusCode::OK,
                     "import.html",
-                    context! { who => who_ctx(who), page => "import", report => Serde(report), csv, committed => !options.dry_run, update => options.update },
+                    context! { who => who_ctx(who), page => "import", report => Serde(report), csv, committed => !options.dry_run, update => options.update, create_users => options.create_users },
                 ),
                 Err(crate::app::manage::ImportFailure::Rows(rows)) => html(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "import.html",
-                    context! { who => who_ctx(who), page => "import", rows, csv, update => options.update },
+                    context! { who => who_ctx(who), page => "import", rows, csv, update => options.update, create_users => options.create_users },
                 ),
                 Err(crate::app::manage::ImportFailure::Other(e)) => failure(who, &e),
             };
