@@ -191,6 +191,65 @@ fn create_users_adds_the_missing_owners_and_their_devices_in_one_write() {
 }
 
 #[test]
+fn speed_dials_blf_and_modules_columns_are_imported_and_the_dropped_columns_named() {
+    let d = TempDeployment::new();
+    let header = "Device Name,Device Type,Device Security Profile,Owner User ID,CSS,Location,\
+                  Directory Number 1,Speed Dial Number 1,Speed Dial Label 1,Speed Dial Number 2,Speed Dial Label 2,\
+                  Busy Lamp Field Destination 1,Busy Lamp Field Label 1,Module 1,Module 2";
+    let csv = format!(
+        "{header}\n\
+         SEP00BB11228871,Cisco 8851,Cisco 8851 - Encrypted OAuth,jsmith,CSS-Paris,Hub_None,1201,1000,Reception,,,1202,Anna,Cisco 8800 Key Expansion Module,\n\
+         SEP00BB11228872,Cisco 8851,Cisco 8851 - Encrypted OAuth,jsmith,,,1203,,,+33140000000,,,,,\n"
+    );
+    std::fs::write(d.path("buttons.csv"), &csv).unwrap();
+    let out = sipcfg(&d, &["import", "buttons.csv"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("note: columns not imported: CSS, Location"), "{}", text(&out.stderr));
+    let inventory = text(&inventory_bytes(&d));
+    assert!(
+        inventory.contains(
+            "[devices.SEP00BB11228871]\nmodel = \"Cisco 8851\"\nprofile = \"Cisco 8851 - Encrypted OAuth\"\nowner = \"jsmith\"\n\
+             lines = [{ dn = \"1201\" }]\nspeed_dials = [{ number = \"1000\", label = \"Reception\" }]\n\
+             blf_speed_dials = [{ destination = \"1202\", label = \"Anna\" }]\nkey_expansion_modules = 1\n"
+        ),
+        "{inventory}"
+    );
+    // An empty speed dial is skipped: the second device's one speed dial came from column 2.
+    assert!(inventory.contains("speed_dials = [{ number = \"+33140000000\" }]"), "{inventory}");
+    let out = sipcfg(&d, &["render", "SEP00BB11228871.cnf.xml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("<deviceType>Cisco 8800 Key Expansion Module</deviceType>"));
+
+    // An update with the module column empty removes the module; the other buttons stay (no columns).
+    let csv = "Device Name,Device Type,Device Security Profile,Module 1\n\
+               SEP00BB11228871,Cisco 8851,Cisco 8851 - Encrypted OAuth,\n";
+    std::fs::write(d.path("update.csv"), csv).unwrap();
+    let out = sipcfg(&d, &["import", "--update", "update.csv"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let inventory = text(&inventory_bytes(&d));
+    assert!(!inventory.contains("key_expansion_modules"), "{inventory}");
+    assert!(inventory.contains("label = \"Reception\""), "{inventory}");
+
+    // Refused: a module of another type, a label without its number, more buttons than the phone has.
+    let csv = "Device Name,Device Type,Device Security Profile,Directory Number 1,Speed Dial Number 1,Speed Dial Label 1,\
+               Busy Lamp Field Destination 1,Module 1\n\
+               SEP00BB11228873,Cisco 8851,Cisco 8851 - Encrypted OAuth,1301,,Orphan,,\n\
+               SEP00BB11228874,Cisco 8851,Cisco 8851 - Encrypted OAuth,1302,,,,Cisco 8865 Key Expansion Module\n\
+               SEP00AA11227811,Cisco 7811,Cisco 7811 - Authenticated TLS,1303,,,1304,\n";
+    std::fs::write(d.path("bad.csv"), csv).unwrap();
+    let out = sipcfg(&d, &["import", "bad.csv"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for needle in [
+        "line 2 (SEP00BB11228873): SPEED DIAL LABEL 1 is set but SPEED DIAL NUMBER 1 is empty",
+        "line 3 (SEP00BB11228874): MODULE 1 \"Cisco 8865 Key Expansion Module\": a Cisco 8851 takes the \"Cisco 8800 Key Expansion Module\"",
+        "line 4 (SEP00AA11227811): blf_speed_dials: a Cisco 7811 has no line keys",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
 fn a_csv_without_the_required_columns_is_refused_at_its_header() {
     let d = TempDeployment::new();
     let before = inventory_bytes(&d);

@@ -234,6 +234,32 @@ fn device_pools_share_the_cluster_document_and_survive_a_cluster_setting() {
         assert!(exported.contains(needle), "missing {needle} in:\n{exported}");
     }
     assert!(exported.contains("pool = \"DP Paris\""), "{exported}");
+    // Service URLs and buttons travel through the store and back.
+    assert!(exported.contains("idle_timeout = 600") && exported.contains("key_expansion_modules = 1"), "{exported}");
+
+    // An import into the store creates the owners it is asked to, in the same change as the devices.
+    let csv = out.path().join("new.csv");
+    std::fs::write(
+        &csv,
+        "DEVICE NAME,DEVICE TYPE,DEVICE SECURITY PROFILE,DEVICE POOL,OWNER USER ID,DIRECTORY NUMBER 1,\
+         BUSY LAMP FIELD DESTINATION 1\n\
+         SEP00EE11228851,Cisco 8851,Cisco 8851 - Encrypted OAuth,DP Paris,pnew,2101,2001\n",
+    )
+    .unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .arg("-c")
+        .arg(&config)
+        .args(["import", csv.to_str().unwrap()])
+        .env_remove("SIPCFG_STORE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    run(&["import", "--create-users", csv.to_str().unwrap()]);
+    let user = pg.psql_in("pools", "SELECT doc->>'name' FROM users WHERE id = 'pnew'");
+    assert!(user.contains("pnew"), "{user}");
+    let new = run(&["render", "SEP00EE11228851.cnf.xml"]);
+    assert!(new.contains("<speedDialNumber>2001</speedDialNumber>"), "{new}");
+    assert!(new.contains("<idleURL>https://intranet.paris.example.test/phone-idle</idleURL>"), "{new}");
 }
 
 #[tokio::test]

@@ -20,6 +20,9 @@
 //! | `OWNER USER ID` | optional: a user of the inventory, or with `create_users` any valid user id (created, named by its id); empty for no owner |
 //! | `DIRECTORY NUMBER <n>` | line n's directory number, n = 1, 2, …; lines are numbered without gaps |
 //! | `DISPLAY <n>`, `LINE TEXT LABEL <n>` | line n's display name and label (need `DIRECTORY NUMBER <n>`) |
+//! | `SPEED DIAL NUMBER <n>`, `SPEED DIAL LABEL <n>` | speed dials, in the order of n (empty ones skipped) |
+//! | `BUSY LAMP FIELD DESTINATION <n>`, `BUSY LAMP FIELD LABEL <n>` | BLF speed dials, likewise |
+//! | `MODULE <n>` | a key expansion module: the phone type's module, as CUCM names it; the count of non-empty ones |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -29,7 +32,8 @@ use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use crate::provision::filename::{DeviceName, DeviceNameError};
 use crate::provision::inventory::{
-    Device, DeviceDoc, Inventory, InventoryError, InventoryErrors, Line, ServiceUrls, User, UserDoc,
+    BlfSpeedDial, Device, DeviceDoc, Inventory, InventoryError, InventoryErrors, Line, ServiceUrls, SpeedDial, User,
+    UserDoc,
 };
 use crate::provision::model::PhoneType;
 use crate::provision::rules::{self, DeviceFields, DeviceProblem, did_you_mean};
@@ -48,6 +52,14 @@ pub const COL_OWNER: &str = "OWNER USER ID";
 pub const COL_DN: &str = "DIRECTORY NUMBER";
 pub const COL_DISPLAY: &str = "DISPLAY";
 pub const COL_LABEL: &str = "LINE TEXT LABEL";
+/// Followed by a space and the speed dial's number, e.g. `SPEED DIAL NUMBER 1`.
+pub const COL_SD_NUMBER: &str = "SPEED DIAL NUMBER";
+pub const COL_SD_LABEL: &str = "SPEED DIAL LABEL";
+/// Followed by a space and the BLF speed dial's number, e.g. `BUSY LAMP FIELD DESTINATION 1`.
+pub const COL_BLF_DESTINATION: &str = "BUSY LAMP FIELD DESTINATION";
+pub const COL_BLF_LABEL: &str = "BUSY LAMP FIELD LABEL";
+/// Followed by a space and the module's number: the key expansion module's type (CUCM's "Module 1").
+pub const COL_MODULE: &str = "MODULE";
 
 /// What an import may do.
 #[derive(Debug, Clone, Copy, Default)]
@@ -108,6 +120,10 @@ pub enum RowProblem {
     LineGap { line: u32, missing: u32 },
     #[error("{column} is set but {COL_DN} {line} is empty")]
     LineFieldWithoutNumber { column: String, line: u32 },
+    #[error("{column} is set but {needs} is empty")]
+    LabelWithoutDestination { column: String, needs: String },
+    #[error("{column} {value:?}: a {model} takes {}", if expected.is_empty() { "no key expansion module".to_owned() } else { format!("the {expected:?}") })]
+    WrongModule { column: String, value: String, model: &'static str, expected: &'static str },
     #[error("the device is also on line {first_line}")]
     DuplicateInFile { name: DeviceName, first_line: u64 },
     #[error("the device is already in the inventory (give --update to replace its imported fields)")]
@@ -276,6 +292,9 @@ struct Presence {
     description: bool,
     owner: bool,
     lines: bool,
+    speed_dials: bool,
+    blf_speed_dials: bool,
+    modules: bool,
 }
 
 #[derive(Debug)]
@@ -288,6 +307,9 @@ struct Row {
     owner: Option<String>,
     description: String,
     lines: Vec<Line>,
+    speed_dials: Vec<SpeedDial>,
+    blf_speed_dials: Vec<BlfSpeedDial>,
+    key_expansion_modules: usize,
     /// Already in the inventory.
     exists: bool,
     /// Already in the inventory exactly as the row describes it: left untouched.
@@ -389,6 +411,9 @@ pub fn plan(
         description: header.description.is_some(),
         owner: header.owner.is_some(),
         lines: !header.lines.is_empty(),
+        speed_dials: !header.speed_dials.is_empty(),
+        blf_speed_dials: !header.blf_speed_dials.is_empty(),
+        modules: !header.modules.is_empty(),
     };
     let mut report = ImportReport {
         rows: rows.len(),
@@ -519,6 +544,10 @@ struct Header {
     owner: Option<usize>,
     /// In line order.
     lines: Vec<LineColumns>,
+    /// In the order of their numbers.
+    speed_dials: Vec<ButtonColumns>,
+    blf_speed_dials: Vec<ButtonColumns>,
+    modules: Vec<(u32, usize)>,
     /// Every used column's index and name, for messages.
     used: Vec<(usize, String)>,
     ignored: Vec<String>,
@@ -532,6 +561,14 @@ struct LineColumns {
     label: Option<usize>,
 }
 
+/// A speed dial's (or BLF speed dial's) columns: its destination and its label.
+#[derive(Debug, Default)]
+struct ButtonColumns {
+    n: u32,
+    destination: Option<usize>,
+    label: Option<usize>,
+}
+
 /// A header name as matched: upper case, single spaces, no surrounding space.
 fn normalise(name: &str) -> String {
     name.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_uppercase()
@@ -540,15 +577,17 @@ fn normalise(name: &str) -> String {
 /// `DIRECTORY NUMBER 2` → (`DIRECTORY NUMBER`, Ok(2)); a bare `DIRECTORY NUMBER` or `… 0` → Err. A name that
 /// only starts with one of them (`DISPLAY (CALLER ID) 1`) is another column.
 fn line_column(name: &str) -> Option<(&'static str, Result<u32, ()>)> {
-    [COL_DN, COL_LABEL, COL_DISPLAY].into_iter().find_map(|base| {
-        let rest = name.strip_prefix(base)?;
-        if rest.is_empty() {
-            return Some((base, Err(())));
-        }
-        let number = rest.strip_prefix(' ').filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?;
-        let parsed = number.parse::<u32>().ok().filter(|n| *n >= 1 && !number.starts_with('0'));
-        Some((base, parsed.ok_or(())))
-    })
+    [COL_DN, COL_LABEL, COL_DISPLAY, COL_SD_NUMBER, COL_SD_LABEL, COL_BLF_DESTINATION, COL_BLF_LABEL, COL_MODULE]
+        .into_iter()
+        .find_map(|base| {
+            let rest = name.strip_prefix(base)?;
+            if rest.is_empty() {
+                return Some((base, Err(())));
+            }
+            let number = rest.strip_prefix(' ').filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))?;
+            let parsed = number.parse::<u32>().ok().filter(|n| *n >= 1 && !number.starts_with('0'));
+            Some((base, parsed.ok_or(())))
+        })
 }
 
 impl Header {
@@ -558,6 +597,9 @@ impl Header {
         let mut problem = |problem| errors.push(RowError { line, device: None, problem });
         let mut fixed: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut lines: BTreeMap<u32, LineColumns> = BTreeMap::new();
+        let mut speed_dials: BTreeMap<u32, ButtonColumns> = BTreeMap::new();
+        let mut blf_speed_dials: BTreeMap<u32, ButtonColumns> = BTreeMap::new();
+        let mut modules: BTreeMap<u32, usize> = BTreeMap::new();
         let mut ignored = Vec::new();
         let mut used = Vec::new();
         for (i, raw) in record.iter().enumerate() {
@@ -578,11 +620,34 @@ impl Header {
                 None => ignored.push(raw.to_owned()),
                 Some((_, Err(()))) => problem(RowProblem::BadLineNumber(raw.to_owned())),
                 Some((base, Ok(n))) => {
-                    let entry = lines.entry(n).or_insert_with(|| LineColumns { line: n, ..LineColumns::default() });
                     let slot = match base {
-                        COL_DN => &mut entry.dn,
-                        COL_DISPLAY => &mut entry.display,
-                        _ => &mut entry.label,
+                        COL_SD_NUMBER | COL_SD_LABEL => {
+                            let e =
+                                speed_dials.entry(n).or_insert_with(|| ButtonColumns { n, ..ButtonColumns::default() });
+                            if base == COL_SD_NUMBER { &mut e.destination } else { &mut e.label }
+                        }
+                        COL_BLF_DESTINATION | COL_BLF_LABEL => {
+                            let e = blf_speed_dials
+                                .entry(n)
+                                .or_insert_with(|| ButtonColumns { n, ..ButtonColumns::default() });
+                            if base == COL_BLF_DESTINATION { &mut e.destination } else { &mut e.label }
+                        }
+                        COL_MODULE => {
+                            if modules.insert(n, i).is_some() {
+                                problem(RowProblem::DuplicateColumn(raw.to_owned()));
+                            }
+                            used.push((i, format!("{base} {n}")));
+                            continue;
+                        }
+                        _ => {
+                            let entry =
+                                lines.entry(n).or_insert_with(|| LineColumns { line: n, ..LineColumns::default() });
+                            match base {
+                                COL_DN => &mut entry.dn,
+                                COL_DISPLAY => &mut entry.display,
+                                _ => &mut entry.label,
+                            }
+                        }
                     };
                     if slot.replace(i).is_some() {
                         problem(RowProblem::DuplicateColumn(raw.to_owned()));
@@ -610,6 +675,9 @@ impl Header {
                 description: fixed.get(COL_DESCRIPTION).copied(),
                 owner: fixed.get(COL_OWNER).copied(),
                 lines: lines.into_values().collect(),
+                speed_dials: speed_dials.into_values().collect(),
+                blf_speed_dials: blf_speed_dials.into_values().collect(),
+                modules: modules.into_iter().collect(),
                 used,
                 ignored,
             }),
@@ -704,6 +772,53 @@ impl Header {
             lines.push(Line { dn: dn.to_owned(), display_name: display.to_owned(), label: label.to_owned() });
         }
 
+        let mut buttons = |columns: &[ButtonColumns], (dest_col, label_col): (&str, &str)| {
+            let mut out = Vec::new();
+            for b in columns {
+                let destination = b.destination.map_or("", at);
+                let label = b.label.map_or("", at);
+                if destination.is_empty() {
+                    if !label.is_empty() {
+                        problems.push(RowProblem::LabelWithoutDestination {
+                            column: format!("{label_col} {}", b.n),
+                            needs: format!("{dest_col} {}", b.n),
+                        });
+                    }
+                    continue;
+                }
+                out.push((destination.to_owned(), label.to_owned()));
+            }
+            out
+        };
+        let speed_dials: Vec<SpeedDial> = buttons(&self.speed_dials, (COL_SD_NUMBER, COL_SD_LABEL))
+            .into_iter()
+            .map(|(number, label)| SpeedDial { number, label })
+            .collect();
+        let blf_speed_dials: Vec<BlfSpeedDial> = buttons(&self.blf_speed_dials, (COL_BLF_DESTINATION, COL_BLF_LABEL))
+            .into_iter()
+            .map(|(destination, label)| BlfSpeedDial { destination, label })
+            .collect();
+        let mut key_expansion_modules = 0;
+        for &(n, i) in &self.modules {
+            let value = at(i);
+            if value.is_empty() {
+                continue;
+            }
+            key_expansion_modules += 1;
+            // The module must be the phone type's; an unknown type is reported as such below.
+            if let Some(t) = crate::provision::model::phone_type(model)
+                && !value.eq_ignore_ascii_case(t.features.kem_model)
+                && !t.features.kem_model.is_empty()
+            {
+                problems.push(RowProblem::WrongModule {
+                    column: format!("{COL_MODULE} {n}"),
+                    value: value.to_owned(),
+                    model: t.name,
+                    expected: t.features.kem_model,
+                });
+            }
+        }
+
         // An update keeps the device's MRA keys (a BAT file has no columns for them): the row is checked with them.
         let kept = name.as_ref().and_then(|n| inventory.device(n)).filter(|_| update);
         let fields = DeviceFields {
@@ -718,9 +833,21 @@ impl Header {
             mra_service_domain: kept.map_or("", |d| d.mra_service_domain.as_str()),
             // Buttons and service URLs have no columns here either: an update keeps them, and they must
             // still fit beside the row's lines.
-            speed_dials: kept.map_or(&[], |d| d.speed_dials.as_slice()),
-            blf_speed_dials: kept.map_or(&[], |d| d.blf_speed_dials.as_slice()),
-            key_expansion_modules: kept.map_or(0, |d| d.key_expansion_modules),
+            speed_dials: if self.speed_dials.is_empty() {
+                kept.map_or(&[], |d| d.speed_dials.as_slice())
+            } else {
+                &speed_dials
+            },
+            blf_speed_dials: if self.blf_speed_dials.is_empty() {
+                kept.map_or(&[], |d| d.blf_speed_dials.as_slice())
+            } else {
+                &blf_speed_dials
+            },
+            key_expansion_modules: if self.modules.is_empty() {
+                kept.map_or(0, |d| d.key_expansion_modules)
+            } else {
+                key_expansion_modules
+            },
             services: kept.and_then(|d| d.services.as_deref()).unwrap_or(&ServiceUrls::NONE),
         };
         let (phone_type, broken) =
@@ -774,6 +901,9 @@ impl Header {
                 owner: Some(owner.to_owned()).filter(|o| !o.is_empty()),
                 description: description.to_owned(),
                 lines,
+                speed_dials,
+                blf_speed_dials,
+                key_expansion_modules,
                 exists,
                 unchanged: false,
             }),
@@ -792,6 +922,9 @@ impl Row {
             && (!columns.owner || d.owner == self.owner)
             && (!columns.description || d.description == self.description)
             && (!columns.lines || d.lines.iter().map(line).eq(self.lines.iter().map(line)))
+            && (!columns.speed_dials || d.speed_dials == self.speed_dials)
+            && (!columns.blf_speed_dials || d.blf_speed_dials == self.blf_speed_dials)
+            && (!columns.modules || d.key_expansion_modules == self.key_expansion_modules)
     }
 
     /// The device as a document: a new one, or `existing` with the columns of the file replaced (its other
@@ -808,9 +941,9 @@ impl Row {
                 enabled: true,
                 allow_activation_code_via_mra: false,
                 mra_service_domain: String::new(),
-                speed_dials: Vec::new(),
-                blf_speed_dials: Vec::new(),
-                key_expansion_modules: 0,
+                speed_dials: self.speed_dials.clone(),
+                blf_speed_dials: self.blf_speed_dials.clone(),
+                key_expansion_modules: self.key_expansion_modules,
                 services: None,
             },
             Device::to_doc,
@@ -829,6 +962,15 @@ impl Row {
             }
             if columns.lines {
                 doc.lines = self.lines.clone();
+            }
+            if columns.speed_dials {
+                doc.speed_dials = self.speed_dials.clone();
+            }
+            if columns.blf_speed_dials {
+                doc.blf_speed_dials = self.blf_speed_dials.clone();
+            }
+            if columns.modules {
+                doc.key_expansion_modules = self.key_expansion_modules;
             }
         }
         doc
@@ -851,6 +993,15 @@ impl Row {
         if !self.lines.is_empty() {
             t.insert("lines", toml_edit::value(lines_array(&self.lines)));
         }
+        if !self.speed_dials.is_empty() {
+            t.insert("speed_dials", toml_edit::value(speed_dials_array(&self.speed_dials)));
+        }
+        if !self.blf_speed_dials.is_empty() {
+            t.insert("blf_speed_dials", toml_edit::value(blf_array(&self.blf_speed_dials)));
+        }
+        if self.key_expansion_modules > 0 {
+            t.insert("key_expansion_modules", toml_edit::value(self.key_expansion_modules as i64));
+        }
         t
     }
 
@@ -869,6 +1020,18 @@ impl Row {
         }
         if columns.lines {
             set(t, "lines", Some(Value::Array(lines_array(&self.lines))).filter(|_| !self.lines.is_empty()));
+        }
+        if columns.speed_dials {
+            let array = Some(Value::Array(speed_dials_array(&self.speed_dials)));
+            set(t, "speed_dials", array.filter(|_| !self.speed_dials.is_empty()));
+        }
+        if columns.blf_speed_dials {
+            let array = Some(Value::Array(blf_array(&self.blf_speed_dials)));
+            set(t, "blf_speed_dials", array.filter(|_| !self.blf_speed_dials.is_empty()));
+        }
+        if columns.modules {
+            let modules = Some(Value::from(self.key_expansion_modules as i64));
+            set(t, "key_expansion_modules", modules.filter(|_| self.key_expansion_modules > 0));
         }
     }
 }
@@ -893,19 +1056,34 @@ fn set(t: &mut dyn TableLike, key: &str, new: Option<Value>) {
 
 /// `[{ dn = "1001" }]`, or one line a row when there are several, as the example inventory writes them.
 fn lines_array(lines: &[Line]) -> Array {
+    inline_array(
+        lines
+            .iter()
+            .map(|l| [("dn", l.dn.as_str()), ("display_name", l.display_name.as_str()), ("label", l.label.as_str())]),
+    )
+}
+
+fn speed_dials_array(speed_dials: &[SpeedDial]) -> Array {
+    inline_array(speed_dials.iter().map(|sd| [("number", sd.number.as_str()), ("label", sd.label.as_str())]))
+}
+
+fn blf_array(blf: &[BlfSpeedDial]) -> Array {
+    inline_array(blf.iter().map(|b| [("destination", b.destination.as_str()), ("label", b.label.as_str())]))
+}
+
+/// Inline tables of the non-empty values (the first key always), one a row when there are several.
+fn inline_array<'a, const N: usize>(items: impl Iterator<Item = [(&'a str, &'a str); N]>) -> Array {
     let mut array = Array::new();
-    for l in lines {
+    for item in items {
         let mut t = InlineTable::new();
-        t.insert("dn", l.dn.as_str().into());
-        if !l.display_name.is_empty() {
-            t.insert("display_name", l.display_name.as_str().into());
-        }
-        if !l.label.is_empty() {
-            t.insert("label", l.label.as_str().into());
+        for (i, (key, value)) in item.into_iter().enumerate() {
+            if i == 0 || !value.is_empty() {
+                t.insert(key, value.into());
+            }
         }
         array.push(t);
     }
-    if lines.len() > 1 {
+    if array.len() > 1 {
         for v in array.iter_mut() {
             v.decor_mut().set_prefix("\n  ");
         }
