@@ -39,6 +39,12 @@ fn json_of(r: &Resp) -> Value {
 async fn setup() -> (TempDeployment, TestServer, Api, Api) {
     let d = TempDeployment::new();
     let server = TestServer::with_config(d.config()).await;
+    let (alice, rita) = accounts(&server).await;
+    (d, server, alice, rita)
+}
+
+/// An operator (alice) and a read-only account (rita) on `server`, each with an API token.
+async fn accounts(server: &TestServer) -> (Api, Api) {
     let accounts = server.app.accounts().expect("the example has a store for accounts").clone();
     let mut apis = Vec::new();
     for (name, role) in [("alice", Role::Operator), ("rita", Role::ReadOnly)] {
@@ -50,7 +56,7 @@ async fn setup() -> (TempDeployment, TestServer, Api, Api) {
     }
     let rita = apis.pop().unwrap();
     let alice = apis.pop().unwrap();
-    (d, server, alice, rita)
+    (alice, rita)
 }
 
 #[tokio::test]
@@ -553,4 +559,64 @@ async fn device_pools_and_their_groups_change_through_the_api_and_reach_the_phon
     let created = &audit[6];
     assert_eq!((created["target"].as_str(), created["actor"].as_str()), (Some("DP Paris"), Some("admin:alice")));
     assert!(created["detail"].as_str().unwrap().contains("cm_group = \"CMG Paris\""), "{audit}");
+}
+
+/// The same in a cluster: the pools are in the shared store's cluster document, and a change made through
+/// the API is in force on the node that answered when the answer comes.
+#[tokio::test]
+async fn device_pools_change_through_the_api_in_a_cluster() {
+    let pg = common::pg::Postgres::start();
+    pg.psql("CREATE DATABASE pools OWNER sipcfg");
+    let d = TempDeployment::new();
+    let url = format!("{}/pools", pg.url().rsplit_once('/').unwrap().0);
+    d.append(
+        "example/sipcfg.toml",
+        &format!(
+            "\n[store]\nurl = \"{url}\"\npassword_file = \"{}\"\nkey_file = \"store.key\"\n",
+            pg.password_file().display()
+        ),
+    );
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .args(["store", "init", "-c"])
+        .arg(d.path("example/sipcfg.toml"))
+        .env_remove("SIPCFG_STORE_URL")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let file = std::fs::read_to_string(d.path("example/inventory.toml")).unwrap();
+    let server = TestServer::with_config(d.config()).await;
+    let (alice, rita) = accounts(&server).await;
+
+    let r = alice.call("PUT", "/api/v1/cm-groups/CMG%20Lab", Some(json!({"call_managers": ["cucm-sub1"]}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = alice.call("PUT", "/api/v1/date-time-groups/Lab", Some(json!({"time_zone": "Tokyo Standard Time"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = alice.call("PUT", "/api/v1/device-pools/DP%20Lab", Some(json!({"cm_group": "CMG Lbb"}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert!(r.text().contains("did you mean"), "{}", r.text());
+    let pool = json!({"cm_group": "CMG Lab", "date_time_group": "Lab"});
+    assert_eq!(
+        rita.call("PUT", "/api/v1/device-pools/DP%20Lab", Some(pool.clone())).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = alice.call("PUT", "/api/v1/device-pools/DP%20Lab", Some(pool)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+
+    let device = json_of(&alice.call("GET", "/api/v1/devices/SEP001122334455", None).await);
+    let mut doc = serde_json::Map::new();
+    for key in ["model", "profile", "owner", "description", "lines", "enabled"] {
+        doc.insert(key.into(), device[key].clone());
+    }
+    doc.insert("pool".into(), json!("DP Lab"));
+    let r = alice.call("PUT", "/api/v1/devices/SEP001122334455", Some(Value::Object(doc))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = alice.call("GET", "/api/v1/devices/SEP001122334455/config", None).await;
+    assert!(r.text().contains("<timeZone>Tokyo Standard Time</timeZone>"), "in force at once: {}", r.text());
+    let r = alice.call("DELETE", "/api/v1/device-pools/DP%20Lab", None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(r.text().contains("SEP001122334455"), "{}", r.text());
+    assert_eq!(std::fs::read_to_string(d.path("example/inventory.toml")).unwrap(), file, "the file is not the store");
+    let audit = json_of(&alice.call("GET", "/api/v1/audit?limit=3", None).await);
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["device.update", "device-pool.create", "date-time-group.create"], "{audit}");
 }
