@@ -468,8 +468,12 @@ async fn device_pools_and_their_groups_change_through_the_api_and_reach_the_phon
     let r = alice.call("PUT", "/api/v1/device-pools/DP%20Paris", Some(pool.clone())).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
     assert_eq!(json_of(&r)["devices"], 0);
-    let r = alice.call("PUT", "/api/v1/device-pools/DP%20Paris", Some(pool)).await;
+    let r = alice.call("PUT", "/api/v1/device-pools/DP%20Paris", Some(pool.clone())).await;
     assert_eq!(r.status, StatusCode::OK, "replaced: {}", r.text());
+    let r = alice.call("PUT", "/api/v1/device-pools/dp%20paris", Some(pool)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "one name whatever its letter case: {}", r.text());
+    let detail = json_of(&r)["detail"].to_string();
+    assert!(detail.contains(r#"a device pool named \"DP Paris\" exists"#), "{detail}");
     let text = inventory();
     assert!(text.starts_with("# Example inventory"), "the file's comments are kept");
     assert!(text.contains("[device_pools.\"DP Paris\"]\ncm_group = \"CMG Paris\""), "{text}");

@@ -98,7 +98,7 @@ impl From<PoolError> for ManageError {
     fn from(e: PoolError) -> ManageError {
         match e {
             PoolError::NotFound(m) => ManageError::NotFound(m),
-            PoolError::InUse(m) => ManageError::Conflict(m),
+            PoolError::InUse(m) | PoolError::Exists(m) => ManageError::Conflict(m),
             PoolError::BadName(m) => ManageError::BadRequest(m),
             PoolError::Site(e) => e.into(),
         }

@@ -179,6 +179,9 @@ pub enum PoolError {
     InUse(String),
     #[error("{0}")]
     BadName(String),
+    /// A new name that only the letter case tells from an entry's.
+    #[error("{0}")]
+    Exists(String),
     #[error("{0}")]
     Site(#[from] SiteError),
 }
@@ -193,10 +196,18 @@ pub async fn put<T: PoolEntry>(
     actor: &str,
 ) -> Result<(Inventory, bool), PoolError> {
     let current = site.inventory(config).await?;
-    if !T::of(&current.pools).contains_key(name)
-        && let Some(problem) = name_problem(T::KIND, name)
-    {
-        return Err(PoolError::BadName(problem));
+    let entries = T::of(&current.pools);
+    if !entries.contains_key(name) {
+        if let Some(problem) = name_problem(T::KIND, name) {
+            return Err(PoolError::BadName(problem));
+        }
+        // CUCM's names are unique whatever their letter case: a second "dp paris" beside "DP Paris" is a typo.
+        if let Some(other) = entries.keys().find(|k| k.to_lowercase() == name.to_lowercase()) {
+            return Err(PoolError::Exists(format!(
+                "a {} named {other:?} exists: change it under that name (names differ only in letter case)",
+                T::KIND.label()
+            )));
+        }
     }
     let created = AtomicBool::new(false);
     let inventory = site
