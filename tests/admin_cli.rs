@@ -463,3 +463,164 @@ fn users_are_added_listed_imported_and_removed_only_when_they_own_nothing() {
     let actions: Vec<String> = audit(&d).iter().map(|e| e.event.action.clone()).collect();
     assert_eq!(actions, ["user.create", "user.update", "user.import", "user.delete"], "{actions:?}");
 }
+
+/// `sipcfg device-pool`, `cm-group` and `date-time-group` on one server: a site built as a CUCM administrator
+/// builds it (the groups, then the pool), in the inventory file, whose comments and layout stay; every change
+/// checked as a whole inventory and audited; nothing in use removed.
+#[test]
+fn device_pools_and_their_groups_are_set_shown_and_removed_from_the_command_line() {
+    let d = TempDeployment::new();
+    let file = d.path("example/inventory.toml");
+    let inventory = || std::fs::read_to_string(&file).unwrap();
+    let original = inventory();
+
+    let err = fails(&d, &["device-pool", "set", "DP Paris", "--cm-group", "CMG Paris"], "");
+    assert!(err.contains("device pool \"DP Paris\": unknown cm_group \"CMG Paris\""), "{err}");
+    let err = fails(&d, &["cm-group", "set", "CMG Paris", "--call-managers", "cucm-sub1,cucm-nope"], "");
+    assert!(err.contains("cm group \"CMG Paris\": unknown call manager \"cucm-nope\""), "{err}");
+    let err = fails(&d, &["cm-group", "set", "CMG Paris"], "");
+    assert!(err.contains("a new CM group needs --call-managers"), "{err}");
+    assert_eq!(inventory(), original, "nothing written");
+
+    ok(&d, &["cm-group", "set", "CMG Paris", "--call-managers", "cucm-sub1, cucm-pub"]);
+    let time = [
+        "--time-zone",
+        "Romance Standard/Daylight Time",
+        "--date-format",
+        "D/M/Y",
+        "--time-format",
+        "24-hour",
+        "--ntp-servers",
+        "ntp1.paris.example.test,ntp2.paris.example.test",
+    ];
+    ok(&d, &[&["date-time-group", "set", "Paris"][..], &time].concat());
+    let pool = ["--cm-group", "CMG Paris", "--date-time-group", "Paris", "--user-locale", "French_France"];
+    ok(&d, &[&["pool", "set", "DP Paris"][..], &pool].concat());
+    ok(&d, &["device-pool", "set", "DP Paris", "--description", "Paris office"]);
+    let text = inventory();
+    assert!(text.starts_with(&original), "the file's comments and layout are kept:\n{text}");
+    assert!(
+        text.contains(
+            "[device_pools.\"DP Paris\"]\ncm_group = \"CMG Paris\"\ndate_time_group = \"Paris\"\n\
+             user_locale = \"French_France\"\ndescription = \"Paris office\"\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        ok(&d, &["device-pool", "show", "DP Paris"]),
+        "[device_pools.\"DP Paris\"]\ncm_group = \"CMG Paris\"\ndate_time_group = \"Paris\"\n\
+         user_locale = \"French_France\"\ndescription = \"Paris office\"\n# used by 0 device(s)\n"
+    );
+    let list = ok(&d, &["cm-group", "list"]);
+    assert!(list.starts_with("CMG Paris  cucm-sub1, cucm-pub  used by 1 device pool(s)"), "{list}");
+
+    // A device in the pool renders with the site's time; what it uses cannot go.
+    std::fs::write(
+        &file,
+        inventory().replace("[devices.SEP001122334455]\n", "[devices.SEP001122334455]\npool = \"DP Paris\"\n"),
+    )
+    .unwrap();
+    let xml = ok(&d, &["render", "SEP001122334455.cnf.xml"]);
+    assert!(xml.contains("<timeZone>Romance Standard/Daylight Time</timeZone>"), "{xml}");
+    assert!(xml.contains("ntp2.paris.example.test"), "{xml}");
+    let err = fails(&d, &["device-pool", "remove", "DP Paris"], "");
+    assert!(
+        err.contains("device pool \"DP Paris\" is used by 1 device (SEP001122334455): move it to another pool"),
+        "{err}"
+    );
+    let err = fails(&d, &["date-time-group", "remove", "Paris"], "");
+    assert!(err.contains("date/time group \"Paris\" is used by 1 device pool (\"DP Paris\")"), "{err}");
+    let err = fails(&d, &["device-pool", "remove", "DP Pariss"], "");
+    assert!(err.contains("no device pool named \"DP Pariss\" (did you mean \"DP Paris\"?)"), "{err}");
+
+    // Moved out, everything goes, and the file is as it was.
+    std::fs::write(&file, inventory().replace("pool = \"DP Paris\"\n", "")).unwrap();
+    ok(&d, &["device-pool", "remove", "DP Paris"]);
+    ok(&d, &["cm-group", "remove", "CMG Paris"]);
+    ok(&d, &["date-time-group", "remove", "Paris"]);
+    assert_eq!(inventory(), original);
+
+    let trail = audit(&d);
+    let actions: Vec<&str> = trail.iter().map(|e| e.event.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "cm-group.create",
+            "date-time-group.create",
+            "device-pool.create",
+            "device-pool.update",
+            "device-pool.delete",
+            "cm-group.delete",
+            "date-time-group.delete"
+        ]
+    );
+    for e in &trail {
+        assert_from_the_cli(e);
+    }
+    assert_eq!(trail[2].event.target, "DP Paris");
+    assert!(trail[2].event.detail.contains("cm_group = \"CMG Paris\""), "{:?}", trail[2]);
+}
+
+/// The same commands in a cluster: the pools live in the shared store's cluster document, which they change
+/// (the inventory file is not touched), checked and audited there.
+#[tokio::test]
+async fn device_pools_change_in_the_shared_store() {
+    use sipcfg::store::kek::Kek;
+    use sipcfg::store::postgres::PgStore;
+
+    let pg = common::pg::Postgres::start();
+    pg.psql("CREATE DATABASE pools OWNER sipcfg");
+    let d = TempDeployment::new();
+    let url = format!("{}/pools", pg.url().rsplit_once('/').unwrap().0);
+    d.append(
+        "example/sipcfg.toml",
+        &format!(
+            "\n[store]\nurl = \"{url}\"\npassword_file = \"{}\"\nkey_file = \"store.key\"\n",
+            pg.password_file().display()
+        ),
+    );
+    ok(&d, &["store", "init"]);
+    let file = std::fs::read_to_string(d.path("example/inventory.toml")).unwrap();
+
+    ok(&d, &["cm-group", "set", "CMG Paris", "--call-managers", "cucm-sub1,cucm-pub"]);
+    ok(&d, &["date-time-group", "set", "Paris", "--time-zone", "Romance Standard/Daylight Time"]);
+    ok(&d, &["device-pool", "set", "DP Paris", "--cm-group", "CMG Paris", "--date-time-group", "Paris"]);
+    let err = fails(&d, &["device-pool", "set", "DP Lyon", "--cm-group", "CMG Lyon"], "");
+    assert!(err.contains("device pool \"DP Lyon\": unknown cm_group \"CMG Lyon\""), "{err}");
+    let err = fails(&d, &["cm-group", "remove", "CMG Paris"], "");
+    assert!(err.contains("is used by 1 device pool (\"DP Paris\")"), "{err}");
+    assert!(ok(&d, &["device-pool", "list"]).starts_with("DP Paris  cm_group CMG Paris"), "read from the store");
+
+    let config = d.config().store.expect("[store]");
+    let store = PgStore::open(&config, Some(Kek::load(&config.key_file).unwrap())).unwrap();
+    let stored = store.snapshot().await.unwrap().deployment.inventory;
+    assert_eq!(stored.device_pools["DP Paris"].cm_group.as_deref(), Some("CMG Paris"));
+    assert_eq!(stored.cm_groups["CMG Paris"].call_managers, ["cucm-sub1", "cucm-pub"]);
+    assert_eq!(stored.date_time_groups["Paris"].time_zone.as_deref(), Some("Romance Standard/Daylight Time"));
+    assert_eq!(stored.cluster.name, "example-cluster", "the cluster's settings stay beside them");
+    assert!(!stored.devices.is_empty(), "and the devices");
+
+    ok(&d, &["device-pool", "remove", "DP Paris"]);
+    ok(&d, &["cm-group", "remove", "CMG Paris"]);
+    let stored = store.snapshot().await.unwrap().deployment.inventory;
+    assert!(stored.device_pools.is_empty() && stored.cm_groups.is_empty());
+    assert!(stored.date_time_groups.contains_key("Paris"));
+    assert_eq!(std::fs::read_to_string(d.path("example/inventory.toml")).unwrap(), file, "the file is not the store");
+
+    use sipcfg::auth::accounts::AccountStore;
+    let mut trail = store.audit_trail(None, 50).await.unwrap();
+    trail.reverse();
+    let actions: Vec<&str> = trail.iter().map(|e| e.event.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "store.init",
+            "cm-group.create",
+            "date-time-group.create",
+            "device-pool.create",
+            "device-pool.delete",
+            "cm-group.delete"
+        ],
+        "{trail:#?}"
+    );
+}

@@ -39,6 +39,12 @@ fn json_of(r: &Resp) -> Value {
 async fn setup() -> (TempDeployment, TestServer, Api, Api) {
     let d = TempDeployment::new();
     let server = TestServer::with_config(d.config()).await;
+    let (alice, rita) = accounts(&server).await;
+    (d, server, alice, rita)
+}
+
+/// An operator (alice) and a read-only account (rita) on `server`, each with an API token.
+async fn accounts(server: &TestServer) -> (Api, Api) {
     let accounts = server.app.accounts().expect("the example has a store for accounts").clone();
     let mut apis = Vec::new();
     for (name, role) in [("alice", Role::Operator), ("rita", Role::ReadOnly)] {
@@ -50,7 +56,7 @@ async fn setup() -> (TempDeployment, TestServer, Api, Api) {
     }
     let rita = apis.pop().unwrap();
     let alice = apis.pop().unwrap();
-    (d, server, alice, rita)
+    (alice, rita)
 }
 
 #[tokio::test]
@@ -420,4 +426,201 @@ async fn profiles_and_phone_edge_trust_change_through_the_api() {
     let audit = json_of(&alice.call("GET", "/api/v1/audit", None).await);
     let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["cert.remove", "cert.add", "profile.delete", "profile.create"], "{audit}");
+}
+
+/// Device pools, CM groups and date/time groups through the API, as a CUCM administrator builds a site: the
+/// groups, then the pool, then a device moved into it, whose file then carries the site's call managers and
+/// time. Refusals name what is wrong; removals wait until nothing uses the entry.
+#[tokio::test]
+async fn device_pools_and_their_groups_change_through_the_api_and_reach_the_phone() {
+    let (d, server, alice, rita) = setup().await;
+    let inventory = || std::fs::read_to_string(d.path("example/inventory.toml")).unwrap();
+    let errors = |r: &Resp| json_of(r)["errors"].to_string();
+
+    // A CM group naming a call manager the cluster does not have: the inventory's own message.
+    let r = alice
+        .call("PUT", "/api/v1/cm-groups/CMG%20Paris", Some(json!({"call_managers": ["cucm-sub1", "cucm-nope"]})))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert!(errors(&r).contains(r#"cm group \"CMG Paris\": unknown call manager \"cucm-nope\""#), "{}", r.text());
+    let r = alice
+        .call("PUT", "/api/v1/cm-groups/CMG%20Paris", Some(json!({"call_managers": ["cucm-sub1", "cucm-pub"]})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(json_of(&r)["device_pools"], json!([]));
+    let paris_time = json!({"time_zone": "Central Standard/Daylight Time", "date_format": "M/D/Y",
+                            "time_format": "12-hour", "ntp_servers": ["ntp.paris.example.test"]});
+    let r = alice.call("PUT", "/api/v1/date-time-groups/Paris", Some(paris_time)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+
+    // A pool naming an unknown CM group, an unknown key, a name CUCM would refuse.
+    let r = alice.call("PUT", "/api/v1/device-pools/DP%20Paris", Some(json!({"cm_group": "CMG Pariss"}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert!(errors(&r).contains(r#"device pool \"DP Paris\": unknown cm_group \"CMG Pariss\""#), "{}", r.text());
+    let r = alice.call("PUT", "/api/v1/device-pools/DP%20Paris", Some(json!({"cm_groupe": "CMG Paris"}))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    let r = alice.call("PUT", "/api/v1/device-pools/a%2Fb", Some(json!({}))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
+    assert!(!inventory().contains("device_pools"), "nothing written:\n{}", inventory());
+
+    let pool = json!({"cm_group": "CMG Paris", "date_time_group": "Paris", "user_locale": "French_France",
+                      "description": "Paris office"});
+    let r = alice.call("PUT", "/api/v1/device-pools/DP%20Paris", Some(pool.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(json_of(&r)["devices"], 0);
+    let r = alice.call("PUT", "/api/v1/device-pools/DP%20Paris", Some(pool.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "replaced: {}", r.text());
+    let r = alice.call("PUT", "/api/v1/device-pools/dp%20paris", Some(pool)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "one name whatever its letter case: {}", r.text());
+    let detail = json_of(&r)["detail"].to_string();
+    assert!(detail.contains(r#"a device pool named \"DP Paris\" exists"#), "{detail}");
+    let text = inventory();
+    assert!(text.starts_with("# Example inventory"), "the file's comments are kept");
+    assert!(text.contains("[device_pools.\"DP Paris\"]\ncm_group = \"CMG Paris\""), "{text}");
+    assert!(text.contains("[cm_groups.\"CMG Paris\"]\ncall_managers = [\"cucm-sub1\", \"cucm-pub\"]"), "{text}");
+
+    // The read-only account reads, and changes nothing.
+    let r = rita.call("GET", "/api/v1/device-pools", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(json_of(&r)[0]["name"], "DP Paris");
+    for (method, path, body) in [
+        ("PUT", "/api/v1/device-pools/DP%20Lyon", Some(json!({}))),
+        ("DELETE", "/api/v1/device-pools/DP%20Paris", None),
+        ("PUT", "/api/v1/cm-groups/CMG%20Lyon", Some(json!({"call_managers": ["cucm-pub"]}))),
+        ("DELETE", "/api/v1/date-time-groups/Paris", None),
+    ] {
+        let r = rita.call(method, path, body).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {path}: {}", r.text());
+    }
+
+    // A device moves into the pool: the phone's file has the site's call managers, in the group's order,
+    // and the site's time.
+    let device = json_of(&alice.call("GET", "/api/v1/devices/SEP001122334455", None).await);
+    let mut doc = serde_json::Map::new();
+    for key in ["model", "profile", "owner", "description", "lines", "enabled"] {
+        doc.insert(key.into(), device[key].clone());
+    }
+    doc.insert("pool".into(), json!("DP Paris"));
+    let r = alice.call("PUT", "/api/v1/devices/SEP001122334455", Some(Value::Object(doc.clone()))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let access = server.token("device:SEP001122334455");
+    let r = server.client().get("/SEP001122334455.cnf.xml", Some(&access)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let xml = r.text();
+    assert!(xml.contains("<timeZone>Central Standard/Daylight Time</timeZone>"), "{xml}");
+    assert!(xml.contains("<dateTemplate>M/D/Ya</dateTemplate>") && xml.contains("ntp.paris.example.test"), "{xml}");
+    let (sub1, publisher) = (xml.find("cucm-sub1.example.test"), xml.find("cucm-pub.example.test"));
+    assert!(sub1.is_some() && publisher.is_some() && sub1 < publisher, "the group's primary first: {xml}");
+    assert!(xml.contains("French_France"), "{xml}");
+    assert_eq!(json_of(&alice.call("GET", "/api/v1/device-pools/DP%20Paris", None).await)["devices"], 1);
+    let group = json_of(&alice.call("GET", "/api/v1/cm-groups/CMG%20Paris", None).await);
+    assert_eq!(group["device_pools"], json!(["DP Paris"]), "{group}");
+
+    // Nothing in use goes.
+    let r = alice.call("DELETE", "/api/v1/device-pools/DP%20Paris", None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    let detail = json_of(&r)["detail"].as_str().unwrap().to_owned();
+    assert_eq!(
+        detail,
+        "device pool \"DP Paris\" is used by 1 device (SEP001122334455): move it to another pool (or to none) first"
+    );
+    let r = alice.call("DELETE", "/api/v1/cm-groups/CMG%20Paris", None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(r.text().contains("used by 1 device pool (\\\"DP Paris\\\")"), "{}", r.text());
+    assert_eq!(alice.call("DELETE", "/api/v1/device-pools/DP%20Pari", None).await.status, StatusCode::NOT_FOUND);
+    let r = alice.call("GET", "/api/v1/date-time-groups/paris", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.text().contains("did you mean \\\"Paris\\\"?"), "{}", r.text());
+
+    // Moved out, then everything can go.
+    doc.remove("pool");
+    let r = alice.call("PUT", "/api/v1/devices/SEP001122334455", Some(Value::Object(doc))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    for path in ["/api/v1/device-pools/DP%20Paris", "/api/v1/cm-groups/CMG%20Paris", "/api/v1/date-time-groups/Paris"] {
+        let r = alice.call("DELETE", path, None).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{path}: {}", r.text());
+    }
+    assert_eq!(json_of(&alice.call("GET", "/api/v1/cm-groups", None).await), json!([]));
+    assert!(!inventory().contains("Paris"), "{}", inventory());
+
+    let audit = json_of(&alice.call("GET", "/api/v1/audit", None).await);
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            "date-time-group.delete",
+            "cm-group.delete",
+            "device-pool.delete",
+            "device.update",
+            "device.update",
+            "device-pool.update",
+            "device-pool.create",
+            "date-time-group.create",
+            "cm-group.create"
+        ],
+        "{audit}"
+    );
+    let created = &audit[6];
+    assert_eq!((created["target"].as_str(), created["actor"].as_str()), (Some("DP Paris"), Some("admin:alice")));
+    assert!(created["detail"].as_str().unwrap().contains("cm_group = \"CMG Paris\""), "{audit}");
+}
+
+/// The same in a cluster: the pools are in the shared store's cluster document, and a change made through
+/// the API is in force on the node that answered when the answer comes.
+#[tokio::test]
+async fn device_pools_change_through_the_api_in_a_cluster() {
+    let pg = common::pg::Postgres::start();
+    pg.psql("CREATE DATABASE pools OWNER sipcfg");
+    let d = TempDeployment::new();
+    let url = format!("{}/pools", pg.url().rsplit_once('/').unwrap().0);
+    d.append(
+        "example/sipcfg.toml",
+        &format!(
+            "\n[store]\nurl = \"{url}\"\npassword_file = \"{}\"\nkey_file = \"store.key\"\n",
+            pg.password_file().display()
+        ),
+    );
+    let init = std::process::Command::new(env!("CARGO_BIN_EXE_sipcfg"))
+        .args(["store", "init", "-c"])
+        .arg(d.path("example/sipcfg.toml"))
+        .env_remove("SIPCFG_STORE_URL")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let file = std::fs::read_to_string(d.path("example/inventory.toml")).unwrap();
+    let server = TestServer::with_config(d.config()).await;
+    let (alice, rita) = accounts(&server).await;
+
+    let r = alice.call("PUT", "/api/v1/cm-groups/CMG%20Lab", Some(json!({"call_managers": ["cucm-sub1"]}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = alice.call("PUT", "/api/v1/date-time-groups/Lab", Some(json!({"time_zone": "Tokyo Standard Time"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    let r = alice.call("PUT", "/api/v1/device-pools/DP%20Lab", Some(json!({"cm_group": "CMG Lbb"}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert!(r.text().contains("did you mean"), "{}", r.text());
+    let pool = json!({"cm_group": "CMG Lab", "date_time_group": "Lab"});
+    assert_eq!(
+        rita.call("PUT", "/api/v1/device-pools/DP%20Lab", Some(pool.clone())).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = alice.call("PUT", "/api/v1/device-pools/DP%20Lab", Some(pool)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+
+    let device = json_of(&alice.call("GET", "/api/v1/devices/SEP001122334455", None).await);
+    let mut doc = serde_json::Map::new();
+    for key in ["model", "profile", "owner", "description", "lines", "enabled"] {
+        doc.insert(key.into(), device[key].clone());
+    }
+    doc.insert("pool".into(), json!("DP Lab"));
+    let r = alice.call("PUT", "/api/v1/devices/SEP001122334455", Some(Value::Object(doc))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = alice.call("GET", "/api/v1/devices/SEP001122334455/config", None).await;
+    assert!(r.text().contains("<timeZone>Tokyo Standard Time</timeZone>"), "in force at once: {}", r.text());
+    let r = alice.call("DELETE", "/api/v1/device-pools/DP%20Lab", None).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    assert!(r.text().contains("SEP001122334455"), "{}", r.text());
+    assert_eq!(std::fs::read_to_string(d.path("example/inventory.toml")).unwrap(), file, "the file is not the store");
+    let audit = json_of(&alice.call("GET", "/api/v1/audit?limit=3", None).await);
+    let actions: Vec<&str> = audit.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["device.update", "device-pool.create", "date-time-group.create"], "{audit}");
 }

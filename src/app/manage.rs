@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use crate::app::App;
 use crate::app::activity::Download;
+use crate::app::pools::{self, PoolEntry, PoolError};
 use crate::app::site::SiteError;
 use crate::auth::accounts::{AuditEntry, AuditEvent, Role};
 use crate::auth::service::{GrantError, ServiceError, UNKNOWN_CODE};
@@ -89,6 +90,17 @@ impl From<SiteError> for ManageError {
                 ManageError::Invalid(errors.0.iter().map(|e| format!("{}: {}", e.entry, e.message)).collect())
             }
             other => ManageError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<PoolError> for ManageError {
+    fn from(e: PoolError) -> ManageError {
+        match e {
+            PoolError::NotFound(m) => ManageError::NotFound(m),
+            PoolError::InUse(m) | PoolError::Exists(m) => ManageError::Conflict(m),
+            PoolError::BadName(m) => ManageError::BadRequest(m),
+            PoolError::Site(e) => e.into(),
         }
     }
 }
@@ -261,6 +273,32 @@ pub struct Summary {
     pub users: usize,
     pub sip_oauth_mode: bool,
     pub refresh_login_flow: bool,
+}
+
+/// A device pool, a CM group or a date/time group as the API shows it: its name, its keys as the inventory
+/// stores them, and what uses it (so that a removal's refusal comes as no surprise).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolView<T> {
+    pub name: String,
+    #[serde(flatten)]
+    pub doc: T,
+    /// A device pool: how many devices name it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub devices: Option<usize>,
+    /// A CM group or a date/time group: the device pools that name it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_pools: Option<Vec<String>>,
+}
+
+impl<T: PoolEntry> PoolView<T> {
+    fn of(inventory: &Inventory, name: &str, doc: &T) -> PoolView<T> {
+        let users = pools::users_of(inventory, T::KIND, name);
+        let (devices, device_pools) = match T::KIND {
+            pools::PoolKind::DevicePool => (Some(users.len()), None),
+            _ => (None, Some(users)),
+        };
+        PoolView { name: name.to_owned(), doc: doc.clone(), devices, device_pools }
+    }
 }
 
 /// A device as the API takes it: the inventory's fields (`model` and `profile` required).
@@ -821,6 +859,54 @@ impl<'a> Manager<'a> {
             return Err(ManageError::NotFound(format!("no profile {name:?}")));
         }
         self.write(caller, Edits::profile(name, None), "profile.delete", name, String::new(), |_, _| Ok(())).await
+    }
+
+    // Device pools, CM groups and date/time groups.
+
+    /// Every device pool (or CM group, or date/time group), by name.
+    pub fn pools<T: PoolEntry>(&self) -> Vec<PoolView<T>> {
+        let deployment = self.inventory();
+        let inventory = &deployment.inventory;
+        T::of(&inventory.pools).iter().map(|(name, doc)| PoolView::of(inventory, name, doc)).collect()
+    }
+
+    pub fn pool<T: PoolEntry>(&self, name: &str) -> Result<PoolView<T>, ManageError> {
+        let deployment = self.inventory();
+        let inventory = &deployment.inventory;
+        T::of(&inventory.pools)
+            .get(name)
+            .map(|doc| PoolView::of(inventory, name, doc))
+            .ok_or_else(|| ManageError::NotFound(pools::not_found::<T>(inventory, name)))
+    }
+
+    /// Creates or replaces a device pool (or group), checked as a whole inventory; `true` when created.
+    pub async fn put_pool<T: PoolEntry>(
+        &self,
+        caller: &Caller,
+        name: &str,
+        doc: T,
+    ) -> Result<(PoolView<T>, bool), ManageError> {
+        caller.may_change()?;
+        let config = self.app.live();
+        let detail = pools::describe(&doc);
+        let (after, created) = pools::put(self.app.site(), &config, name, doc, &caller.actor()).await?;
+        self.put_in_force().await;
+        let action = format!("{}.{}", T::KIND.action(), if created { "create" } else { "update" });
+        self.audit(caller, &action, name, detail).await;
+        let doc =
+            T::of(&after.pools).get(name).ok_or_else(|| ManageError::Conflict(pools::not_found::<T>(&after, name)))?;
+        Ok((PoolView::of(&after, name, doc), created))
+    }
+
+    /// Deletes a device pool (refused, naming some of them, while devices use it) or a group (refused while
+    /// a device pool names it).
+    pub async fn delete_pool<T: PoolEntry>(&self, caller: &Caller, name: &str) -> Result<(), ManageError> {
+        caller.may_change()?;
+        let config = self.app.live();
+        pools::remove::<T>(self.app.site(), &config, name, &caller.actor()).await?;
+        self.put_in_force().await;
+        self.audit(caller, &format!("{}.delete", T::KIND.action()), name, String::new()).await;
+        Ok(())
     }
 
     // Phone-Edge-Trust.

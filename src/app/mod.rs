@@ -11,6 +11,7 @@
 //! | [`watched`] | the files a node was loaded from, and their fingerprint |
 //! | [`check`] | `sipcfg check`: everything a start would load, every device rendered |
 //! | [`oauth_order`] | CUCM's SIP OAuth task flow: what is missing before the cluster switch |
+//! | [`pools`] | device pools, CM groups and date/time groups changed one at a time (the API and the commands) |
 
 pub mod activity;
 pub mod certificates;
@@ -19,6 +20,7 @@ pub mod check;
 pub mod ldap;
 pub mod manage;
 pub mod oauth_order;
+pub mod pools;
 pub mod site;
 pub mod watched;
 

@@ -208,7 +208,7 @@ impl Site {
         }
     }
 
-    /// Puts or removes devices and users, checked as a whole inventory (and by `check`, given the inventory
+    /// Puts or removes devices, users, profiles and pools, checked as a whole inventory (and by `check`, given the inventory
     /// before and after) before anything is written. Returns the inventory as it now is.
     pub async fn edit_inventory(
         &self,
@@ -249,6 +249,10 @@ impl Site {
                     changes.extend(edits.users.iter().map(|(id, u)| Edit::User(id.clone(), u.clone())));
                     if !edits.devices.is_empty() {
                         changes.push(Edit::Devices(edits.devices.clone()));
+                    }
+                    if edits.touches_pools() {
+                        // The pools share the cluster's document: written whole, as checked.
+                        changes.push(Edit::Cluster(Box::new(after.cluster.clone()), Box::new(after.pools.clone())));
                     }
                     store.edit(&changes, Some(snapshot.version), actor).await?;
                     Ok(after)

@@ -10,6 +10,7 @@
 //! | [`store`] | `store init`, `store export`, `store status` (the shared store of a cluster) |
 //! | [`admin`] | `admin add`, `token`, `list`, `remove`, `passwd` (accounts of the management API and console) |
 //! | [`users`], [`ldap`] | `user add`, `remove`, `list`, `import`; `ldap sync` (users from the directory) |
+//! | [`pools`] | `device-pool`, `cm-group`, `date-time-group`: `list`, `show`, `set`, `remove` |
 //! | [`docs`] | `manpage`, `completions` |
 //! | [`logging`], [`progress`] | logs and the audit log; progress bars |
 
@@ -22,6 +23,7 @@ pub mod edge;
 pub mod import;
 pub mod ldap;
 pub mod logging;
+pub mod pools;
 pub mod progress;
 pub mod render;
 pub mod serve;
@@ -41,6 +43,7 @@ use crate::cli::cert::CertAction;
 use crate::cli::cluster::{ClusterAction, ModeAction};
 use crate::cli::edge::EdgeAction;
 use crate::cli::ldap::LdapAction;
+use crate::cli::pools::{CmGroupAction, DateTimeGroupAction, DevicePoolAction};
 use crate::cli::store::StoreAction;
 use crate::cli::tokens::{CodeAction, KeysAction, TokenAction};
 use crate::cli::users::UserAction;
@@ -209,6 +212,27 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Device pools (CUCM's System > Device Pool): list, show, set (create or change), remove. A device
+    /// names its pool with `pool`; the pool names a CM group and a date/time group.
+    #[command(name = "device-pool", visible_alias = "pool")]
+    DevicePool {
+        #[command(subcommand)]
+        action: DevicePoolAction,
+    },
+    /// CM groups (CUCM's System > Cisco Unified CM Group), the call managers of a device pool's phones in
+    /// priority order: list, show, set, remove.
+    #[command(name = "cm-group")]
+    CmGroup {
+        #[command(subcommand)]
+        action: CmGroupAction,
+    },
+    /// Date/time groups (CUCM's System > Date/Time Group), the time zone, formats and NTP servers of a
+    /// device pool's phones: list, show, set, remove.
+    #[command(name = "date-time-group")]
+    DateTimeGroup {
+        #[command(subcommand)]
+        action: DateTimeGroupAction,
+    },
     /// Users from the directory ([ldap]): `ldap sync` reads it now and adds, updates, disables or removes
     /// the users it changes (`--dry-run`: print them, write nothing).
     Ldap {
@@ -267,6 +291,9 @@ fn run_command(config: &ConfigArg, command: Command) -> Result<ExitCode, String>
         Command::Admin { action } => admin::admin(config, action),
         Command::User { action } => users::user(config, action),
         Command::Ldap { action } => ldap::ldap(config, action),
+        Command::DevicePool { action } => pools::device_pool(config, action),
+        Command::CmGroup { action } => pools::cm_group(config, action),
+        Command::DateTimeGroup { action } => pools::date_time_group(config, action),
     }
 }
 

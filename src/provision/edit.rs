@@ -1,19 +1,26 @@
-//! Changes to devices and users, made by the management API and the console, applied where the inventory
-//! lives: the TOML file (comments, order and formatting of everything else kept) or the documents of the
+//! Changes to devices, users, profiles and device pools (with their CM and date/time groups), made by the
+//! management API, the console and the commands, applied where the inventory lives: the TOML file (comments, order and formatting of everything else kept) or the documents of the
 //! shared store. The caller checks the whole result as a load does before writing it.
 
 use std::path::{Path, PathBuf};
 
 use toml_edit::{DocumentMut, Item, Table};
 
-use crate::provision::inventory::{DeviceDoc, InventoryDoc, ProfileDoc, UserDoc};
+use crate::provision::inventory::{
+    CmGroupDoc, DateTimeGroupDoc, DeviceDoc, DevicePoolDoc, InventoryDoc, ProfileDoc, UserDoc,
+};
 
-/// Devices and users put (`Some`) or removed (`None`), by name and id.
+/// Devices, users, profiles and pools put (`Some`) or removed (`None`), by name and id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Edits {
     pub devices: Vec<(String, Option<DeviceDoc>)>,
     pub users: Vec<(String, Option<UserDoc>)>,
     pub profiles: Vec<(String, Option<ProfileDoc>)>,
+    /// `[device_pools.NAME]`, `[cm_groups.NAME]`, `[date_time_groups.NAME]`: in the shared store they are
+    /// part of the cluster's document, so a change to any of them rewrites that document.
+    pub device_pools: Vec<(String, Option<DevicePoolDoc>)>,
+    pub cm_groups: Vec<(String, Option<CmGroupDoc>)>,
+    pub date_time_groups: Vec<(String, Option<DateTimeGroupDoc>)>,
 }
 
 impl Edits {
@@ -29,30 +36,35 @@ impl Edits {
         Edits { profiles: vec![(name.to_owned(), doc)], ..Edits::default() }
     }
 
+    pub fn device_pool(name: &str, doc: Option<DevicePoolDoc>) -> Edits {
+        Edits { device_pools: vec![(name.to_owned(), doc)], ..Edits::default() }
+    }
+
+    pub fn cm_group(name: &str, doc: Option<CmGroupDoc>) -> Edits {
+        Edits { cm_groups: vec![(name.to_owned(), doc)], ..Edits::default() }
+    }
+
+    pub fn date_time_group(name: &str, doc: Option<DateTimeGroupDoc>) -> Edits {
+        Edits { date_time_groups: vec![(name.to_owned(), doc)], ..Edits::default() }
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.devices.is_empty() && self.users.is_empty() && self.profiles.is_empty()
+        self.devices.is_empty() && self.users.is_empty() && self.profiles.is_empty() && !self.touches_pools()
+    }
+
+    /// Whether a device pool, a CM group or a date/time group is put or removed.
+    pub fn touches_pools(&self) -> bool {
+        !(self.device_pools.is_empty() && self.cm_groups.is_empty() && self.date_time_groups.is_empty())
     }
 
     /// The edits applied to an inventory's documents.
     pub fn apply_to(&self, doc: &mut InventoryDoc) {
-        for (name, profile) in &self.profiles {
-            match profile {
-                Some(p) => doc.profiles.insert(name.clone(), p.clone()),
-                None => doc.profiles.remove(name),
-            };
-        }
-        for (id, user) in &self.users {
-            match user {
-                Some(u) => doc.users.insert(id.clone(), u.clone()),
-                None => doc.users.remove(id),
-            };
-        }
-        for (name, device) in &self.devices {
-            match device {
-                Some(d) => doc.devices.insert(name.clone(), d.clone()),
-                None => doc.devices.remove(name),
-            };
-        }
+        put_all_docs(&mut doc.cm_groups, &self.cm_groups);
+        put_all_docs(&mut doc.date_time_groups, &self.date_time_groups);
+        put_all_docs(&mut doc.device_pools, &self.device_pools);
+        put_all_docs(&mut doc.profiles, &self.profiles);
+        put_all_docs(&mut doc.users, &self.users);
+        put_all_docs(&mut doc.devices, &self.devices);
     }
 
     /// The inventory file's `text` with the edits applied: each put device or user replaces its table (a new
@@ -61,10 +73,22 @@ impl Edits {
         let mut doc: DocumentMut = text
             .parse()
             .map_err(|e: toml_edit::TomlError| EditError::Syntax { path: path.to_owned(), message: e.to_string() })?;
+        put_all(&mut doc, path, "cm_groups", &self.cm_groups)?;
+        put_all(&mut doc, path, "date_time_groups", &self.date_time_groups)?;
+        put_all(&mut doc, path, "device_pools", &self.device_pools)?;
         put_all(&mut doc, path, "profiles", &self.profiles)?;
         put_all(&mut doc, path, "users", &self.users)?;
         put_all(&mut doc, path, "devices", &self.devices)?;
         Ok(doc.to_string())
+    }
+}
+
+fn put_all_docs<T: Clone>(map: &mut std::collections::BTreeMap<String, T>, entries: &[(String, Option<T>)]) {
+    for (name, entry) in entries {
+        match entry {
+            Some(v) => map.insert(name.clone(), v.clone()),
+            None => map.remove(name),
+        };
     }
 }
 
@@ -205,6 +229,29 @@ profile = "p"
         edits.apply_to(&mut doc);
         assert!(!doc.devices.contains_key(&first));
         assert_eq!(doc.devices["SEPAABBCCDDEEFF"], device("added"));
+    }
+
+    #[test]
+    fn pools_and_groups_are_put_and_removed_by_their_quoted_names() {
+        let text = "[cluster]\nname = \"x\"\n\n# Paris\n[device_pools.\"DP Paris\"]\ncm_group = \"CMG Paris\"  # primary site\n\n[device_pools.Old]\n";
+        let pool = DevicePoolDoc { cm_group: Some("CMG Lyon".into()), ..DevicePoolDoc::default() };
+        let mut edits = Edits::device_pool("DP Paris", Some(pool.clone()));
+        edits.device_pools.push(("Old".into(), None));
+        edits.cm_groups.push((
+            "CMG Lyon".into(),
+            Some(CmGroupDoc { call_managers: vec!["a".into()], description: String::new() }),
+        ));
+        edits.date_time_groups.push(("Lyon".into(), Some(DateTimeGroupDoc::default())));
+        assert!(edits.touches_pools() && !edits.is_empty());
+        let out = edits.apply_to_toml(Path::new("i.toml"), text).unwrap();
+        assert!(out.contains("# Paris\n[device_pools.\"DP Paris\"]\ncm_group = \"CMG Lyon\""), "{out}");
+        assert!(!out.contains("[device_pools.Old]"), "{out}");
+        assert!(out.contains("[cm_groups.\"CMG Lyon\"]\ncall_managers = [\"a\"]"), "{out}");
+        let mut doc: InventoryDoc = toml::from_str(include_str!("../../example/inventory.toml")).unwrap();
+        doc.device_pools.insert("Old".into(), DevicePoolDoc::default());
+        edits.apply_to(&mut doc);
+        assert_eq!(doc.device_pools.get("DP Paris"), Some(&pool));
+        assert!(!doc.device_pools.contains_key("Old") && doc.cm_groups.contains_key("CMG Lyon"));
     }
 
     #[test]

@@ -10,9 +10,10 @@ use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 use serde::Deserialize;
 
-use crate::app::manage::{DeviceInput, DeviceQuery, DeviceStatus, ManageError, NewCode};
+use crate::app::manage::{Caller, DeviceInput, DeviceQuery, DeviceStatus, ManageError, Manager, NewCode};
+use crate::app::pools::PoolEntry;
 use crate::auth::accounts::Role;
-use crate::provision::inventory::{ClusterDoc, ProfileDoc, UserDoc};
+use crate::provision::inventory::{ClusterDoc, CmGroupDoc, DateTimeGroupDoc, DevicePoolDoc, ProfileDoc, UserDoc};
 use crate::provision::settings::ClusterChange;
 use crate::provision::subject::Subject;
 use crate::server::console::{Authenticated, Console, Req, problem, problem_of};
@@ -51,6 +52,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/profiles"),
     ("PUT", "/api/v1/profiles/{name}"),
     ("DELETE", "/api/v1/profiles/{name}"),
+    ("GET", "/api/v1/device-pools"),
+    ("GET", "/api/v1/device-pools/{name}"),
+    ("PUT", "/api/v1/device-pools/{name}"),
+    ("DELETE", "/api/v1/device-pools/{name}"),
+    ("GET", "/api/v1/cm-groups"),
+    ("GET", "/api/v1/cm-groups/{name}"),
+    ("PUT", "/api/v1/cm-groups/{name}"),
+    ("DELETE", "/api/v1/cm-groups/{name}"),
+    ("GET", "/api/v1/date-time-groups"),
+    ("GET", "/api/v1/date-time-groups/{name}"),
+    ("PUT", "/api/v1/date-time-groups/{name}"),
+    ("DELETE", "/api/v1/date-time-groups/{name}"),
     ("GET", "/api/v1/cluster"),
     ("PATCH", "/api/v1/cluster"),
     ("GET", "/api/v1/phone-edge-trust"),
@@ -374,6 +387,12 @@ async fn route(console: &Console, req: &Req, who: &Authenticated, rest: &[&str])
             }
             _ => Ok(method_not_allowed("PUT, DELETE")),
         },
+        ["device-pools"] => pool_list::<DevicePoolDoc>(&manage, m),
+        ["device-pools", name] => pool_route::<DevicePoolDoc>(&manage, &caller, req, name).await,
+        ["cm-groups"] => pool_list::<CmGroupDoc>(&manage, m),
+        ["cm-groups", name] => pool_route::<CmGroupDoc>(&manage, &caller, req, name).await,
+        ["date-time-groups"] => pool_list::<DateTimeGroupDoc>(&manage, m),
+        ["date-time-groups", name] => pool_route::<DateTimeGroupDoc>(&manage, &caller, req, name).await,
         ["phone-edge-trust", id] => match *m {
             Method::DELETE => done(StatusCode::OK, manage.remove_trust(&caller, id).await),
             _ => Ok(method_not_allowed("DELETE")),
@@ -434,6 +453,31 @@ async fn route(console: &Console, req: &Req, who: &Authenticated, rest: &[&str])
             _ => Ok(method_not_allowed("GET")),
         },
         _ => Ok(not_found()),
+    }
+}
+
+/// `GET /api/v1/device-pools` (and `cm-groups`, `date-time-groups`): every entry, whole (they are few).
+fn pool_list<T: PoolEntry>(manage: &Manager<'_>, m: &Method) -> Answer {
+    match *m {
+        Method::GET => Ok(ok_json(StatusCode::OK, &manage.pools::<T>())),
+        _ => Ok(method_not_allowed("GET")),
+    }
+}
+
+/// One device pool, CM group or date/time group: read, create or replace (the inventory's keys, as JSON),
+/// delete.
+async fn pool_route<T: PoolEntry>(manage: &Manager<'_>, caller: &Caller, req: &Req, name: &str) -> Answer {
+    match req.method {
+        Method::GET => done(StatusCode::OK, manage.pool::<T>(name)),
+        Method::PUT => {
+            let doc: T = body(req)?;
+            let (view, created) = manage.put_pool(caller, name, doc).await.map_err(|e| problem_of(&e))?;
+            Ok(ok_json(if created { StatusCode::CREATED } else { StatusCode::OK }, &view))
+        }
+        Method::DELETE => {
+            manage.delete_pool::<T>(caller, name).await.map(|()| no_content()).map_err(|e| problem_of(&e))
+        }
+        _ => Ok(method_not_allowed("GET, PUT, DELETE")),
     }
 }
 
