@@ -523,6 +523,16 @@ fn device_pools_and_their_groups_are_set_shown_and_removed_from_the_command_line
     let xml = ok(&d, &["render", "SEP001122334455.cnf.xml"]);
     assert!(xml.contains("<timeZone>Romance Standard/Daylight Time</timeZone>"), "{xml}");
     assert!(xml.contains("ntp2.paris.example.test"), "{xml}");
+    // The pool's phone service URLs, from the command line.
+    let idle = ["--idle-url", "https://intranet.paris.example.test/idle", "--idle-timeout", "300"];
+    ok(&d, &[&["device-pool", "set", "DP Paris"][..], &idle].concat());
+    let xml = ok(&d, &["render", "SEP001122334455.cnf.xml"]);
+    assert!(xml.contains("<idleURL>https://intranet.paris.example.test/idle</idleURL>"), "{xml}");
+    assert!(xml.contains("<idleTimeout>300</idleTimeout>"), "{xml}");
+    let err = fails(&d, &["device-pool", "set", "DP Paris", "--directory-url", "ftp://x.example.test/"], "");
+    assert!(err.contains("services.directory \"ftp://x.example.test/\": a service URL starts with http"), "{err}");
+    ok(&d, &["device-pool", "set", "DP Paris", "--idle-url", "", "--idle-timeout", ""]);
+    assert!(!inventory().contains("idle"), "{}", inventory());
     let err = fails(&d, &["device-pool", "remove", "DP Paris"], "");
     assert!(
         err.contains("device pool \"DP Paris\" is used by 1 device (SEP001122334455): move it to another pool"),
@@ -548,6 +558,8 @@ fn device_pools_and_their_groups_are_set_shown_and_removed_from_the_command_line
             "cm-group.create",
             "date-time-group.create",
             "device-pool.create",
+            "device-pool.update",
+            "device-pool.update",
             "device-pool.update",
             "device-pool.delete",
             "cm-group.delete",

@@ -1176,7 +1176,10 @@ impl<'a> Manager<'a> {
                 let view = ImportReportView::of(&report);
                 if report.written {
                     self.put_in_force().await;
-                    let detail = format!("{} added, {} updated", report.added.len(), report.updated.len());
+                    let mut detail = format!("{} added, {} updated", report.added.len(), report.updated.len());
+                    if !report.created_users.is_empty() {
+                        detail.push_str(&format!(", users created: {}", report.created_users.join(", ")));
+                    }
                     self.audit(caller, "import", "csv upload", detail).await;
                 }
                 Ok(view)
@@ -1209,6 +1212,8 @@ pub struct ImportReportView {
     pub updated: Vec<String>,
     pub unchanged: Vec<String>,
     pub ignored_columns: Vec<String>,
+    /// Owners the import created (`create_users`).
+    pub created_users: Vec<String>,
     pub written: bool,
 }
 
@@ -1221,6 +1226,7 @@ impl ImportReportView {
             updated: names(&r.updated),
             unchanged: names(&r.unchanged),
             ignored_columns: r.ignored_columns.clone(),
+            created_users: r.created_users.clone(),
             written: r.written,
         }
     }

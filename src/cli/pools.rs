@@ -12,7 +12,7 @@ use clap::Subcommand;
 use crate::app::pools::{self, PoolEntry, PoolError};
 use crate::app::site::actor;
 use crate::cli::{ConfigArg, block_on, load_config, open_site, site_inventory};
-use crate::provision::inventory::{CmGroupDoc, DateTimeGroupDoc, DevicePoolDoc, Inventory, TimeFormat};
+use crate::provision::inventory::{CmGroupDoc, DateTimeGroupDoc, DevicePoolDoc, Inventory, ServiceUrls, TimeFormat};
 
 #[derive(Subcommand, Debug)]
 pub enum DevicePoolAction {
@@ -43,12 +43,61 @@ pub enum DevicePoolAction {
         /// Free text.
         #[arg(long)]
         description: Option<String>,
+        /// The pool's phone service URLs (docs/inventory.md, "Phone service URLs"); each left out is the
+        /// cluster's.
+        #[command(flatten)]
+        services: ServiceOptions,
     },
     /// Remove a device pool (refused while a device uses it).
     Remove {
         /// The pool's name.
         name: String,
     },
+}
+
+/// Phone service URL options: a value sets the key, an empty value ("") removes it.
+#[derive(clap::Args, Debug, Default)]
+pub struct ServiceOptions {
+    /// `directoryURL`: the Directories button.
+    #[arg(long, value_name = "URL")]
+    pub directory_url: Option<String>,
+    /// `servicesURL`: the Services button.
+    #[arg(long, value_name = "URL")]
+    pub services_url: Option<String>,
+    /// `idleURL`: shown after --idle-timeout seconds without use.
+    #[arg(long, value_name = "URL")]
+    pub idle_url: Option<String>,
+    /// `idleTimeout`, seconds (0-86400); needs an idle URL. An empty value removes it.
+    #[arg(long, value_name = "SECONDS")]
+    pub idle_timeout: Option<String>,
+    /// `authenticationURL`.
+    #[arg(long, value_name = "URL")]
+    pub authentication_url: Option<String>,
+    /// `informationURL`: the help button.
+    #[arg(long, value_name = "URL")]
+    pub information_url: Option<String>,
+    /// `messagesURL`: the Messages button.
+    #[arg(long, value_name = "URL")]
+    pub messages_url: Option<String>,
+}
+
+impl ServiceOptions {
+    /// `urls` with the options given applied.
+    pub fn apply(self, urls: &mut ServiceUrls) -> Result<(), String> {
+        set_key(&mut urls.directory, self.directory_url);
+        set_key(&mut urls.services, self.services_url);
+        set_key(&mut urls.idle, self.idle_url);
+        set_key(&mut urls.authentication, self.authentication_url);
+        set_key(&mut urls.information, self.information_url);
+        set_key(&mut urls.messages, self.messages_url);
+        if let Some(t) = self.idle_timeout {
+            urls.idle_timeout = match t.trim() {
+                "" => None,
+                t => Some(t.parse().map_err(|_| format!("--idle-timeout {t:?}: a number of seconds, 0-86400"))?),
+            };
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,10 +238,19 @@ pub(crate) fn device_pool(arg: &ConfigArg, action: DevicePoolAction) -> Result<E
         DevicePoolAction::List => Op::List,
         DevicePoolAction::Show { name } => Op::Show(name),
         DevicePoolAction::Remove { name } => Op::Remove(name),
-        DevicePoolAction::Set { name, cm_group, date_time_group, user_locale, network_locale, description } => Op::Set(
+        DevicePoolAction::Set {
+            name,
+            cm_group,
+            date_time_group,
+            user_locale,
+            network_locale,
+            description,
+            services,
+        } => Op::Set(
             name,
             Box::new(move |was: Option<DevicePoolDoc>| {
                 let mut doc = was.unwrap_or_default();
+                services.apply(&mut doc.services)?;
                 set_key(&mut doc.cm_group, cm_group);
                 set_key(&mut doc.date_time_group, date_time_group);
                 set_key(&mut doc.user_locale, user_locale);
