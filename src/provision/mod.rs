@@ -15,6 +15,7 @@
 
 pub mod authorize;
 pub mod cache;
+pub mod chunked;
 pub mod deployment;
 pub mod edit;
 pub mod export;
