@@ -89,7 +89,7 @@ fn split(text: &str) -> Option<Split> {
                 }
                 headers.push((offset, devices));
                 root = false;
-            } else if root && trimmed.starts_with(|c: char| c == 'd' || c == '"' || c == '\'') {
+            } else if root && trimmed.starts_with(['d', '"', '\'']) {
                 // A root key `devices…` (dotted, or an inline table) would define devices outside a header.
                 let key = trimmed.trim_start_matches(['"', '\'']);
                 if key.starts_with("devices") {
