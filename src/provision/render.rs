@@ -356,7 +356,7 @@ struct TrustView<'a> {
     issuer: &'a str,
     sha256: &'a str,
     not_after: i64,
-    der_base64: String,
+    der_base64: &'a str,
 }
 
 impl<'a> From<&'a TrustCert> for TrustView<'a> {

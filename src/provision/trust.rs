@@ -161,6 +161,9 @@ pub struct TrustCert {
     pub kind: CertKind,
     #[serde(skip)]
     pub der: Vec<u8>,
+    /// The DER in standard base64, once: every OAuth phone's file carries it.
+    #[serde(skip)]
+    der_base64: String,
     /// The certificate alone, re-encoded from the DER (no comments, keys or other blocks of the source file).
     pub pem: String,
     /// Why it is not a CA (empty for a CA), as messages give it.
@@ -170,8 +173,8 @@ pub struct TrustCert {
 
 impl TrustCert {
     /// The DER in standard base64 with padding (the body of the PEM, without line breaks).
-    pub fn der_base64(&self) -> String {
-        base64(&self.der)
+    pub fn der_base64(&self) -> &str {
+        &self.der_base64
     }
 
     /// Past `notAfter`. Phones reject a server whose chain ends in an expired root, so callers should warn.
@@ -276,6 +279,7 @@ fn parse_der(der: &[u8], source: &Path) -> Result<TrustCert, TrustError> {
         not_after: x509.validity().not_after.timestamp(),
         kind,
         pem: pem_encode("CERTIFICATE", der),
+        der_base64: base64(der),
         der: der.to_vec(),
         not_ca,
     })
