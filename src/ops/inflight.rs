@@ -94,6 +94,17 @@ impl InFlight {
         Some(HandshakeSlot(self))
     }
 
+    /// Whether handshakes hold their whole share of the bound now (a new connection would be shed).
+    #[inline]
+    pub fn handshakes_full(&self) -> bool {
+        self.now.load(Ordering::Relaxed) >= self.handshake_limit
+    }
+
+    /// Counts a connection shed without asking for a slot (see [`InFlight::handshakes_full`]).
+    pub fn shed_connection(&self) {
+        self.shed_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A slot for one request, or, when the whole bound is in use, the shed request's `Retry-After` in
     /// seconds (the request is counted as shed).
     #[inline]

@@ -130,16 +130,34 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
     let serve = |listener: TcpListener, channel: Channel| {
         let node = node.clone();
         let graceful = &graceful;
-        accept_loop(listener, limit.clone(), stopped.clone(), channel.as_str(), move |tcp, peer, permit| {
-            let node = node.clone();
-            let watcher = graceful.watcher();
-            async move {
-                let open = node.monitor.metrics.connection(channel);
-                node.serve_connection(tcp, peer, channel, watcher).await;
-                drop(open);
-                drop(permit);
-            }
-        })
+        let accepting =
+            accept_loop(listener, limit.clone(), stopped.clone(), channel.as_str(), move |tcp, peer, permit| {
+                // While handshakes hold their whole share of the in-flight bound, a new TLS connection is reset
+                // right here in the accept loop: no task waits for its ClientHello behind the handshakes, and the
+                // loop keeps the kernel's accept queue short (an overflowing queue drops SYNs, which phones
+                // retry only after a second).
+                let tcp = match channel != Channel::Legacy && node.monitor.in_flight.handshakes_full() {
+                    true => {
+                        node.monitor.in_flight.shed_connection();
+                        let _ = tcp.set_zero_linger();
+                        None
+                    }
+                    false => Some(tcp),
+                };
+                let node = node.clone();
+                let watcher = graceful.watcher();
+                async move {
+                    let Some(tcp) = tcp else { return };
+                    let open = node.monitor.metrics.connection(channel);
+                    node.serve_connection(tcp, peer, channel, watcher).await;
+                    drop(open);
+                    drop(permit);
+                }
+            });
+        // Without tokio's cooperative budget: each turn of the loop takes every connection the kernel has
+        // queued (accepting, and resetting those past the bound, costs little), instead of 128 and then a
+        // wait behind every handshake in the run queue while the kernel's queue overflows.
+        tokio::task::unconstrained(accepting)
     };
     let https = serve(listeners.https, Channel::Https);
     let legacy = async {
