@@ -88,6 +88,7 @@ for _ in $(seq 1 1200); do grep -q "pre-render" "$WORK/sipcfg.log" && break; sle
 sleep 0.5
 metric() { curl -s "http://127.0.0.1:$APORT/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 echo "in-flight bound: $(metric sipcfg_in_flight_limit) (handshakes $(metric sipcfg_in_flight_handshake_limit))" >&2
+ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$SIPCFG_PID/stat"; }
 hwm() { awk '/VmHWM|VmRSS/ { printf "%s %d MiB  ", $1, $2 / 1024 }' "/proc/$SIPCFG_PID/status"; echo; }
 echo "memory before: $(hwm)" >&2
 
@@ -105,12 +106,15 @@ LOW=$(python3 -c "print(round($RATE * $AFTER))")
 say "open loop: $HIGH phones/s (${OVER}x $RATE) for $OVER_S s, then $LOW/s (${AFTER}x) for $AFTER_S s"
 # The server's threads and in-flight gauges every 0.5 s, in the background.
 ( while kill -0 "$SIPCFG_PID" 2>/dev/null; do
-    echo "$(date +%s.%N | cut -c1-14) in_flight=$(metric sipcfg_in_flight) handshakes=$(metric sipcfg_in_flight_handshakes) $(hwm)"
+    echo "$(date +%s.%N | cut -c1-14) in_flight=$(metric sipcfg_in_flight) handshakes=$(metric sipcfg_in_flight_handshakes) cpu_ticks=$(ticks) $(hwm)"
     sleep 0.5
   done >"$WORK/gauges.log" ) &
 GAUGES=$!
+T0=$(ticks); S0=$(date +%s.%N)
 load --mode open --schedule "$HIGH:$OVER_S,$LOW:$AFTER_S" --max-outstanding "$MAX_OUT" --json | tee "$WORK/open.txt"
 kill "$GAUGES" 2>/dev/null || true
+python3 -c "print(f'server CPU over the open-loop run: {($(ticks) - $T0) / ($(date +%s.%N) - $S0):.0f}% of one core')" >&2
+echo "server CPU per 0.5 s sample (ticks of 10 ms): $(awk -F'cpu_ticks=' '{ split($2, a, " "); if (p != "") printf "%d ", a[1] - p; p = a[1] }' "$WORK/gauges.log")" >&2
 say "server after the run"
 if kill -0 "$SIPCFG_PID" 2>/dev/null; then echo "alive: yes" >&2; else echo "alive: NO (crashed)" >&2; fi
 echo "memory: $(hwm)" >&2
