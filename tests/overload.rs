@@ -161,3 +161,20 @@ fn max_in_flight_out_of_range_is_refused_naming_the_key() {
     let cpus = std::thread::available_parallelism().unwrap().get();
     assert_eq!(default.max_in_flight(), sipcfg::config::DEFAULT_IN_FLIGHT_PER_CPU * cpus);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_say_nothing_hold_no_share_of_the_bound() {
+    let mut config = common::example_config();
+    config.server.max_in_flight = Some(2);
+    config.server.tls_handshake_timeout_secs = 5;
+    let server = TestServer::with_config(config).await;
+    let token = server.token("device:SEP001122334455");
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(in_flight(&server).await, 0.0, "{}", server.metrics().await.0);
+    assert_eq!(server.client().get(FILE, Some(&token)).await.status, StatusCode::OK);
+    drop(silent);
+}

@@ -246,8 +246,10 @@ impl Node {
         let metrics = &self.monitor.metrics;
         // The client's first bytes (its ClientHello) before a share of the in-flight bound: a connection that
         // says nothing holds only its connection slot, until the handshake timeout.
-        match tokio::time::timeout_at(deadline, tcp.readable()).await {
-            Ok(Ok(())) => {}
+        // (A peek, not `readable()`: readiness may be reported before any byte has come.)
+        let mut first = [0u8; 1];
+        match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 metrics.handshake(channel, Err(HandshakeFailure::Error));
                 return tracing::debug!(%peer, channel = channel.as_str(), error = %e, "connection failed");
