@@ -3,7 +3,7 @@
 //!
 //! Past the bound the server sheds, cheaply, before doing the work:
 //!
-//! - a new connection whose ClientHello has arrived while handshakes hold their share of the bound is
+//! - a new connection accepted (or whose ClientHello arrives) while handshakes hold their share of the bound is
 //!   closed at once with a reset (no handshake spent, no `TIME_WAIT` kept);
 //! - a request on an established connection while the whole bound is in use is answered `503` with
 //!   `Retry-After`, before its token is looked at.
