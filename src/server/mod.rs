@@ -133,9 +133,8 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
         let accepting =
             accept_loop(listener, limit.clone(), stopped.clone(), channel.as_str(), move |tcp, peer, permit| {
                 // While handshakes hold their whole share of the in-flight bound, a new TLS connection is reset
-                // right here in the accept loop: no task waits for its ClientHello behind the handshakes, and the
-                // loop keeps the kernel's accept queue short (an overflowing queue drops SYNs, which phones
-                // retry only after a second).
+                // right here in the accept loop: no task is spawned to wait for its ClientHello behind the
+                // handshakes.
                 let tcp = match channel != Channel::Legacy && node.monitor.in_flight.handshakes_full() {
                     true => {
                         node.monitor.in_flight.shed_connection();
@@ -156,7 +155,8 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
             });
         // Within tokio's cooperative budget (128 accepts a turn): measured at 7,900 arrivals/s on one core,
         // an unconstrained loop resetting connections kept the handshakes from running (served phones fell
-        // from about 2,000/s to 1,400/s).
+        // from about 2,000/s to 1,400/s). Between its turns the kernel's accept queue can still overflow
+        // (BENCHMARKS.md, "Past capacity").
         accepting
     };
     let https = serve(listeners.https, Channel::Https);
