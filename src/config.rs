@@ -559,6 +559,10 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     /// Connections above this wait in the kernel's accept queue instead of exhausting memory or descriptors.
     pub max_connections: usize,
+    /// Work in flight on the phone-facing listeners (TLS handshakes in progress and requests being served);
+    /// past it new connections are closed before their handshake and requests get 503 with `Retry-After`.
+    /// None: [`DEFAULT_IN_FLIGHT_PER_CPU`] per CPU the process may run on.
+    pub max_in_flight: Option<usize>,
     /// On shutdown, in-flight requests get this long to finish.
     pub shutdown_grace_secs: u64,
     /// How often the inventory, templates and certificate stores are checked for changes.
@@ -588,6 +592,7 @@ impl Default for ServerConfig {
             tls_handshake_timeout_secs: 10,
             header_read_timeout_secs: 10,
             max_connections: 10_000,
+            max_in_flight: None,
             shutdown_grace_secs: 10,
             reload_poll_ms: 1000,
             idle_timeout_secs: 30,
@@ -601,7 +606,18 @@ impl Default for ServerConfig {
     }
 }
 
+/// The default `server.max_in_flight` per CPU the process may run on: about 50 ms of boot-storm work
+/// (a new TLS connection and its first request cost about 200 µs of one core), so that the requests the
+/// server accepts under overload are still answered well within 100 ms.
+pub const DEFAULT_IN_FLIGHT_PER_CPU: usize = 256;
+
 impl ServerConfig {
+    /// `max_in_flight`, or its default for the CPUs this process may run on (its affinity mask).
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.unwrap_or_else(|| {
+            DEFAULT_IN_FLIGHT_PER_CPU * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        })
+    }
     pub fn tls_handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.tls_handshake_timeout_secs)
     }
@@ -1009,6 +1025,11 @@ impl Config {
         let server = raw.server;
         if server.max_connections == 0 {
             return Err(invalid("server.max_connections", "must be at least 1".into()));
+        }
+        if let Some(n) = server.max_in_flight
+            && !(1..=1_000_000).contains(&n)
+        {
+            return Err(invalid("server.max_in_flight", format!("{n} is outside 1-1000000")));
         }
         for (key, v) in [
             ("server.tls_handshake_timeout_secs", server.tls_handshake_timeout_secs),

@@ -18,12 +18,13 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::app::channel::Channel;
 use crate::ops::audit::AuditStats;
+use crate::ops::inflight::{InFlight, Shed};
 use crate::provision::cache::CacheObserver;
 use crate::provision::filename::NameShape;
 
@@ -289,6 +290,48 @@ impl Collector for AuditCollector {
     }
 }
 
+/// The bound on work in flight (server.max_in_flight): its limits, what is in flight now, and what was shed,
+/// read from the server's [`InFlight`] at scrape time; nothing is listed before the server has attached it.
+#[derive(Debug, Default)]
+struct InFlightCollector(Arc<OnceLock<Arc<InFlight>>>);
+
+impl Collector for InFlightCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(f) = self.0.get() else { return Ok(()) };
+        let as_i64 = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        let gauges: [(&str, &str, usize); 4] = [
+            (
+                "in_flight",
+                "Work in flight now on the phone-facing listeners: TLS handshakes in progress and requests being \
+                 served (bounded by server.max_in_flight)",
+                f.now(),
+            ),
+            ("in_flight_handshakes", "TLS handshakes in progress now (a part of sipcfg_in_flight)", f.handshakes()),
+            ("in_flight_limit", "server.max_in_flight: past it, requests are answered 503 with Retry-After", f.limit()),
+            (
+                "in_flight_handshake_limit",
+                "The share of server.max_in_flight TLS handshakes may hold (three quarters); past it, new \
+                 connections are closed before their handshake",
+                f.handshake_limit(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            ConstGauge::new(as_i64(value)).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "shed",
+            "Work refused past the in-flight bound, by reason: handshakes-at-bound (a new connection closed before \
+             its TLS handshake), in-flight-at-bound (a request answered 503 with Retry-After)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, what) in [("handshakes-at-bound", Shed::Connection), ("in-flight-at-bound", Shed::Request)] {
+            ConstCounter::new(f.shed(what)).encode(family.encode_family(&[("reason", reason)])?)?;
+        }
+        Ok(())
+    }
+}
+
 /// A token grant's type, as the token endpoint names it in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantType {
@@ -390,6 +433,7 @@ pub struct Metrics {
     store_lag: Histogram,
     store_unreachable: Counter,
     audit: Arc<OnceLock<Arc<AuditStats>>>,
+    in_flight: Arc<OnceLock<Arc<InFlight>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -413,6 +457,8 @@ impl Metrics {
         registry.register_collector(Box::new(LatencyCollector(latencies.clone())));
         let audit = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(AuditCollector(audit.clone())));
+        let in_flight = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(InFlightCollector(in_flight.clone())));
 
         let refusals = Family::<Labels1, Counter>::default();
         registry.register(
@@ -619,12 +665,18 @@ impl Metrics {
             store_lag,
             store_unreachable,
             audit,
+            in_flight,
         }
     }
 
     /// Reports the audit log's counters from now on (`serve` opens the audit log before the metrics exist).
     pub fn attach_audit(&self, stats: Arc<AuditStats>) {
         let _ = self.audit.set(stats);
+    }
+
+    /// Reports the bound on work in flight from now on.
+    pub fn attach_in_flight(&self, in_flight: Arc<InFlight>) {
+        let _ = self.in_flight.set(in_flight);
     }
 
     /// One answered request: its listener, what it asked for, its status and the reason of its access line
@@ -775,6 +827,10 @@ mod tests {
         m.handshake(Channel::Https, Err(HandshakeFailure::Timeout));
         let _open = m.connection(Channel::Edge);
         m.grant(GrantType::RefreshToken, true);
+        let in_flight = Arc::new(InFlight::new(8));
+        m.attach_in_flight(in_flight.clone());
+        let _request = in_flight.request();
+        drop(in_flight.handshake());
         let text = m.encode(&Snapshot {
             devices: 3,
             certificate_expiry: vec![("server", 1_900_000_000)],
@@ -793,6 +849,12 @@ mod tests {
             "sipcfg_inventory_devices 3",
             "sipcfg_certificate_expiry_timestamp_seconds{certificate=\"server\"} 1900000000",
             "sipcfg_ready 1",
+            "sipcfg_in_flight 1",
+            "sipcfg_in_flight_handshakes 0",
+            "sipcfg_in_flight_limit 8",
+            "sipcfg_in_flight_handshake_limit 6",
+            "sipcfg_shed_total{reason=\"handshakes-at-bound\"} 0",
+            "sipcfg_shed_total{reason=\"in-flight-at-bound\"} 0",
             "# TYPE sipcfg_render_duration_seconds histogram",
             "# TYPE sipcfg_cache_size_bytes gauge",
         ] {

@@ -8,11 +8,13 @@
 //! | [`store_watch`] | a cluster node following the shared store: notifications, resyncs, reachability |
 //! | [`health`] | readiness (`/readyz`), certificate expiry warnings |
 //! | [`metrics`] | the counters and the Prometheus exposition (`/metrics`) |
+//! | [`inflight`] | the bound on work in flight (`server.max_in_flight`): handshakes and requests |
 //! | [`signals`] | SIGTERM, SIGINT and SIGHUP, registered before the server announces itself |
 //! | [`systemd`] | `sd_notify` (READY, RELOADING, STOPPING, STATUS) and the watchdog |
 
 pub mod audit;
 pub mod health;
+pub mod inflight;
 pub mod metrics;
 pub mod process;
 pub mod reload;
@@ -25,6 +27,7 @@ use std::sync::Arc;
 use crate::app::{App, OnDisk, StoreState};
 use crate::auth::service::TokenService;
 use crate::ops::health::Health;
+use crate::ops::inflight::InFlight;
 use crate::ops::metrics::{Metrics, Snapshot};
 use crate::provision::Provisioner;
 use crate::util::time::{Time, unix_now};
@@ -35,6 +38,8 @@ use crate::util::time::{Time, unix_now};
 pub struct Monitor {
     pub metrics: Arc<Metrics>,
     pub health: Health,
+    /// The bound on work in flight that the phone-facing listeners share (`server.max_in_flight`).
+    pub in_flight: Arc<InFlight>,
     provisioner: Arc<Provisioner>,
     tokens: Option<Arc<TokenService>>,
 }
@@ -44,8 +49,11 @@ impl Monitor {
     pub fn of(app: &App) -> Monitor {
         let metrics = Arc::new(Metrics::new());
         app.provisioner().cache().set_observer(metrics.clone());
+        let in_flight = Arc::new(InFlight::new(app.config().server.max_in_flight()));
+        metrics.attach_in_flight(in_flight.clone());
         Monitor {
             metrics,
+            in_flight,
             health: Health::new(app.provisioner().clone(), app.status().clone()),
             provisioner: app.provisioner().clone(),
             tokens: app.token_service().cloned(),

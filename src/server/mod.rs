@@ -8,8 +8,10 @@
 //! | `admin.listen` (9971, loopback), on by default | plain HTTP | `/metrics`, `/healthz`, `/readyz` ([`admin`]) |
 //! | `console.listen` (8443, loopback), with `[console]` | HTTPS | the management API and the web console ([`console`]) |
 //!
-//! A connection's path: [`accept_loop`] (a connection slot, then accept) → TLS handshake (bounded in time)
-//! → idle timeout ([`limits`]) → HTTP/1.1 or HTTP/2 by ALPN → a handler → [`response`].
+//! A connection's path: [`accept_loop`] (a connection slot, then accept) → its first bytes → a handshake
+//! slot of the in-flight bound (else reset: [`crate::ops::inflight`]) → TLS handshake (bounded in time) →
+//! idle timeout ([`limits`]) → HTTP/1.1 or HTTP/2 by ALPN → a request slot (else 503) → a handler →
+//! [`response`].
 //!
 //! [`run`] takes already bound listeners and a shutdown future, so tests bind `127.0.0.1:0` and run the
 //! real server.
@@ -128,16 +130,34 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
     let serve = |listener: TcpListener, channel: Channel| {
         let node = node.clone();
         let graceful = &graceful;
-        accept_loop(listener, limit.clone(), stopped.clone(), channel.as_str(), move |tcp, peer, permit| {
-            let node = node.clone();
-            let watcher = graceful.watcher();
-            async move {
-                let open = node.monitor.metrics.connection(channel);
-                node.serve_connection(tcp, peer, channel, watcher).await;
-                drop(open);
-                drop(permit);
-            }
-        })
+        let accepting =
+            accept_loop(listener, limit.clone(), stopped.clone(), channel.as_str(), move |tcp, peer, permit| {
+                // While handshakes hold their whole share of the in-flight bound, a new TLS connection is reset
+                // right here in the accept loop: no task is spawned to wait for its ClientHello behind the
+                // handshakes.
+                let tcp = match channel != Channel::Legacy && node.monitor.in_flight.handshakes_full() {
+                    true => {
+                        node.monitor.in_flight.shed_connection();
+                        let _ = tcp.set_zero_linger();
+                        None
+                    }
+                    false => Some(tcp),
+                };
+                let node = node.clone();
+                let watcher = graceful.watcher();
+                async move {
+                    let Some(tcp) = tcp else { return };
+                    let open = node.monitor.metrics.connection(channel);
+                    node.serve_connection(tcp, peer, channel, watcher).await;
+                    drop(open);
+                    drop(permit);
+                }
+            });
+        // Within tokio's cooperative budget (128 accepts a turn): measured at 7,900 arrivals/s on one core,
+        // an unconstrained loop resetting connections kept the handshakes from running (served phones fell
+        // from about 2,000/s to 1,400/s). Between its turns the kernel's accept queue can still overflow
+        // (BENCHMARKS.md, "Past capacity").
+        accepting
     };
     let https = serve(listeners.https, Channel::Https);
     let legacy = async {
@@ -222,8 +242,29 @@ impl Node {
                 None => return,
             },
         };
-        let timeout = self.app.config().server.tls_handshake_timeout();
+        let deadline = tokio::time::Instant::now() + self.app.config().server.tls_handshake_timeout();
         let metrics = &self.monitor.metrics;
+        // The client's first bytes (its ClientHello) before a share of the in-flight bound: a connection that
+        // says nothing holds only its connection slot, until the handshake timeout.
+        // (A peek, not `readable()`: readiness may be reported before any byte has come.)
+        let mut first = [0u8; 1];
+        match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                metrics.handshake(channel, Err(HandshakeFailure::Error));
+                return tracing::debug!(%peer, channel = channel.as_str(), error = %e, "connection failed");
+            }
+            Err(_) => {
+                metrics.handshake(channel, Err(HandshakeFailure::Timeout));
+                return tracing::debug!(%peer, channel = channel.as_str(), "TLS handshake timed out");
+            }
+        }
+        // Past the handshakes' share of the bound, the connection is reset before any TLS work: no handshake
+        // spent, and no TIME_WAIT kept for it (counted as sipcfg_shed_total{reason="handshakes-at-bound"}).
+        let Some(slot) = self.monitor.in_flight.handshake() else {
+            let _ = tcp.set_zero_linger();
+            return tracing::debug!(%peer, channel = channel.as_str(), "in-flight bound reached: connection shed");
+        };
         let handshake = async {
             match &self.observer {
                 None => TlsAcceptor::from(tls).accept(tcp).await.map(|stream| (stream, None)),
@@ -233,7 +274,9 @@ impl Node {
                 }
             }
         };
-        match tokio::time::timeout(timeout, handshake).await {
+        let shaken = tokio::time::timeout_at(deadline, handshake).await;
+        drop(slot);
+        match shaken {
             Ok(Ok((stream, facts))) => {
                 metrics.handshake(channel, Ok(()));
                 let conn = self.connection(facts);
@@ -272,9 +315,13 @@ impl Node {
         let service = service_fn(move |req| {
             let (node, conn) = (node.clone(), conn.clone());
             async move {
-                Ok::<_, std::convert::Infallible>(
-                    phone::handle(&node.app, &node.monitor, peer, channel, req, &conn).await,
-                )
+                // One slot of the in-flight bound while the request is served; past the bound, 503 before
+                // any work (no token looked at, nothing rendered).
+                let response = match node.monitor.in_flight.request() {
+                    Ok(_slot) => phone::handle(&node.app, &node.monitor, peer, channel, req, &conn).await,
+                    Err(retry_after) => phone::overloaded(&node.monitor, channel, &req, retry_after),
+                };
+                Ok::<_, std::convert::Infallible>(response)
             }
         });
         let conn = self.builder.serve_connection(TokioIo::new(io), service);

@@ -112,6 +112,18 @@ where
     response
 }
 
+/// A request shed past the in-flight bound (`server.max_in_flight`): 503 with `Retry-After`, before any work.
+/// Counted in `sipcfg_http_requests_total` (code 503) and `sipcfg_shed_total`; no access line, which under
+/// overload would only add to the work.
+pub fn overloaded<B>(monitor: &Monitor, channel: Channel, req: &Request<B>, retry_after_secs: u8) -> Response<Body> {
+    const RETRY: [&str; 4] = ["0", "1", "2", "3"];
+    let retry = RETRY.get(usize::from(retry_after_secs)).copied().unwrap_or("3");
+    monitor.metrics.request(channel, route::kind_of(req.uri().path()), 503, "");
+    let mut r = plain(StatusCode::SERVICE_UNAVAILABLE, "overloaded: retry later\n");
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(retry));
+    if req.method() == Method::HEAD { head_only(r) } else { r }
+}
+
 /// The one `sipcfg::access` event: a request's access line (and audit record).
 #[allow(clippy::too_many_arguments)]
 fn access_line(

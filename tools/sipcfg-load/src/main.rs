@@ -7,6 +7,13 @@
 //!   http/1.1), does one `GET /<NAME>.cnf.xml` with its own token and closes. C phones at a time.
 //! - `--mode keepalive`: C kept connections; each fetches its phone's file once, then re-checks it in a loop
 //!   with `If-None-Match: <etag>` (expecting 304).
+//! - `--mode open --schedule RATE:SECS,...`: an open-loop boot storm (issue 17.2): new phones ARRIVE at a fixed
+//!   rate whatever the server answers, phase after phase (e.g. `15000:15,2500:10`: 3x capacity, then half);
+//!   each arrival is one phone as in storm. At most `--max-outstanding` phones are in progress at once (an
+//!   arrival past that is counted as skipped, so the client stays bounded), each for at most `--timeout`
+//!   seconds. It reports, per second and per phase, arrivals, 200/304, 503, other statuses, errors (reset,
+//!   refused, timed out), the p50/p99 latency of the accepted (200/304) from their arrival, and after each
+//!   phase that follows a heavier one, how long after its start the last refused phone arrived (recovery).
 //!
 //! It reports answered/s, p50/p99/max latency, status counts, errors and its own CPU time (utime+stime from
 //! /proc/self/stat), and, with `--server-pids`, the server's CPU time per answered request over exactly the
@@ -48,6 +55,8 @@ mod library;
 enum Mode {
     Storm,
     Keepalive,
+    /// Open loop: arrivals at fixed rates (--schedule).
+    Open,
 }
 
 #[derive(Parser, Debug)]
@@ -100,6 +109,15 @@ struct Args {
     /// Client runtime threads (1 = current-thread runtime, best when the client is pinned to one core).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Open loop: phases of `RATE:SECS` (arrivals per second, seconds), comma-separated.
+    #[arg(long, value_name = "RATE:SECS,...")]
+    schedule: Option<String>,
+    /// Open loop: phones in progress at most; arrivals past it are skipped (counted).
+    #[arg(long, default_value_t = 4000)]
+    max_outstanding: usize,
+    /// Open loop: a phone not answered within this many seconds counts as timed out.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    timeout: f64,
     /// Mint N device tokens instead of loading: for the first N devices of the inventory named by --config.
     #[arg(long, value_name = "N")]
     mint: Option<usize>,
@@ -533,6 +551,12 @@ fn run(args: Args) -> Result<(), String> {
         (None, Some(_), _) => u64::MAX,
         (None, None, Mode::Storm) => phones.len() as u64,
         (None, None, Mode::Keepalive) => return Err("keepalive needs --duration or --requests".into()),
+        (None, None, Mode::Open) => u64::MAX,
+    };
+    let schedule = match (args.mode, &args.schedule) {
+        (Mode::Open, Some(s)) => parse_schedule(s)?,
+        (Mode::Open, None) => return Err("open needs --schedule RATE:SECS,...".into()),
+        _ => Vec::new(),
     };
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
@@ -557,6 +581,20 @@ fn run(args: Args) -> Result<(), String> {
             rate: args.rate,
             stop: AtomicBool::new(false),
         });
+        if args.mode == Mode::Open {
+            let own0 = cpu_us("self").unwrap_or(0);
+            let records = open_loop(sh, &schedule, args.max_outstanding, Duration::from_secs_f64(args.timeout)).await;
+            let own = cpu_us("self").unwrap_or(0).saturating_sub(own0);
+            open_report(&args, &schedule, &records);
+            let wall = start.elapsed().as_secs_f64();
+            println!(
+                "client CPU {:.2} s over {wall:.1} s ({:.0}% of one core{})",
+                own as f64 / 1e6,
+                own as f64 / 1e4 / wall,
+                if own as f64 / 1e4 / wall > 90.0 { ": THE CLIENT IS LIKELY THE BOTTLENECK" } else { "" }
+            );
+            return Ok(());
+        }
         let own0 = cpu_us("self").unwrap_or(0);
         let srv0 = servers_cpu_us(&args.server_pids);
         let mut tasks = Vec::with_capacity(c);
@@ -565,7 +603,7 @@ fn run(args: Args) -> Result<(), String> {
             let sh = sh.clone();
             tasks.push(match args.mode {
                 Mode::Storm => tokio::spawn(storm_worker(sh, delay)),
-                Mode::Keepalive => tokio::spawn(keepalive_worker(sh, k, delay)),
+                Mode::Keepalive | Mode::Open => tokio::spawn(keepalive_worker(sh, k, delay)),
             });
         }
         let mut stats = Stats::default();
@@ -602,6 +640,7 @@ fn report(args: &Args, st: &Stats, wall: f64, own_cpu_us: u64, server_cpu_us: Op
     let mode = match args.mode {
         Mode::Storm => "storm",
         Mode::Keepalive => "keepalive",
+        Mode::Open => "open",
     };
     if args.json {
         let v = serde_json::json!({
@@ -653,5 +692,235 @@ fn report(args: &Args, st: &Stats, wall: f64, own_cpu_us: u64, server_cpu_us: Op
             s as f64 / 1e6,
             s as f64 / 1e4 / wall
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Open loop
+
+/// `RATE:SECS,...` → phases.
+fn parse_schedule(s: &str) -> Result<Vec<(f64, f64)>, String> {
+    s.split(',')
+        .map(|p| {
+            let (r, d) = p.trim().split_once(':').ok_or_else(|| format!("--schedule: {p:?} is not RATE:SECS"))?;
+            let r: f64 = r.parse().map_err(|_| format!("--schedule: bad rate {r:?}"))?;
+            let d: f64 = d.parse().map_err(|_| format!("--schedule: bad duration {d:?}"))?;
+            if !(r >= 0.0 && d > 0.0) {
+                return Err(format!("--schedule: {p:?}: the rate must be ≥ 0 and the duration > 0"));
+            }
+            Ok((r, d))
+        })
+        .collect()
+}
+
+/// What became of one arrival.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Status(u16),
+    /// Refused or reset before an answer (connect or TLS failed).
+    Refused,
+    /// Failed after the handshake (HTTP error).
+    Failed,
+    TimedOut,
+    /// Not sent: --max-outstanding phones were in progress.
+    Skipped,
+}
+
+struct Record {
+    /// Arrival, since the start of the run.
+    at: Duration,
+    outcome: Outcome,
+    latency: Duration,
+}
+
+/// One phone: new connection, one GET, close.
+async fn one_phone(sh: &Shared, i: u64) -> Result<u16, String> {
+    let (name, token) = &sh.phones[(i % sh.phones.len() as u64) as usize];
+    let target = Target::new(name, token)?;
+    let tcp = TcpStream::connect(&sh.addr).await.map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let tls = sh.connector.connect(sh.server_name.clone(), tcp).await.map_err(|e| format!("tls: {e}"))?;
+    let (sender, driver) = sh.http.handshake(TokioIo::new(tls)).await.map_err(http_error)?;
+    let mut conn = Conn { sender, driver: Some(driver) };
+    let answer = conn.fetch(sh.request(&target, None, true)).await?;
+    conn.close().await;
+    Ok(answer.status)
+}
+
+async fn open_loop(sh: Arc<Shared>, schedule: &[(f64, f64)], max: usize, timeout: Duration) -> Vec<Record> {
+    let records = Arc::new(std::sync::Mutex::new(Vec::<Record>::new()));
+    let outstanding = Arc::new(AtomicU64::new(0));
+    let start = sh.start;
+    let mut phase_start = Duration::ZERO;
+    let mut next: u64 = 0;
+    for &(rate, secs) in schedule {
+        let phase_end = phase_start + Duration::from_secs_f64(secs);
+        let mut due_sent: u64 = 0;
+        loop {
+            let now = start.elapsed();
+            let into = now.min(phase_end).saturating_sub(phase_start);
+            let due = (into.as_secs_f64() * rate) as u64;
+            while due_sent < due {
+                due_sent += 1;
+                // The arrival's own time, not when the pacer got to it.
+                let at = phase_start + Duration::from_secs_f64(due_sent as f64 / rate);
+                if outstanding.load(Ordering::Relaxed) >= max as u64 {
+                    let r = Record { at, outcome: Outcome::Skipped, latency: Duration::ZERO };
+                    records.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(r);
+                    continue;
+                }
+                outstanding.fetch_add(1, Ordering::Relaxed);
+                let (sh, records, outstanding) = (sh.clone(), records.clone(), outstanding.clone());
+                let i = next;
+                next += 1;
+                tokio::spawn(async move {
+                    let outcome = match tokio::time::timeout(timeout, one_phone(&sh, i)).await {
+                        Ok(Ok(status)) => Outcome::Status(status),
+                        Ok(Err(e)) if e.starts_with("connect") || e.starts_with("tls") => Outcome::Refused,
+                        Ok(Err(_)) => Outcome::Failed,
+                        Err(_) => Outcome::TimedOut,
+                    };
+                    let latency = sh.start.elapsed().saturating_sub(at);
+                    records.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Record {
+                        at,
+                        outcome,
+                        latency,
+                    });
+                    outstanding.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            if now >= phase_end {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        phase_start = phase_end;
+    }
+    // Let the last phones finish (each is bounded by the timeout).
+    let deadline = Instant::now() + timeout + Duration::from_secs(1);
+    while outstanding.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut out = std::mem::take(&mut *records.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    out.sort_by_key(|r| r.at);
+    out
+}
+
+/// Counts and accepted latencies of a set of arrivals.
+#[derive(Default)]
+struct Tally {
+    arrivals: u64,
+    ok: u64,
+    unavailable: u64,
+    other_status: u64,
+    refused: u64,
+    failed: u64,
+    timed_out: u64,
+    skipped: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl Tally {
+    fn of<'a>(records: impl Iterator<Item = &'a Record>) -> Tally {
+        let mut t = Tally::default();
+        let mut lat: Vec<Duration> = Vec::new();
+        for r in records {
+            t.arrivals += 1;
+            match r.outcome {
+                Outcome::Status(200 | 304) => {
+                    t.ok += 1;
+                    lat.push(r.latency);
+                }
+                Outcome::Status(503) => t.unavailable += 1,
+                Outcome::Status(_) => t.other_status += 1,
+                Outcome::Refused => t.refused += 1,
+                Outcome::Failed => t.failed += 1,
+                Outcome::TimedOut => t.timed_out += 1,
+                Outcome::Skipped => t.skipped += 1,
+            }
+        }
+        lat.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if lat.is_empty() {
+                return 0.0;
+            }
+            let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+            lat[i].as_secs_f64() * 1000.0
+        };
+        t.p50_ms = pct(0.50);
+        t.p99_ms = pct(0.99);
+        t.max_ms = lat.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        t
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "arrivals": self.arrivals, "ok": self.ok, "503": self.unavailable, "other_status": self.other_status,
+            "refused": self.refused, "failed": self.failed, "timed_out": self.timed_out, "skipped": self.skipped,
+            "p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "max_ms": self.max_ms,
+        })
+    }
+
+    fn row(&self, label: &str) -> String {
+        format!(
+            "{label:>12} {:>8} {:>8} {:>7} {:>6} {:>8} {:>6} {:>6} {:>7} {:>9.1} {:>9.1}",
+            self.arrivals,
+            self.ok,
+            self.unavailable,
+            self.other_status,
+            self.refused,
+            self.failed,
+            self.timed_out,
+            self.skipped,
+            self.p50_ms,
+            self.p99_ms
+        )
+    }
+}
+
+fn open_report(args: &Args, schedule: &[(f64, f64)], records: &[Record]) {
+    let header = format!(
+        "{:>12} {:>8} {:>8} {:>7} {:>6} {:>8} {:>6} {:>6} {:>7} {:>9} {:>9}",
+        "", "arrivals", "200/304", "503", "other", "refused", "failed", "t/out", "skipped", "p50 ms", "p99 ms"
+    );
+    let total: f64 = schedule.iter().map(|p| p.1).sum();
+    println!(
+        "sipcfg-load{}: open loop against {}",
+        if args.label.is_empty() { String::new() } else { format!(" [{}]", args.label) },
+        args.addr
+    );
+    println!("per second (by arrival):\n{header}");
+    for s in 0..total.ceil() as u64 {
+        let (a, b) = (Duration::from_secs(s), Duration::from_secs(s + 1));
+        let t = Tally::of(records.iter().filter(|r| r.at >= a && r.at < b));
+        println!("{}", t.row(&format!("{s}-{}s", s + 1)));
+    }
+    println!("per phase:\n{header}");
+    let mut phases = Vec::new();
+    let mut from = Duration::ZERO;
+    let mut previous_rate: Option<f64> = None;
+    for &(rate, secs) in schedule {
+        let to = from + Duration::from_secs_f64(secs);
+        let t = Tally::of(records.iter().filter(|r| r.at >= from && r.at < to));
+        println!("{}", t.row(&format!("{rate}/s")));
+        // After a heavier phase: how long after this phase began the last phone not served arrived.
+        let recovery_ms = previous_rate.filter(|&p| p > rate).map(|_| {
+            records
+                .iter()
+                .filter(|r| r.at >= from && r.at < to && !matches!(r.outcome, Outcome::Status(200 | 304)))
+                .map(|r| (r.at - from).as_secs_f64() * 1000.0)
+                .fold(0.0, f64::max)
+        });
+        if let Some(ms) = recovery_ms {
+            println!("{:>12} the last phone not served arrived {ms:.0} ms after the load fell", "");
+        }
+        phases.push(serde_json::json!({"rate": rate, "secs": secs, "tally": t.json(), "recovery_ms": recovery_ms}));
+        previous_rate = Some(rate);
+        from = to;
+    }
+    if args.json {
+        println!("{}", serde_json::json!({"label": args.label, "mode": "open", "phases": phases}));
     }
 }
