@@ -229,8 +229,7 @@ fn is_name_start(c: char) -> bool {
 
 /// XML 1.0 `NameChar`.
 fn is_name_char(c: char) -> bool {
-    is_name_start(c)
-        || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+    is_name_start(c) || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
 }
 
 fn check_reference(text: &str) -> Result<(), String> {
@@ -251,21 +250,6 @@ fn check_reference(text: &str) -> Result<(), String> {
     }
 }
 
-/// Checks every `&…;` in an attribute value.
-fn check_references(value: &str) -> Result<(), String> {
-    let mut rest = value;
-    while let Some(start) = rest.find('&') {
-        let after = &rest[start + 1..];
-        let end = after.find(';').ok_or("unterminated reference in an attribute")?;
-        check_reference(&after[..end])?;
-        rest = &after[end + 1..];
-    }
-    if value.contains('<') {
-        return Err("'<' in an attribute value".into());
-    }
-    Ok(())
-}
-
 /// False when `doc` (UTF-8) certainly holds only XML `Char`s: no control byte but tab, newline and carriage
 /// return, and no 0xEF, the lead byte of U+FFFE and U+FFFF (surrogates cannot occur in a `str`). Branch-free
 /// over 64-byte blocks so that it vectorizes: rendered files are almost always clean, and decoding every
@@ -284,10 +268,25 @@ fn is_xml_char(c: char) -> bool {
 mod tests {
     use super::*;
 
-/// The general XML reader's verdict, which the scanner is held to.
+    /// Checks every `&…;` in an attribute value.
+    fn check_references(value: &str) -> Result<(), String> {
+        let mut rest = value;
+        while let Some(start) = rest.find('&') {
+            let after = &rest[start + 1..];
+            let end = after.find(';').ok_or("unterminated reference in an attribute")?;
+            check_reference(&after[..end])?;
+            rest = &after[end + 1..];
+        }
+        if value.contains('<') {
+            return Err("'<' in an attribute value".into());
+        }
+        Ok(())
+    }
+
+    /// The general XML reader's verdict, which the scanner is held to.
     fn quick_xml_check(doc: &str) -> Result<(), String> {
         use quick_xml::events::Event;
-    
+
         if may_hold_illegal_chars(doc.as_bytes())
             && let Some((i, c)) = doc.char_indices().find(|&(_, c)| !is_xml_char(c))
         {
@@ -339,7 +338,6 @@ mod tests {
         }
         Ok(())
     }
-
 
     #[test]
     fn well_formed_documents_pass() {
@@ -414,7 +412,11 @@ mod tests {
                     let Ok(text) = String::from_utf8(v) else { continue };
                     checked += 1;
                     if check_well_formed(&text).is_ok() {
-                        assert_eq!(quick_xml_check(&text), Ok(()), "the scanner accepted what the reader refuses: {text:?}");
+                        assert_eq!(
+                            quick_xml_check(&text),
+                            Ok(()),
+                            "the scanner accepted what the reader refuses: {text:?}"
+                        );
                     }
                 }
             }
