@@ -191,16 +191,26 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The end of the XML `Name` at `at`.
+    /// The end of the XML `Name` at `at`. ASCII through a table (names in sipcfg's files are ASCII), the
+    /// rest by XML's character classes.
     fn name(&self, at: usize) -> Result<usize, String> {
-        let rest = self.doc.get(at..).unwrap_or("");
-        let mut chars = rest.char_indices();
-        match chars.next() {
-            Some((_, c)) if is_name_start(c) => {}
-            _ => return Err(self.err(at, "a name was expected")),
+        let b = self.b;
+        let start_ok = match b.get(at) {
+            Some(&c) if c < 0x80 => NAME_START_ASCII[c as usize],
+            Some(_) => self.doc[at..].chars().next().is_some_and(is_name_start),
+            None => false,
+        };
+        if !start_ok {
+            return Err(self.err(at, "a name was expected"));
         }
-        let len = chars.find(|&(_, c)| !is_name_char(c)).map_or(rest.len(), |(n, _)| n);
-        Ok(at + len)
+        let mut i = at + self.doc[at..].chars().next().map_or(1, char::len_utf8);
+        loop {
+            i += b[i..].iter().position(|&c| c >= 0x80 || !NAME_ASCII[c as usize]).unwrap_or(b.len() - i);
+            match self.doc[i..].chars().next() {
+                Some(ch) if !ch.is_ascii() && is_name_char(ch) => i += ch.len_utf8(),
+                _ => return Ok(i),
+            }
+        }
     }
 
     fn skip_space(&self, mut at: usize) -> usize {
@@ -213,6 +223,24 @@ impl<'a> Scanner<'a> {
     fn find(&self, from: usize, needle: &str) -> Option<usize> {
         memchr::memmem::find(self.b.get(from..)?, needle.as_bytes()).map(|n| from + n)
     }
+}
+
+/// `NameStartChar` and `NameChar` for ASCII.
+const NAME_START_ASCII: [bool; 128] = ascii_table(false);
+const NAME_ASCII: [bool; 128] = ascii_table(true);
+
+const fn ascii_table(inner: bool) -> [bool; 128] {
+    let mut t = [false; 128];
+    let mut c = 0;
+    while c < 128 {
+        let b = c as u8;
+        t[c] = b == b':'
+            || b == b'_'
+            || b.is_ascii_alphabetic()
+            || (inner && (b == b'-' || b == b'.' || b.is_ascii_digit()));
+        c += 1;
+    }
+    t
 }
 
 fn is_space(c: u8) -> bool {
