@@ -42,12 +42,15 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+mod fleet;
 mod library;
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Storm,
     Keepalive,
+    /// Phones that onboard, boot, refresh and reboot in waves (fleet.rs).
+    Fleet,
 }
 
 #[derive(Parser, Debug)]
@@ -112,11 +115,19 @@ struct Args {
     /// Token lifetime for --mint.
     #[arg(long, default_value_t = 86_400)]
     ttl: u64,
+    #[command(flatten)]
+    fleet: fleet::FleetArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let result = if args.mint.is_some() { mint(&args) } else { run(args) };
+    let result = if args.mint.is_some() {
+        mint(&args)
+    } else if args.mode == Mode::Fleet {
+        fleet::run(&args)
+    } else {
+        run(args)
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -532,7 +543,7 @@ fn run(args: Args) -> Result<(), String> {
         (Some(m), _, _) => m,
         (None, Some(_), _) => u64::MAX,
         (None, None, Mode::Storm) => phones.len() as u64,
-        (None, None, Mode::Keepalive) => return Err("keepalive needs --duration or --requests".into()),
+        (None, None, Mode::Keepalive | Mode::Fleet) => return Err("keepalive needs --duration or --requests".into()),
     };
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
@@ -565,7 +576,7 @@ fn run(args: Args) -> Result<(), String> {
             let sh = sh.clone();
             tasks.push(match args.mode {
                 Mode::Storm => tokio::spawn(storm_worker(sh, delay)),
-                Mode::Keepalive => tokio::spawn(keepalive_worker(sh, k, delay)),
+                Mode::Keepalive | Mode::Fleet => tokio::spawn(keepalive_worker(sh, k, delay)),
             });
         }
         let mut stats = Stats::default();
@@ -602,6 +613,7 @@ fn report(args: &Args, st: &Stats, wall: f64, own_cpu_us: u64, server_cpu_us: Op
     let mode = match args.mode {
         Mode::Storm => "storm",
         Mode::Keepalive => "keepalive",
+        Mode::Fleet => "fleet",
     };
     if args.json {
         let v = serde_json::json!({
