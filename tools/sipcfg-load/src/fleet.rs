@@ -99,6 +99,9 @@ pub fn parse_codes(text: &str) -> Result<Vec<(String, String)>, String> {
     for (i, line) in all {
         let f = csv_fields(line);
         match (f.get(dev).map(|s| s.trim()), f.get(code).map(|s| s.trim())) {
+            (Some(d), Some(_)) if !d.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) => {
+                return Err(format!("line {}: {d:?} is not a device name", i + 1));
+            }
             (Some(d), Some(c)) if !d.is_empty() && !c.is_empty() => out.push((d.to_owned(), c.to_owned())),
             _ => return Err(format!("line {}: no device name and code", i + 1)),
         }
@@ -340,6 +343,7 @@ impl Shared {
     ) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(Bytes::new()));
         *req.method_mut() = method;
+        // Device names are checked when the CSV is read (parse_codes), file names in run.
         *req.uri_mut() = path.parse().unwrap_or_else(|_| http::Uri::from_static("/"));
         let h = req.headers_mut();
         h.insert(HOST, self.host.clone());
@@ -672,6 +676,9 @@ pub fn run(args: &Args) -> Result<(), String> {
     if !(f.request_timeout > 0.0 && f.refresh_fraction > 0.0 && f.wave_percent >= 0.0) {
         return Err("--request-timeout, --refresh-fraction must be positive, --wave-percent not negative".into());
     }
+    if let Some(bad) = f.files.iter().find(|n| !n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))) {
+        return Err(format!("--files: {bad:?} is not a file name"));
+    }
     let duration = Duration::from_secs_f64(args.duration.unwrap_or(DEFAULT_SECS).max(0.0));
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
@@ -826,6 +833,7 @@ mod tests {
         assert_eq!(parse_codes("SEPA,1111\n\nSEPB,2222\n").unwrap().len(), 2);
         assert!(parse_codes("device,owner,code\nSEPA,u1\n").is_err());
         assert!(parse_codes("").is_err());
+        assert!(parse_codes("SEP A/..,1111\n").is_err());
         assert_eq!(csv_fields(r#"a,"b ""q"", c",d"#), vec!["a", r#"b "q", c"#, "d"]);
     }
 
