@@ -49,6 +49,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+mod fleet;
 mod library;
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,8 @@ enum Mode {
     Keepalive,
     /// Open loop: arrivals at fixed rates (--schedule).
     Open,
+    /// Phones that onboard, boot, refresh and reboot in waves (fleet.rs).
+    Fleet,
 }
 
 #[derive(Parser, Debug)]
@@ -130,11 +133,19 @@ struct Args {
     /// Token lifetime for --mint.
     #[arg(long, default_value_t = 86_400)]
     ttl: u64,
+    #[command(flatten)]
+    fleet: fleet::FleetArgs,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let result = if args.mint.is_some() { mint(&args) } else { run(args) };
+    let result = if args.mint.is_some() {
+        mint(&args)
+    } else if args.mode == Mode::Fleet {
+        fleet::run(&args)
+    } else {
+        run(args)
+    };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -550,7 +561,7 @@ fn run(args: Args) -> Result<(), String> {
         (Some(m), _, _) => m,
         (None, Some(_), _) => u64::MAX,
         (None, None, Mode::Storm) => phones.len() as u64,
-        (None, None, Mode::Keepalive) => return Err("keepalive needs --duration or --requests".into()),
+        (None, None, Mode::Keepalive | Mode::Fleet) => return Err("keepalive needs --duration or --requests".into()),
         (None, None, Mode::Open) => u64::MAX,
     };
     let schedule = match (args.mode, &args.schedule) {
@@ -603,7 +614,7 @@ fn run(args: Args) -> Result<(), String> {
             let sh = sh.clone();
             tasks.push(match args.mode {
                 Mode::Storm => tokio::spawn(storm_worker(sh, delay)),
-                Mode::Keepalive | Mode::Open => tokio::spawn(keepalive_worker(sh, k, delay)),
+                Mode::Keepalive | Mode::Open | Mode::Fleet => tokio::spawn(keepalive_worker(sh, k, delay)),
             });
         }
         let mut stats = Stats::default();
@@ -641,6 +652,7 @@ fn report(args: &Args, st: &Stats, wall: f64, own_cpu_us: u64, server_cpu_us: Op
         Mode::Storm => "storm",
         Mode::Keepalive => "keepalive",
         Mode::Open => "open",
+        Mode::Fleet => "fleet",
     };
     if args.json {
         let v = serde_json::json!({
