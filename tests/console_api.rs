@@ -144,6 +144,36 @@ async fn devices_are_listed_searched_created_changed_and_refused_with_problems()
         alice.call("PUT", "/api/v1/devices/SEP0A0B0C0D0E0F", Some(json!({"model": "Cisco 8851", "bogus": 1}))).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "unknown fields are refused: {}", r.text());
 
+    // Buttons, modules and service URLs go in with a PUT and come back with a GET, so that a client that
+    // reads a device, changes one key and puts it back loses nothing.
+    let buttons = json!({"model": "Cisco 8851", "profile": "Cisco 8851 - Encrypted OAuth", "owner": "bwong",
+                         "description": "Bob's desk", "lines": [{"dn": "1200"}],
+                         "speed_dials": [{"number": "1000", "label": "Reception"}],
+                         "blf_speed_dials": [{"destination": "1001"}], "key_expansion_modules": 1,
+                         "services": {"directory": "https://dir.example.test/bob"}});
+    let r = alice.call("PUT", "/api/v1/devices/SEP0A0B0C0D0E0F", Some(buttons)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let got = json_of(&alice.call("GET", "/api/v1/devices/SEP0A0B0C0D0E0F", None).await);
+    assert_eq!(got["speed_dials"][0]["label"], "Reception", "{got}");
+    assert_eq!(got["blf_speed_dials"][0]["destination"], "1001", "{got}");
+    assert_eq!(got["key_expansion_modules"], 1, "{got}");
+    assert_eq!(got["services"]["directory"], "https://dir.example.test/bob", "{got}");
+    let xml = alice.call("GET", "/api/v1/devices/SEP0A0B0C0D0E0F/config", None).await.text();
+    assert!(xml.contains("<featureID>21</featureID>") && xml.contains("https://dir.example.test/bob"), "{xml}");
+    // What the phone type refuses is refused here too, naming the key.
+    let too_many =
+        json!({"model": "Cisco 8851", "profile": "Cisco 8851 - Encrypted OAuth", "key_expansion_modules": 3});
+    let r = alice.call("PUT", "/api/v1/devices/SEP0A0B0C0D0E0F", Some(too_many)).await;
+    assert!(r.status.is_client_error() && r.text().contains("takes at most 2"), "{} {}", r.status, r.text());
+    let inventory = std::fs::read_to_string(d.path("example/inventory.toml")).unwrap();
+    assert!(
+        inventory.contains("[devices.SEP0A0B0C0D0E0F]\nmodel = \"Cisco 8851\"")
+            && inventory.contains("lines = [{ dn = \"1200\" }]")
+            && inventory.contains("services = { directory = \"https://dir.example.test/bob\" }")
+            && !inventory.contains("[[devices."),
+        "the device's keys stay in its table: {inventory}"
+    );
+
     // Disable, enable.
     let r = alice.call("POST", "/api/v1/devices/SEP0A0B0C0D0E0F/disable", None).await;
     assert_eq!(json_of(&r)["status"], "disabled");

@@ -15,7 +15,9 @@ use crate::auth::service::{GrantError, ServiceError, UNKNOWN_CODE};
 use crate::auth::store::{ActivationCode, Family, StoreError};
 use crate::provision::edit::Edits;
 use crate::provision::filename::DeviceName;
-use crate::provision::inventory::{Device, DeviceDoc, Inventory, Line, Profile, ProfileDoc, User, UserDoc};
+use crate::provision::inventory::{
+    BlfSpeedDial, Device, DeviceDoc, Inventory, Line, Profile, ProfileDoc, ServiceUrls, SpeedDial, User, UserDoc,
+};
 use crate::provision::model::Prefix;
 use crate::provision::settings::ClusterChange;
 use crate::provision::subject::Subject;
@@ -181,6 +183,14 @@ pub struct DeviceDetail {
     pub summary: DeviceSummary,
     pub owner_name: Option<String>,
     pub lines: Vec<Line>,
+    /// Its buttons after the lines, and its key expansion modules (as `PUT` takes them).
+    pub speed_dials: Vec<SpeedDial>,
+    pub blf_speed_dials: Vec<BlfSpeedDial>,
+    pub key_expansion_modules: usize,
+    /// Its own phone service URLs (as `PUT` takes them); what its file carries is these, else its pool's,
+    /// else the cluster's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services: Option<ServiceUrls>,
     pub allow_activation_code_via_mra: bool,
     pub mra_service_domain: String,
     /// Whether its profile uses OAuth (its file only to its token).
@@ -475,6 +485,10 @@ impl<'a> Manager<'a> {
             summary: self.summary_of(device, facts),
             owner_name: inventory.owner_of(device).map(|u| u.name.clone()),
             lines: device.lines.clone(),
+            speed_dials: device.speed_dials.clone(),
+            blf_speed_dials: device.blf_speed_dials.clone(),
+            key_expansion_modules: device.key_expansion_modules,
+            services: device.services.as_deref().cloned(),
             allow_activation_code_via_mra: device.allow_activation_code_via_mra,
             mra_service_domain: device.mra_service_domain.clone(),
             oauth: inventory.profile_of(device).is_some_and(|p| p.oauth),

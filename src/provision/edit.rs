@@ -122,6 +122,22 @@ fn put_all<T: serde::Serialize>(
                 })?;
                 let mut new = parsed.as_table().clone();
                 new.set_implicit(false);
+                // Arrays of tables (`lines`) and sub-tables (`services`) become inline values of the entry's own
+                // table: as separate `[[devices.X.lines]]` tables they would keep their place in the small
+                // document they were written in, and land at the top of the inventory, far from their device.
+                let keys: Vec<String> = new.iter().map(|(k, _)| k.to_owned()).collect();
+                for k in keys {
+                    if let Some(item) = new.remove(&k) {
+                        let item = match item.into_value() {
+                            Ok(mut value) => {
+                                value.decor_mut().clear();
+                                Item::Value(value)
+                            }
+                            Err(item) => item,
+                        };
+                        new.insert(&k, item);
+                    }
+                }
                 match table.get_mut(name) {
                     // Replaces the values in place: the table keeps its position and its comments.
                     Some(Item::Table(existing)) => {
