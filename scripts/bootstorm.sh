@@ -6,6 +6,7 @@
 #   KA_ROUNDS=21 KA_DUR=3 scripts/bootstorm.sh  # keep-alive (b') as 21 interleaved rounds (default 15 of 3 s)
 #   CLUSTER=1 scripts/bootstorm.sh       # and (f): a cluster node (shared store on PostgreSQL) vs a single node
 #   CLUSTER=only N=20000 scripts/bootstorm.sh   # (f) alone
+#   FLOOR=only N=20000 scripts/bootstorm.sh     # (g) alone: sipcfg (audit log off, then on) beside the floor
 #
 # What it does: installs nginx-light, util-linux (taskset), python3, procps, openssl if missing; builds sipcfg
 # and sipcfg-load (release); generates an inventory of N Cisco 8851 phones (SEP + 12 hex) and a config copy
@@ -41,6 +42,11 @@ PGPORT=${PGPORT:-16975}        # its PostgreSQL
 CLUSTER=${CLUSTER:-0}          # 1: also (f) cluster node vs single node; only: (f) alone
 CL_ROUNDS=${CL_ROUNDS:-9}      # (f): interleaved storm rounds of CL_DUR seconds
 CL_DUR=${CL_DUR:-4}
+FLOOR=${FLOOR:-0}              # 1: also (g) sipcfg beside ../shared/tools/floor; only: (g) alone
+FL_ROUNDS=${FL_ROUNDS:-9}      # (g): interleaved storm rounds of FL_DUR seconds
+FL_DUR=${FL_DUR:-4}
+FLOOR_SRC=${FLOOR_SRC:-$ROOT/../shared/tools/floor}
+FPORT=${FPORT:-16977}          # the floor, verifying each phone's token
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/release
 
@@ -74,10 +80,10 @@ say "building sipcfg and sipcfg-load (release, $TARGET)"
 
 WORK=$(mktemp -d /tmp/sipcfg-bootstorm.XXXXXX)
 chmod 755 "$WORK"
-SIPCFG_PID=""; NGINX_PID=""; CLUSTER_PID=""; PGDIR=""
+SIPCFG_PID=""; NGINX_PID=""; CLUSTER_PID=""; FLOOR_PID=""; AUDIT_PID=""; PGDIR=""
 cleanup() {
     # Only the servers this script started, by their pid.
-    for p in $SIPCFG_PID $NGINX_PID $CLUSTER_PID; do kill "$p" 2>/dev/null || true; done
+    for p in $SIPCFG_PID $NGINX_PID $CLUSTER_PID $FLOOR_PID $AUDIT_PID; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     if [ -n "$PGDIR" ]; then
         runuser -u postgres -- "$PGBIN/pg_ctl" -D "$PGDIR/data" -m immediate stop >/dev/null 2>&1 || true
@@ -207,7 +213,7 @@ load() { # label port pids mode [extra args...]
         | tee -a "$WORK/results.jsonl"
 }
 
-if [ "$CLUSTER" != only ]; then
+if [ "$CLUSTER" != only ] && [ "$FLOOR" != only ]; then
 # --- 4. The runs --------------------------------------------------------------------------------------------
 : >"$WORK/results.jsonl"
 say "nginx $($NGINX -v 2>&1 | sed 's/.*: //') on core $SERVER_CORES, port $NPORT"
@@ -401,6 +407,65 @@ print(f"\n(f) boot storm, cluster node vs single node, {len(rounds)} interleaved
       f"answered/s median single {rate('single'):.0f}, cluster {rate('cluster'):.0f}"
       + (f"; NON-200 ANSWERS: {bad}" if bad else ""))
 EOT
+fi
+
+# --- 7. (g) The floor -------------------------------------------------------------------------------------------
+# ../shared/tools/floor: accept, TLS 1.3 (the same certificate), one request, the token verified (the same public
+# key), a fixed answer of the file's size, close: the least a Rust server spends per boot-storm phone. sipcfg runs
+# as measured above (audit log off) and as an administrator runs it (audit log on); all three on core
+# $SERVER_CORES, loaded one at a time in rotating order, FL_ROUNDS rounds of FL_DUR seconds.
+if [ "$FLOOR" != 0 ]; then
+    if [ ! -f "$FLOOR_SRC/Cargo.toml" ]; then
+        echo "(g) skipped: no floor at $FLOOR_SRC (set FLOOR_SRC)" >&2
+    else
+        say "(g) building the floor ($FLOOR_SRC)"
+        CARGO_TARGET_DIR="$TARGET/floor" cargo build -q --release --manifest-path "$FLOOR_SRC/Cargo.toml"
+        [ -n "${FILE_BYTES:-}" ] || FILE_BYTES=$(stat -c %s "$WORK/one.cnf.xml")
+        taskset -c "$SERVER_CORES" "$TARGET/floor/release/floor" "$ROOT/certs-example/server.pem" \
+            "$ROOT/certs-example/server-key.pem" "$FPORT" "$FILE_BYTES" "$TOKEN_PUB" &
+        FLOOR_PID=$!
+        wait_port "$FPORT"
+        if [ -z "$SIPCFG_PID" ]; then start_sipcfg "$SERVER_CORES"; fi
+        mkdir -p "$WORK/audit"
+        sed "s/^listen = \"127.0.0.1:$SPORT\"/listen = \"127.0.0.1:$CPORT\"/" "$WORK/sipcfg.toml" \
+            | sed "s#^\[log\]#[log]\naudit_file = \"$WORK/audit/audit.log\"#" >"$WORK/sipcfg-audit.toml"
+        grep -q '^audit_file' "$WORK/sipcfg-audit.toml" || printf '\n[log]\naudit_file = "%s"\n' "$WORK/audit/audit.log" >>"$WORK/sipcfg-audit.toml"
+        SIPCFG_LOG=warn,sipcfg::app=info taskset -c "$SERVER_CORES" "$BIN/sipcfg" serve -c "$WORK/sipcfg-audit.toml" \
+            --admin-listen "127.0.0.1:$CADMIN" 2>"$WORK/audit-run.log" &
+        AUDIT_PID=$!
+        wait_port "$CPORT" || { cat "$WORK/audit-run.log" >&2; exit 1; }
+        for _ in $(seq 1 1200); do grep -q "pre-render" "$WORK/audit-run.log" && break; sleep 0.1; done
+        say "(g) storm, $FL_ROUNDS rounds of $FL_DUR s: sipcfg ($SPORT), sipcfg with the audit log ($CPORT), the floor verifying tokens ($FPORT)"
+        for i in $(seq 1 "$FL_ROUNDS"); do
+            case $((i % 3)) in
+                1) order="sipcfg audit floor" ;;
+                2) order="floor sipcfg audit" ;;
+                *) order="audit floor sipcfg" ;;
+            esac
+            for who in $order; do
+                case $who in
+                    sipcfg) DUR=$FL_DUR load "fl$i-sipcfg" "$SPORT" "$SIPCFG_PID" storm --concurrency "$C" >/dev/null ;;
+                    audit) DUR=$FL_DUR load "fl$i-audit" "$CPORT" "$AUDIT_PID" storm --concurrency "$C" >/dev/null ;;
+                    floor) DUR=$FL_DUR load "fl$i-floor" "$FPORT" "$FLOOR_PID" storm --concurrency "$C" >/dev/null ;;
+                esac
+            done
+        done
+        kill "$FLOOR_PID" "$AUDIT_PID" 2>/dev/null || true
+        python3 - "$WORK/results.jsonl" <<'EOT'
+import json, statistics, sys
+rows = {r["label"]: r for r in map(json.loads, open(sys.argv[1]))}
+rounds = sorted({k.split("-")[0] for k in rows if k.startswith("fl")}, key=lambda k: int(k[2:]))
+cpu = lambda k: rows[k]["server_cpu_us_per_answer"]
+med = lambda who: statistics.median(cpu(f"{r}-{who}") for r in rounds)
+per = lambda who: [cpu(f"{r}-{who}") / cpu(f"{r}-floor") for r in rounds]
+bad = {k: rows[k]["status"] for k in rows if k.startswith("fl") and (rows[k]["errors"] or set(rows[k]["status"]) - {"200"})}
+print(f"\n(g) boot storm beside the floor (accept, TLS 1.3, one token verification, fixed answer), {len(rounds)} rounds: "
+      f"server CPU µs per phone, median: floor {med('floor'):.1f}, sipcfg {med('sipcfg'):.1f}, sipcfg with the audit log "
+      f"{med('audit'):.1f}. sipcfg / floor per round {' '.join(f'{x:.3f}' for x in per('sipcfg'))}: median "
+      f"{statistics.median(per('sipcfg')):.3f}x (target 1.10x); with the audit log median "
+      f"{statistics.median(per('audit')):.3f}x (target 1.20x)" + (f"; NON-200 ANSWERS: {bad}" if bad else ""))
+EOT
+    fi
 fi
 
 if [ -n "${KEEP:-}" ]; then echo "raw results: $WORK/results.jsonl" >&2; else echo "(KEEP=1 keeps $WORK and its raw results)" >&2; fi
