@@ -47,26 +47,30 @@ impl<'a> Scanner<'a> {
             i = lt;
             match b.get(i + 1) {
                 Some(b'/') => {
-                    let end = self.name(i + 2)?;
-                    let name = &b[i + 2..end];
+                    // The open element's name was checked: the end tag only has to repeat it, exactly.
+                    let start = i + 2;
+                    let end = match stack.last() {
+                        Some(open)
+                            if b.get(start..start + open.len()) == Some(open)
+                                && !b.get(start + open.len()).is_some_and(|&c| c >= 0x80 || NAME_ASCII[c as usize]) =>
+                        {
+                            start + open.len()
+                        }
+                        _ => {
+                            let end = self.name(start)?;
+                            let name = String::from_utf8_lossy(&b[start..end]);
+                            return Err(match stack.last() {
+                                Some(open) => self
+                                    .err(i, &format!("end tag </{name}> closes <{}>", String::from_utf8_lossy(open))),
+                                None => self.err(i, "end tag without a start tag"),
+                            });
+                        }
+                    };
                     let close = self.skip_space(end);
                     if b.get(close) != Some(&b'>') {
                         return Err(self.err(i, "malformed end tag"));
                     }
-                    match stack.pop() {
-                        Some(open) if open == name => {}
-                        Some(open) => {
-                            return Err(self.err(
-                                i,
-                                &format!(
-                                    "end tag </{}> closes <{}>",
-                                    String::from_utf8_lossy(name),
-                                    String::from_utf8_lossy(open)
-                                ),
-                            ));
-                        }
-                        None => return Err(self.err(i, "end tag without a start tag")),
-                    }
+                    stack.pop();
                     i = close + 1;
                 }
                 Some(b'?') => {
@@ -96,8 +100,7 @@ impl<'a> Scanner<'a> {
                     }
                 }
                 _ => {
-                    let (end, empty) = self.start_tag(i)?;
-                    let name_end = self.name(i + 1)?;
+                    let (name_end, end, empty) = self.start_tag(i)?;
                     if stack.is_empty() {
                         roots += 1;
                         if roots > 1 {
@@ -148,18 +151,19 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// A start tag at `lt`: where it ends (after `>`), and whether it is empty (`/>`). Attributes are
+    /// A start tag at `lt`: where its name ends, where it ends (after `>`), and whether it is empty (`/>`). Attributes are
     /// checked: `name = "value"` after white space, each name once, values without `<` and with known
     /// references.
-    fn start_tag(&self, lt: usize) -> Result<(usize, bool), String> {
+    fn start_tag(&self, lt: usize) -> Result<(usize, usize, bool), String> {
         let b = self.b;
-        let mut i = self.name(lt + 1)?;
+        let name_end = self.name(lt + 1)?;
+        let mut i = name_end;
         let mut names: Vec<&[u8]> = Vec::new();
         loop {
             let spaced = self.skip_space(i);
             match b.get(spaced) {
-                Some(b'>') => return Ok((spaced + 1, false)),
-                Some(b'/') if b.get(spaced + 1) == Some(&b'>') => return Ok((spaced + 2, true)),
+                Some(b'>') => return Ok((name_end, spaced + 1, false)),
+                Some(b'/') if b.get(spaced + 1) == Some(&b'>') => return Ok((name_end, spaced + 2, true)),
                 Some(_) if spaced > i => {
                     let name_end = self.name(spaced)?;
                     let name = &b[spaced..name_end];
