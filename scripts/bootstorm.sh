@@ -6,7 +6,8 @@
 #   KA_ROUNDS=21 KA_DUR=3 scripts/bootstorm.sh  # keep-alive (b') as 21 interleaved rounds (default 15 of 3 s)
 #   CLUSTER=1 scripts/bootstorm.sh       # and (f): a cluster node (shared store on PostgreSQL) vs a single node
 #   CLUSTER=only N=20000 scripts/bootstorm.sh   # (f) alone
-#   FLOOR=only N=20000 scripts/bootstorm.sh     # (g) alone: sipcfg (audit log off, then on) beside the floor
+#   FLOOR=only N=30000 scripts/bootstorm.sh     # (g) alone: sipcfg (audit log off, then on) beside the floor
+#                                               # (N above the phones of one FL_DUR run: tokens verified once)
 #
 # What it does: installs nginx-light, util-linux (taskset), python3, procps, openssl if missing; builds sipcfg
 # and sipcfg-load (release); generates an inventory of N Cisco 8851 phones (SEP + 12 hex) and a config copy
@@ -430,13 +431,23 @@ if [ "$FLOOR" != 0 ]; then
         sed "s/^listen = \"127.0.0.1:$SPORT\"/listen = \"127.0.0.1:$CPORT\"/" "$WORK/sipcfg.toml" \
             | sed "s#^\[log\]#[log]\naudit_file = \"$WORK/audit/audit.log\"#" >"$WORK/sipcfg-audit.toml"
         grep -q '^audit_file' "$WORK/sipcfg-audit.toml" || printf '\n[log]\naudit_file = "%s"\n' "$WORK/audit/audit.log" >>"$WORK/sipcfg-audit.toml"
-        SIPCFG_LOG=warn,sipcfg::app=info taskset -c "$SERVER_CORES" "$BIN/sipcfg" serve -c "$WORK/sipcfg-audit.toml" \
-            --admin-listen "127.0.0.1:$CADMIN" 2>"$WORK/audit-run.log" &
-        AUDIT_PID=$!
-        wait_port "$CPORT" || { cat "$WORK/audit-run.log" >&2; exit 1; }
-        for _ in $(seq 1 1200); do grep -q "pre-render" "$WORK/audit-run.log" && break; sleep 0.1; done
+        start_audit() {
+            SIPCFG_LOG=warn,sipcfg::app=info taskset -c "$SERVER_CORES" "$BIN/sipcfg" serve -c "$WORK/sipcfg-audit.toml" \
+                --admin-listen "127.0.0.1:$CADMIN" 2>"$WORK/audit-run.log" &
+            AUDIT_PID=$!
+            wait_port "$CPORT" || { cat "$WORK/audit-run.log" >&2; exit 1; }
+            for _ in $(seq 1 1200); do grep -q "pre-render" "$WORK/audit-run.log" && break; sleep 0.1; done
+        }
+        # Every round starts both sipcfg processes afresh: each phone's token is then verified once, as in a
+        # real boot storm, and not found in the verification cache of an earlier round (the floor keeps none).
+        fresh() {
+            stop_sipcfg; kill "$AUDIT_PID" 2>/dev/null || true; wait "$AUDIT_PID" 2>/dev/null || true
+            start_sipcfg "$SERVER_CORES" 2>/dev/null; start_audit
+        }
+        start_audit
         say "(g) storm, $FL_ROUNDS rounds of $FL_DUR s: sipcfg ($SPORT), sipcfg with the audit log ($CPORT), the floor verifying tokens ($FPORT)"
         for i in $(seq 1 "$FL_ROUNDS"); do
+            fresh
             case $((i % 3)) in
                 1) order="sipcfg audit floor" ;;
                 2) order="floor sipcfg audit" ;;
