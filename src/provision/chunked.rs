@@ -63,10 +63,11 @@ fn parse_devices(chunk: &str) -> Option<BTreeMap<String, DeviceDoc>> {
     toml::from_str::<Devices>(chunk).ok().map(|d| d.devices)
 }
 
-/// The document cut in two: the device tables (byte ranges, each from a `[devices.NAME]` header to the
-/// next top-level header) and everything else, in order.
+/// The document cut in two: the device tables (byte ranges, each from a `[devices…]` header to the next
+/// top-level header, and whether that header opens a device, `[devices.NAME]`, rather than one of its
+/// sub-tables) and everything else, in order.
 struct Split {
-    devices: Vec<std::ops::Range<usize>>,
+    devices: Vec<(std::ops::Range<usize>, bool)>,
     rest: String,
 }
 
@@ -74,8 +75,8 @@ struct Split {
 /// cut could misread.
 fn split(text: &str) -> Option<Split> {
     let mut lexer = Lexer::default();
-    // (offset, is a device table) of every top-level header.
-    let mut headers: Vec<(usize, bool)> = Vec::new();
+    // (offset, its first key is `devices`, it has exactly two keys) of every top-level header.
+    let mut headers: Vec<(usize, bool, bool)> = Vec::new();
     let mut offset = 0;
     let mut root = true;
     for line in text.split_inclusive('\n') {
@@ -87,7 +88,7 @@ fn split(text: &str) -> Option<Split> {
                 if devices && keys.len() < 2 {
                     return None;
                 }
-                headers.push((offset, devices));
+                headers.push((offset, devices, keys.len() == 2));
                 root = false;
             } else if root && trimmed.starts_with(['d', '"', '\'']) {
                 // A root key `devices…` (dotted, or an inline table) would define devices outside a header.
@@ -107,10 +108,10 @@ fn split(text: &str) -> Option<Split> {
     let mut devices = Vec::new();
     let first = headers.first().map_or(text.len(), |h| h.0);
     rest.push_str(&text[..first]);
-    for (i, &(start, is_device)) in headers.iter().enumerate() {
+    for (i, &(start, is_device, opens_device)) in headers.iter().enumerate() {
         let end = headers.get(i + 1).map_or(text.len(), |h| h.0);
         if is_device {
-            devices.push(start..end);
+            devices.push((start..end, opens_device));
         } else {
             rest.push_str(&text[start..end]);
         }
@@ -120,14 +121,12 @@ fn split(text: &str) -> Option<Split> {
 
 /// The device tables grouped into chunks of about [`CHUNK_BYTES`], cut only before a `[devices.NAME]`
 /// header of two keys (a device's sub-tables, `[devices.NAME.services]`, stay with it when they follow it).
-fn chunks(text: &str, devices: &[std::ops::Range<usize>]) -> Vec<String> {
+fn chunks(text: &str, devices: &[(std::ops::Range<usize>, bool)]) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
-    for range in devices {
+    for (range, opens_device) in devices {
         let table = &text[range.clone()];
-        let header = table.trim_start().split_inclusive('\n').next().unwrap_or("");
-        let starts_device = header_keys(header).is_some_and(|k| k.len() == 2);
-        if starts_device && current.len() >= CHUNK_BYTES {
+        if *opens_device && current.len() >= CHUNK_BYTES {
             out.push(std::mem::take(&mut current));
         }
         current.push_str(table);

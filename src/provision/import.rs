@@ -391,8 +391,7 @@ pub fn plan(
     let mut seen: HashMap<DeviceName, u64> = HashMap::with_capacity(rows.len());
     let mut devices = Vec::with_capacity(rows.len());
     let mut new_users = BTreeSet::new();
-    let create = options.create_users.then_some(&mut new_users);
-    let mut create = create;
+    let mut create = options.create_users.then_some(&mut new_users);
     for (line, record) in &rows {
         match header.row(*line, record, inventory, update, &mut seen, create.as_deref_mut()) {
             Ok(row) => devices.push(row),
@@ -693,7 +692,7 @@ impl Header {
         inventory: &Inventory,
         update: bool,
         seen: &mut HashMap<DeviceName, u64>,
-        create_users: Option<&mut BTreeSet<String>>,
+        mut create_users: Option<&mut BTreeSet<String>>,
     ) -> Result<Row, Vec<RowError>> {
         let fail = |device: Option<String>, problems: Vec<RowProblem>| {
             problems.into_iter().map(|problem| RowError { line, device: device.clone(), problem }).collect::<Vec<_>>()
@@ -852,7 +851,6 @@ impl Header {
         };
         let (phone_type, broken) =
             rules::check_device(fields, &inventory.profiles, &inventory.users, &inventory.pools.device_pools);
-        let mut create_users = create_users;
         for problem in broken {
             // An empty column was reported as such above.
             let empty = match &problem {
