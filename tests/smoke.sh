@@ -46,6 +46,9 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 
+# The walk-through ends by revoking this device's tokens, which refuses every token issued up to that second
+# (token times are whole seconds): mint in a later second, as an administrator reissuing would.
+sleep 1.1
 token=$("${sipcfg[@]}" token --device SEP001122334455)
 other=$("${sipcfg[@]}" token --device SEP001122334466)
 user=$("${sipcfg[@]}" token --user jsmith)
