@@ -84,12 +84,14 @@ pub struct Verifier {
     leeway: u64,
     /// Tokens that verified, by SHA-256 of the token, until their `exp` (plus leeway): a phone re-checking
     /// its file does not pay a signature verification each time. A new `Verifier` (new keys, reload,
-    /// `keys regen`) starts empty; revocation is checked after this, on every request.
-    verified: moka::sync::Cache<[u8; 32], (Verified, u64)>,
+    /// `keys regen`) starts empty; revocation is checked after this, on every request. An entry past its
+    /// `exp` is never used, and gives way to newer ones as the cache fills (S3-FIFO, `quick_cache`: in a boot
+    /// storm, where every token is new, a lookup and an insert cost a fraction of what moka's did).
+    verified: quick_cache::sync::Cache<[u8; 32], (Verified, u64)>,
 }
 
 /// Verified tokens remembered at most (about 200 bytes each).
-const VERIFIED_CACHE_ENTRIES: u64 = 200_000;
+const VERIFIED_CACHE_ENTRIES: usize = 200_000;
 
 #[derive(Deserialize)]
 struct VerifiedClaims {
@@ -180,10 +182,7 @@ impl Verifier {
             keys,
             max_token_bytes: auth.max_token_bytes,
             leeway: auth.leeway_secs,
-            verified: moka::sync::Cache::builder()
-                .max_capacity(VERIFIED_CACHE_ENTRIES)
-                .time_to_live(std::time::Duration::from_secs(3600))
-                .build(),
+            verified: quick_cache::sync::Cache::new(VERIFIED_CACHE_ENTRIES),
         })
     }
 
@@ -227,11 +226,11 @@ impl Verifier {
 
     /// The full check: header, key, signature, claims. Returns the token's `exp` too.
     fn verify_signed(&self, token: &str) -> Result<(Verified, u64), TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        let header = JoseHeader::of(token).ok_or(TokenError::Malformed)?;
         // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand makes the token invalid.
-        // jsonwebtoken ignores `crit`, so look at the raw header. (`jku`, `x5u`, `jwk` are never followed:
-        // keys come from the configuration only.)
-        if raw_header_has(token, "crit") {
+        // jsonwebtoken ignores `crit`, so the header is read here too. (`jku`, `x5u`, `jwk` are never
+        // followed: keys come from the configuration only.)
+        if header.crit {
             return Err(TokenError::CriticalHeader);
         }
         let algorithm = Algorithm::from_jwt(header.alg).ok_or(TokenError::AlgorithmNotAllowed)?;
@@ -265,12 +264,32 @@ impl Verifier {
     }
 }
 
-/// Whether the token's JOSE header has a member named `name`.
-fn raw_header_has(token: &str, name: &str) -> bool {
-    use base64::Engine;
-    let Some(first) = token.split('.').next() else { return false };
-    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(first) else { return false };
-    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).is_ok_and(|m| m.contains_key(name))
+/// What the verifier reads of a token's JOSE header, in one pass (jsonwebtoken reads it again to verify):
+/// the algorithm and key named, and whether a `crit` member is present (whatever its value). Other
+/// members are skipped without being kept.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: jsonwebtoken::Algorithm,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+impl JoseHeader {
+    /// The header of a compact JWS, or `None` when it is not base64url of a JSON object with an `alg` that
+    /// jsonwebtoken knows.
+    fn of(token: &str) -> Option<JoseHeader> {
+        use base64::Engine;
+        let first = token.split('.').next()?;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(first).ok()?;
+        serde_json::from_slice(&json).ok()
+    }
+}
+
+/// A member that is there, whatever it holds.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 fn map_error(kind: &ErrorKind) -> TokenError {
@@ -296,4 +315,29 @@ fn validation(auth: &AuthConfig, algorithm: Algorithm) -> Validation {
     v.validate_nbf = true;
     v.leeway = auth.leeway_secs;
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JoseHeader;
+    use base64::Engine;
+
+    fn token(header: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.c2ln", b64(header), b64("{}"))
+    }
+
+    #[test]
+    fn the_header_is_read_once_with_crit_found_however_written() {
+        let h = JoseHeader::of(&token(r#"{"alg":"RS256","kid":"k1","typ":"JWT","x":{"y":[1,2]}}"#)).unwrap();
+        assert_eq!((h.alg, h.kid.as_deref(), h.crit), (jsonwebtoken::Algorithm::RS256, Some("k1"), false));
+        for crit in [r#""crit":["exp"]"#, r#""crit":null"#, r#""\u0063rit":[]"#] {
+            let h = JoseHeader::of(&token(&format!(r#"{{"alg":"ES256",{crit}}}"#))).unwrap();
+            assert!(h.crit, "{crit}");
+        }
+        for bad in [r#"{"alg":"XX256"}"#, r#"{"kid":"k1"}"#, r#"["alg"]"#, r#"{"alg":"RS256","alg":"ES256"}"#] {
+            assert!(JoseHeader::of(&token(bad)).is_none(), "{bad}");
+        }
+        assert!(JoseHeader::of("not base64!.e30.c2ln").is_none());
+    }
 }

@@ -29,7 +29,9 @@ pub(crate) fn serve(arg: &ConfigArg, overrides: Overrides) -> Result<ExitCode, S
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(async move {
+    // The node runs as a task of the runtime, not on the thread that blocks on it: the accept loops then run
+    // on a worker beside the connections they spawn, with no hand-off to another thread per accepted batch.
+    let node = runtime.spawn(async move {
         // Signal handlers before anything is announced: a SIGHUP or SIGTERM sent as soon as the server says
         // it serves (log line, READY=1) must reload or stop it, not meet the default action.
         let hangup = signals::hangup();
@@ -76,7 +78,8 @@ pub(crate) fn serve(arg: &ConfigArg, overrides: Overrides) -> Result<ExitCode, S
             let _ = t.await;
         }
         Ok::<_, String>(())
-    })?;
+    });
+    runtime.block_on(node).map_err(|e| format!("the server stopped unexpectedly: {e}"))??;
     drop(runtime);
     drop(audit);
     Ok(ExitCode::SUCCESS)

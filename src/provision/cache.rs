@@ -150,7 +150,16 @@ impl FileCache {
             }
             result
         };
-        let result = self.cache.try_get_with(Key { generation, file: file.into(), revision }, timed).await;
+        let key = Key { generation, file: file.into(), revision };
+        // A lookup first: the render and moka's single-flight machinery make a future several kilobytes
+        // large, boxed so that only a miss pays for it (every request's future would be as large otherwise).
+        if let Some(file) = self.cache.get(&key).await {
+            if let Some(o) = observer {
+                o.hit();
+            }
+            return Ok(file);
+        }
+        let result = Box::pin(self.cache.try_get_with(key, timed)).await;
         if let (false, Some(o)) = (rendered.load(Ordering::Relaxed), observer) {
             o.hit();
         }

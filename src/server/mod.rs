@@ -269,7 +269,7 @@ impl Node {
             match &self.observer {
                 None => TlsAcceptor::from(tls).accept(tcp).await.map(|stream| (stream, None)),
                 Some(observer) => {
-                    let (stream, facts) = observer.accept(tls, tcp, peer, channel).await?;
+                    let (stream, facts) = Box::pin(observer.accept(tls, tcp, peer, channel)).await?;
                     Ok((stream, Some(facts)))
                 }
             }

@@ -86,7 +86,9 @@ where
     let (response, subject, reason) = match (check_target(&req), channel) {
         (Err((status, why)), _) => (plain(status, why), None, "bad-request-target"),
         (Ok(()), Channel::Https | Channel::Edge) if route::is_oauth_path(req.uri().path()) => {
-            oauth::handle(app, &monitor.metrics, peer, channel, req).await
+            // Boxed: the token service's future (store transactions) is many times the size of a download's,
+            // and every request's future would otherwise be as large, copied on each request.
+            Box::pin(oauth::handle(app, &monitor.metrics, peer, channel, req)).await
         }
         (Ok(()), Channel::Https | Channel::Edge) => {
             let mut memo = slot.lock().ok().and_then(|mut m| m.take()).unwrap_or_default();

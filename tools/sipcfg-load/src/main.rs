@@ -53,6 +53,12 @@ mod fleet;
 mod library;
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum Suites {
+    All,
+    Aes128,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Storm,
     Keepalive,
@@ -112,6 +118,11 @@ struct Args {
     /// Client runtime threads (1 = current-thread runtime, best when the client is pinned to one core).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// TLS 1.3 suites offered: `all` in rustls's order (AES-256-GCM-SHA384 first, as h2load and OpenSSL), or
+    /// only `aes128` (TLS_AES_128_GCM_SHA256), so that a server that follows the client's order (the floor)
+    /// runs the same suite as one that prefers its own (sipcfg).
+    #[arg(long, value_enum, default_value_t = Suites::All)]
+    suites: Suites,
     /// Open loop: phases of `RATE:SECS` (arrivals per second, seconds), comma-separated.
     #[arg(long, value_name = "RATE:SECS,...")]
     schedule: Option<String>,
@@ -250,6 +261,9 @@ fn client_config(args: &Args) -> Result<ClientConfig, String> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     // As phones and h2load: X25519 only (no post-quantum hybrid, which costs the server more).
     provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    if args.suites == Suites::Aes128 {
+        provider.cipher_suites.retain(|s| s.suite() == rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    }
     let provider = Arc::new(provider);
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
