@@ -48,6 +48,10 @@ FL_ROUNDS=${FL_ROUNDS:-9}      # (g): interleaved storm rounds of FL_DUR seconds
 FL_DUR=${FL_DUR:-4}
 FLOOR_SRC=${FLOOR_SRC:-$ROOT/../shared/tools/floor}
 FPORT=${FPORT:-16977}          # the floor, verifying each phone's token
+FL_SUITES=${FL_SUITES:-aes128} # (g): TLS 1.3 suites the client offers. The floor takes the client's order and
+                               # sipcfg its own (AES-128-GCM first): offering only AES-128-GCM-SHA256 makes
+                               # both run the same suite (with `all`, the floor pays SHA-384, ~16% of its CPU)
+FL_WARM=${FL_WARM:-6000}       # (g): tokens (the file's last) for a 1 s warm-up of each fresh server
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/release
 
@@ -209,8 +213,8 @@ stop_sipcfg() { kill "$SIPCFG_PID" 2>/dev/null || true; wait "$SIPCFG_PID" 2>/de
 
 load() { # label port pids mode [extra args...]
     local label=$1 port=$2 pids=$3 mode=$4; shift 4
-    taskset -c "$CLIENT_CORES" "$BIN/sipcfg-load" --addr "127.0.0.1:$port" --insecure --tokens "$WORK/tokens.txt" \
-        --phones "$N" --mode "$mode" --duration "$DUR" --server-pids "$pids" --label "$label" --json "$@" \
+    taskset -c "$CLIENT_CORES" "$BIN/sipcfg-load" --addr "127.0.0.1:$port" --insecure --tokens "${TOKENS:-$WORK/tokens.txt}" \
+        --phones "${PHONES:-$N}" --mode "$mode" --duration "$DUR" --server-pids "$pids" --label "$label" --json "$@" \
         | tee -a "$WORK/results.jsonl"
 }
 
@@ -422,10 +426,6 @@ if [ "$FLOOR" != 0 ]; then
         say "(g) building the floor ($FLOOR_SRC)"
         CARGO_TARGET_DIR="$TARGET/floor" cargo build -q --release --manifest-path "$FLOOR_SRC/Cargo.toml"
         [ -n "${FILE_BYTES:-}" ] || FILE_BYTES=$(stat -c %s "$WORK/one.cnf.xml")
-        taskset -c "$SERVER_CORES" "$TARGET/floor/release/floor" "$ROOT/certs-example/server.pem" \
-            "$ROOT/certs-example/server-key.pem" "$FPORT" "$FILE_BYTES" "$TOKEN_PUB" &
-        FLOOR_PID=$!
-        wait_port "$FPORT"
         if [ -z "$SIPCFG_PID" ]; then start_sipcfg "$SERVER_CORES"; fi
         mkdir -p "$WORK/audit"
         sed "s/^listen = \"127.0.0.1:$SPORT\"/listen = \"127.0.0.1:$CPORT\"/" "$WORK/sipcfg.toml" \
@@ -438,14 +438,31 @@ if [ "$FLOOR" != 0 ]; then
             wait_port "$CPORT" || { cat "$WORK/audit-run.log" >&2; exit 1; }
             for _ in $(seq 1 1200); do grep -q "pre-render" "$WORK/audit-run.log" && break; sleep 0.1; done
         }
-        # Every round starts both sipcfg processes afresh: each phone's token is then verified once, as in a
-        # real boot storm, and not found in the verification cache of an earlier round (the floor keeps none).
+        # Every round starts the three servers afresh: each phone's token is then verified once, as in a real
+        # boot storm, and not found in the verification cache of an earlier round (the floor keeps none). Each
+        # is warmed up for a second with other tokens (the file's last FL_WARM), so that no server's first
+        # page faults and allocations fall in the measured run; the measured runs take the first N - FL_WARM.
+        tail -n "$FL_WARM" "$WORK/tokens.txt" >"$WORK/warm-tokens.txt"
+        start_floor() {
+            taskset -c "$SERVER_CORES" "$TARGET/floor/release/floor" "$ROOT/certs-example/server.pem" \
+                "$ROOT/certs-example/server-key.pem" "$FPORT" "$FILE_BYTES" "$TOKEN_PUB" &
+            FLOOR_PID=$!
+            wait_port "$FPORT"
+        }
+        warm() { # port pid
+            DUR=1 TOKENS=$WORK/warm-tokens.txt PHONES=$FL_WARM load warm "$1" "$2" storm --concurrency "$C" \
+                --suites "$FL_SUITES" >/dev/null
+        }
         fresh() {
-            stop_sipcfg; kill "$AUDIT_PID" 2>/dev/null || true; wait "$AUDIT_PID" 2>/dev/null || true
-            start_sipcfg "$SERVER_CORES" 2>/dev/null; start_audit
+            stop_sipcfg; kill "$AUDIT_PID" "$FLOOR_PID" 2>/dev/null || true
+            wait "$AUDIT_PID" "$FLOOR_PID" 2>/dev/null || true
+            start_sipcfg "$SERVER_CORES" 2>/dev/null; start_audit; start_floor
+            warm "$SPORT" "$SIPCFG_PID"; warm "$CPORT" "$AUDIT_PID"; warm "$FPORT" "$FLOOR_PID"
         }
         start_audit
-        say "(g) storm, $FL_ROUNDS rounds of $FL_DUR s: sipcfg ($SPORT), sipcfg with the audit log ($CPORT), the floor verifying tokens ($FPORT)"
+        say "(g) storm, $FL_ROUNDS rounds of $FL_DUR s, TLS suites offered: $FL_SUITES: sipcfg ($SPORT), sipcfg with the audit log ($CPORT), the floor verifying tokens ($FPORT)"
+        FLARGS="--suites $FL_SUITES"
+        PHONES=$((N - FL_WARM))
         for i in $(seq 1 "$FL_ROUNDS"); do
             fresh
             case $((i % 3)) in
@@ -455,9 +472,9 @@ if [ "$FLOOR" != 0 ]; then
             esac
             for who in $order; do
                 case $who in
-                    sipcfg) DUR=$FL_DUR load "fl$i-sipcfg" "$SPORT" "$SIPCFG_PID" storm --concurrency "$C" >/dev/null ;;
-                    audit) DUR=$FL_DUR load "fl$i-audit" "$CPORT" "$AUDIT_PID" storm --concurrency "$C" >/dev/null ;;
-                    floor) DUR=$FL_DUR load "fl$i-floor" "$FPORT" "$FLOOR_PID" storm --concurrency "$C" >/dev/null ;;
+                    sipcfg) DUR=$FL_DUR load "fl$i-sipcfg" "$SPORT" "$SIPCFG_PID" storm --concurrency "$C" $FLARGS >/dev/null ;;
+                    audit) DUR=$FL_DUR load "fl$i-audit" "$CPORT" "$AUDIT_PID" storm --concurrency "$C" $FLARGS >/dev/null ;;
+                    floor) DUR=$FL_DUR load "fl$i-floor" "$FPORT" "$FLOOR_PID" storm --concurrency "$C" $FLARGS >/dev/null ;;
                 esac
             done
         done

@@ -7,6 +7,7 @@
 #
 #   scripts/overload.sh                        # N=20000 DUR=5 OVER=3 OVER_S=15 AFTER=0.5 AFTER_S=10
 #   MAX_IN_FLIGHT=1000000 scripts/overload.sh  # the same without an effective bound, for comparison
+#   CERT=rsa scripts/overload.sh               # an RSA-2048 server certificate: the client can then offer 3x
 #
 # The server on core 0, the client (sipcfg-load --mode open) on core 1, as scripts/bootstorm.sh does;
 # RS256 tokens, pre-rendered configurations, no TLS resumption (every phone pays a full handshake).
@@ -23,6 +24,9 @@ RATE=${RATE:-}                # capacity to use instead of measuring it (phones/
 MAX_IN_FLIGHT=${MAX_IN_FLIGHT:-}  # server.max_in_flight; default: the server's own (256 per CPU it may use)
 MAX_OUT=${MAX_OUT:-4000}      # the client's bound on phones in progress
 TOKEN_ALG=${TOKEN_ALG:-RS256}
+CERT=${CERT:-ecdsa}           # ecdsa: the example's P-256 certificate; rsa: an RSA-2048 one, as CUCM's own (a
+                              # handshake costs the server ~3x more and the client the same, so that the one
+                              # client core can offer 3x without being the bottleneck itself)
 SERVER_CORES=${SERVER_CORES:-0}
 CLIENT_CORES=${CLIENT_CORES:-1}
 SPORT=${SPORT:-16981}
@@ -46,6 +50,18 @@ trap cleanup EXIT
 # shellcheck source=scripts/bench-lib.sh
 . "$ROOT/scripts/bench-lib.sh"
 
+case $CERT in
+    ecdsa) CERT_PEM=$ROOT/certs-example/server.pem; KEY_PEM=$ROOT/certs-example/server-key.pem ;;
+    rsa)
+        CERT_PEM=$WORK/server-rsa.pem; KEY_PEM=$WORK/server-rsa-key.pem
+        # Issued by the example CA, which the example's Phone-Edge-Trust holds (sipcfg checks that at start).
+        openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$KEY_PEM" 2>/dev/null
+        openssl req -new -key "$KEY_PEM" -subj "/O=sipcfg benchmark/CN=localhost" -out "$WORK/rsa.csr"
+        printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$WORK/rsa.ext"
+        openssl x509 -req -in "$WORK/rsa.csr" -CA "$ROOT/certs-example/ca.pem" -CAkey "$ROOT/certs-example/ca-key.pem" \
+            -CAcreateserial -CAserial "$WORK/ca.srl" -sha256 -days 2 -extfile "$WORK/rsa.ext" -out "$CERT_PEM" 2>/dev/null ;;
+    *) echo "CERT must be ecdsa or rsa" >&2; exit 2 ;;
+esac
 say "inventory of $N devices, configuration and tokens in $WORK"
 python3 "$ROOT/scripts/gen-inventory.py" "$N" "$WORK/inventory.toml"
 token_keys "$TOKEN_ALG"
@@ -63,8 +79,8 @@ EOT
 listen = "127.0.0.1:$APORT"
 
 [tls]
-certificate = "$ROOT/certs-example/server.pem"
-private_key = "$ROOT/certs-example/server-key.pem"
+certificate = "$CERT_PEM"
+private_key = "$KEY_PEM"
 resumption = false
 
 EOT
@@ -84,7 +100,11 @@ say "sipcfg on core $SERVER_CORES"
 SIPCFG_LOG=warn,sipcfg::app=info taskset -c "$SERVER_CORES" "$BIN/sipcfg" serve -c "$WORK/sipcfg.toml" \
     2>"$WORK/sipcfg.log" &
 SIPCFG_PID=$!
-for _ in $(seq 1 1200); do grep -q "pre-render" "$WORK/sipcfg.log" && break; sleep 0.1; done
+for _ in $(seq 1 1200); do
+    grep -q "pre-render" "$WORK/sipcfg.log" && break
+    kill -0 "$SIPCFG_PID" 2>/dev/null || { echo "sipcfg did not start:" >&2; cat "$WORK/sipcfg.log" >&2; exit 1; }
+    sleep 0.1
+done
 sleep 0.5
 metric() { curl -s "http://127.0.0.1:$APORT/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 echo "in-flight bound: $(metric sipcfg_in_flight_limit) (handshakes $(metric sipcfg_in_flight_handshake_limit))" >&2

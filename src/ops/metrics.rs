@@ -310,9 +310,10 @@ impl Collector for InFlightCollector {
             ("in_flight_limit", "server.max_in_flight: past it, requests are answered 503 with Retry-After", f.limit()),
             (
                 "in_flight_handshake_limit",
-                "The share of server.max_in_flight TLS handshakes may hold (three quarters); past it, new \
-                 connections are closed before their handshake",
-                f.handshake_limit(),
+                "The share of server.max_in_flight TLS handshakes may hold now (three quarters, less while \
+                 connections wait more than 10 ms for a worker); past it, new connections are closed before \
+                 their handshake",
+                f.effective_handshake_limit(),
             ),
         ];
         for (name, help, value) in gauges {

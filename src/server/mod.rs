@@ -43,6 +43,7 @@ use crate::app::App;
 use crate::app::channel::Channel;
 use crate::config::Config;
 use crate::ops::Monitor;
+use crate::ops::inflight::{HandshakeSlot, InFlight};
 use crate::ops::metrics::HandshakeFailure;
 use crate::util::stop::{Stop, stop_signal};
 
@@ -127,47 +128,61 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
     let (stop, stopped) = stop_signal();
     let console = listeners.console.map(|l| tokio::spawn(console::run(l, app.clone(), stopped.clone())));
 
-    let serve = |listener: TcpListener, channel: Channel| {
-        let node = node.clone();
-        let graceful = &graceful;
-        let accepting =
-            accept_loop(listener, limit.clone(), stopped.clone(), channel.as_str(), move |tcp, peer, permit| {
-                // While handshakes hold their whole share of the in-flight bound, a new TLS connection is reset
-                // right here in the accept loop: no task is spawned to wait for its ClientHello behind the
-                // handshakes.
-                let tcp = match channel != Channel::Legacy && node.monitor.in_flight.handshakes_full() {
-                    true => {
-                        node.monitor.in_flight.shed_connection();
-                        let _ = tcp.set_zero_linger();
-                        None
-                    }
-                    false => Some(tcp),
+    let graceful = Arc::new(graceful);
+    let handle = tokio::runtime::Handle::current();
+    let mut sweepers = Vec::new();
+    let mut serve = |listener: TcpListener, channel: Channel| {
+        // What becomes of a new connection, wherever it was accepted (the accept loop, or the sweeper).
+        let admit = {
+            let (node, graceful) = (node.clone(), graceful.clone());
+            Arc::new(move |tcp: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit| {
+                let slot = match channel {
+                    Channel::Legacy => None,
+                    Channel::Https | Channel::Edge => node.admit(&tcp)?,
                 };
                 let node = node.clone();
                 let watcher = graceful.watcher();
-                async move {
-                    let Some(tcp) = tcp else { return };
+                let queued = std::time::Instant::now();
+                Some(async move {
+                    // How long this task waited for a worker: the handshakes' share follows it (ops/inflight.rs).
+                    if channel != Channel::Legacy {
+                        node.monitor.in_flight.waited(queued.elapsed());
+                    }
                     let open = node.monitor.metrics.connection(channel);
-                    node.serve_connection(tcp, peer, channel, watcher).await;
+                    node.serve_connection(tcp, peer, channel, watcher, slot).await;
                     drop(open);
                     drop(permit);
-                }
-            });
+                })
+            })
+        };
+        if channel != Channel::Legacy {
+            let sweeper =
+                Sweeper { limit: limit.clone(), stop: stopped.clone(), handle: handle.clone(), admit: admit.clone() };
+            sweepers.extend(sweeper.spawn(&listener, &node.monitor.in_flight, channel.as_str()));
+        }
         // Within tokio's cooperative budget (128 accepts a turn): measured at 7,900 arrivals/s on one core,
         // an unconstrained loop resetting connections kept the handshakes from running (served phones fell
-        // from about 2,000/s to 1,400/s). Between its turns the kernel's accept queue can still overflow
-        // (BENCHMARKS.md, "Past capacity").
-        accepting
+        // from about 2,000/s to 1,400/s). Past capacity the sweeper keeps the accept queue (see `Sweeper`).
+        accept_loop(listener, limit.clone(), stopped.clone(), channel.as_str(), move |tcp, peer, permit| {
+            let served = admit(tcp, peer, permit);
+            async move {
+                if let Some(served) = served {
+                    served.await
+                }
+            }
+        })
     };
     let https = serve(listeners.https, Channel::Https);
+    let legacy = listeners.legacy.map(|l| serve(l, Channel::Legacy));
+    let edge = listeners.edge.map(|l| serve(l, Channel::Edge));
     let legacy = async {
-        if let Some(l) = listeners.legacy {
-            serve(l, Channel::Legacy).await;
+        if let Some(accepting) = legacy {
+            accepting.await;
         }
     };
     let edge = async {
-        if let Some(l) = listeners.edge {
-            serve(l, Channel::Edge).await;
+        if let Some(accepting) = edge {
+            accepting.await;
         }
     };
     let trigger = async {
@@ -176,9 +191,18 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
         stop.stop();
     };
     tokio::join!(https, legacy, edge, trigger);
+    let swept = tokio::task::spawn_blocking(move || sweepers.into_iter().for_each(|s| drop(s.join())));
+    let _ = swept.await;
+    // The accept loops and the sweepers have returned, and with them their handles on `graceful`.
+    let all_closed = async {
+        match Arc::try_unwrap(graceful) {
+            Ok(graceful) => graceful.shutdown().await,
+            Err(_) => std::future::pending().await,
+        }
+    };
     tracing::info!("stopped accepting; waiting for open requests");
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = all_closed => tracing::info!("all connections closed"),
         () = tokio::time::sleep(settings.shutdown_grace()) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
     if let Some(console) = console {
@@ -219,6 +243,114 @@ where
     }
 }
 
+/// How often a sleeping sweeper looks at the stop signal.
+const SWEEPER_STOP_POLL: Duration = Duration::from_millis(100);
+/// A sweeper's pause when the accept queue is empty.
+const SWEEP_PAUSE: Duration = Duration::from_millis(1);
+/// How long a sweeper keeps the accept queue after the in-flight bound was last found reached.
+const SWEEP_LINGER: Duration = Duration::from_millis(250);
+
+/// What a connection becomes once accepted: its serving future, or `None` when it was shed.
+type Admit<F> = Arc<dyn Fn(TcpStream, SocketAddr, OwnedSemaphorePermit) -> Option<F> + Send + Sync>;
+
+/// The accept queue's keeper past capacity: a thread per TLS listener that sleeps until the in-flight bound
+/// sheds a connection, then accepts everything the kernel queues, every millisecond, until the bound has not
+/// been reached for [`SWEEP_LINGER`]: a connection is reset while handshakes are at their bound, handed to
+/// the runtime otherwise (as the accept loop would).
+///
+/// Why: past capacity the accept loop is one task among the handshakes, polled once per round of them
+/// (60 ms and more with an RSA certificate), then 128 accepts at most. Meanwhile the kernel's accept queue
+/// overflowed, SYNs and final ACKs were dropped, and phones were served only after one or more SYN
+/// retransmissions (1 s, 3 s, 7 s): accepted phones' p99 was 0.5-1.4 s at three times capacity, up to 9 s
+/// with an RSA certificate (BENCHMARKS.md, "Past capacity"). The kernel wakes the sweeper whatever the
+/// workers do. A thread that accepted every connection at all times would cost ~45 µs per phone in a boot
+/// storm below the bound (two context switches per phone, measured), so the sweeper works only while the
+/// bound is being reached.
+struct Sweeper<F> {
+    limit: Arc<Semaphore>,
+    stop: Stop,
+    handle: tokio::runtime::Handle,
+    admit: Admit<F>,
+}
+
+impl<F: Future<Output = ()> + Send + 'static> Sweeper<F> {
+    fn spawn(
+        self,
+        listener: &TcpListener,
+        in_flight: &Arc<InFlight>,
+        what: &'static str,
+    ) -> Option<std::thread::JoinHandle<()>> {
+        use std::os::fd::AsFd;
+        // A second descriptor of the same (non-blocking) listening socket.
+        let queue = match listener.as_fd().try_clone_to_owned() {
+            Ok(fd) => std::net::TcpListener::from(fd),
+            Err(e) => {
+                tracing::warn!(listener = what, error = %e, "no sweeper for this listener: cannot share its socket");
+                return None;
+            }
+        };
+        let bound = in_flight.clone();
+        let sweeper = std::thread::Builder::new().name(format!("sipcfg-sweep-{what}")).spawn(move || {
+            self.run(&queue, &bound);
+        });
+        match sweeper {
+            Ok(handle) => {
+                in_flight.add_sweeper(handle.thread().clone());
+                Some(handle)
+            }
+            Err(e) => {
+                tracing::warn!(listener = what, error = %e, "no sweeper for this listener: cannot start its thread");
+                None
+            }
+        }
+    }
+
+    fn run(&self, queue: &std::net::TcpListener, in_flight: &InFlight) {
+        while !self.stop.is_stopped() {
+            std::thread::park_timeout(SWEEPER_STOP_POLL);
+            if !in_flight.sweep_wanted() {
+                continue;
+            }
+            let mut reached = std::time::Instant::now();
+            while reached.elapsed() < SWEEP_LINGER && !self.stop.is_stopped() {
+                if in_flight.handshakes_full() {
+                    reached = std::time::Instant::now();
+                }
+                match queue.accept() {
+                    Ok((tcp, peer)) => self.take(tcp, peer, in_flight),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(SWEEP_PAUSE),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // Out of descriptors and the like: the accept loop says so; back off.
+                    Err(_) => std::thread::sleep(SWEEPER_STOP_POLL),
+                }
+            }
+            in_flight.sweep_done();
+        }
+    }
+
+    /// A connection the sweeper accepted: reset while handshakes are at their bound (or every connection slot
+    /// is taken), served otherwise.
+    fn take(&self, tcp: std::net::TcpStream, peer: SocketAddr, in_flight: &InFlight) {
+        let permit = match in_flight.handshakes_full() {
+            true => None,
+            false => self.limit.clone().try_acquire_owned().ok(),
+        };
+        let Some(permit) = permit else {
+            in_flight.shed_connection();
+            let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+            return;
+        };
+        let _runtime = self.handle.enter();
+        if tcp.set_nonblocking(true).is_err() {
+            return;
+        }
+        let Ok(tcp) = TcpStream::from_std(tcp) else { return };
+        if let Some(served) = (self.admit)(tcp, peer, permit) {
+            self.handle.spawn(served);
+        }
+    }
+}
+
 /// What every phone-facing connection is served with (one `Arc` clone per request).
 struct Node {
     app: Arc<App>,
@@ -229,7 +361,41 @@ struct Node {
 }
 
 impl Node {
-    async fn serve_connection(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, channel: Channel, watcher: Watcher) {
+    /// Admission of a new TLS connection: `Some(Some(slot))` when its first bytes (the ClientHello) have come
+    /// and a handshake slot of the in-flight bound is free; `Some(None)` when nothing has come yet (it waits
+    /// for its first bytes holding only its connection slot: a connection that never speaks holds no share of
+    /// the bound); `None` when it is shed: reset at once, counted in
+    /// `sipcfg_shed_total{reason="handshakes-at-bound"}`.
+    fn admit(&self, tcp: &TcpStream) -> Option<Option<HandshakeSlot>> {
+        let in_flight = &self.monitor.in_flight;
+        // A peek without waiting (the socket is non-blocking): the ClientHello has usually come with the
+        // connection.
+        let spoke = match socket2::SockRef::from(tcp).peek(&mut [std::mem::MaybeUninit::new(0u8)]) {
+            Ok(n) => n > 0,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        };
+        let admitted = match spoke {
+            true => in_flight.handshake().map(Some),
+            false if in_flight.handshakes_full() => {
+                in_flight.shed_connection();
+                None
+            }
+            false => Some(None),
+        };
+        if admitted.is_none() {
+            let _ = tcp.set_zero_linger();
+        }
+        admitted
+    }
+
+    async fn serve_connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        channel: Channel,
+        watcher: Watcher,
+        admitted: Option<HandshakeSlot>,
+    ) {
         let _ = tcp.set_nodelay(true);
         let tls = match channel {
             Channel::Legacy => {
@@ -246,24 +412,12 @@ impl Node {
         let metrics = &self.monitor.metrics;
         // The client's first bytes (its ClientHello) before a share of the in-flight bound: a connection that
         // says nothing holds only its connection slot, until the handshake timeout.
-        // (A peek, not `readable()`: readiness may be reported before any byte has come.)
-        let mut first = [0u8; 1];
-        match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                metrics.handshake(channel, Err(HandshakeFailure::Error));
-                return tracing::debug!(%peer, channel = channel.as_str(), error = %e, "connection failed");
-            }
-            Err(_) => {
-                metrics.handshake(channel, Err(HandshakeFailure::Timeout));
-                return tracing::debug!(%peer, channel = channel.as_str(), "TLS handshake timed out");
-            }
-        }
-        // Past the handshakes' share of the bound, the connection is reset before any TLS work: no handshake
-        // spent, and no TIME_WAIT kept for it (counted as sipcfg_shed_total{reason="handshakes-at-bound"}).
-        let Some(slot) = self.monitor.in_flight.handshake() else {
-            let _ = tcp.set_zero_linger();
-            return tracing::debug!(%peer, channel = channel.as_str(), "in-flight bound reached: connection shed");
+        let slot = match admitted {
+            Some(slot) => slot,
+            None => match self.first_bytes(&tcp, peer, channel, deadline).await {
+                Some(slot) => slot,
+                None => return,
+            },
         };
         let handshake = async {
             match &self.observer {
@@ -291,6 +445,40 @@ impl Node {
                 tracing::debug!(%peer, channel = channel.as_str(), "TLS handshake timed out")
             }
         }
+    }
+
+    /// Waits (until `deadline`) for a connection's first bytes, then takes a handshake slot of the in-flight
+    /// bound: `None` when the connection failed, timed out or was shed (reset, counted).
+    async fn first_bytes(
+        &self,
+        tcp: &TcpStream,
+        peer: SocketAddr,
+        channel: Channel,
+        deadline: tokio::time::Instant,
+    ) -> Option<HandshakeSlot> {
+        let metrics = &self.monitor.metrics;
+        // A peek, not `readable()`: readiness may be reported before any byte has come.
+        match tokio::time::timeout_at(deadline, tcp.peek(&mut [0u8; 1])).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                metrics.handshake(channel, Err(HandshakeFailure::Error));
+                tracing::debug!(%peer, channel = channel.as_str(), error = %e, "connection failed");
+                return None;
+            }
+            Err(_) => {
+                metrics.handshake(channel, Err(HandshakeFailure::Timeout));
+                tracing::debug!(%peer, channel = channel.as_str(), "TLS handshake timed out");
+                return None;
+            }
+        }
+        // Past the handshakes' share of the bound, the connection is reset before any TLS work: no handshake
+        // spent, and no TIME_WAIT kept for it (counted as sipcfg_shed_total{reason="handshakes-at-bound"}).
+        let slot = self.monitor.in_flight.handshake();
+        if slot.is_none() {
+            let _ = tcp.set_zero_linger();
+            tracing::debug!(%peer, channel = channel.as_str(), "in-flight bound reached: connection shed");
+        }
+        slot
     }
 
     /// What a new connection holds for its requests: an empty memo, and in observe mode the observer with
