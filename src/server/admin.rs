@@ -58,12 +58,12 @@ pub async fn run(listener: TcpListener, monitor: Monitor, stop: Stop) {
         });
         let conn = builder.serve_connection(TokioIo::new(IdleTimeout::new(tcp, IDLE_TIMEOUT)), service);
         let watched = graceful.watch(conn);
-        async move {
+        Some(async move {
             if let Err(e) = watched.await {
                 tracing::debug!(%peer, error = %e, "admin connection ended with an error");
             }
             drop(permit);
-        }
+        })
     })
     .await;
     tokio::select! {

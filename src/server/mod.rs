@@ -164,12 +164,7 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
         // an unconstrained loop resetting connections kept the handshakes from running (served phones fell
         // from about 2,000/s to 1,400/s). Past capacity the sweeper keeps the accept queue (see `Sweeper`).
         accept_loop(listener, limit.clone(), stopped.clone(), channel.as_str(), move |tcp, peer, permit| {
-            let served = admit(tcp, peer, permit);
-            async move {
-                if let Some(served) = served {
-                    served.await
-                }
-            }
+            admit(tcp, peer, permit)
         })
     };
     let https = serve(listeners.https, Channel::Https);
@@ -214,12 +209,12 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
     }
 }
 
-/// Accepts connections on `listener` until `stop`, each served by `serve` in a task of its own that holds
-/// one of `limit`'s slots. A slot is taken before `accept`: above the limit, clients wait in the kernel's
-/// backlog instead of exhausting memory or descriptors.
+/// Accepts connections on `listener` until `stop`, each served by the future `serve` returns (none: the
+/// connection was shed) in a task of its own that holds one of `limit`'s slots. A slot is taken before
+/// `accept`: above the limit, clients wait in the kernel's backlog instead of exhausting memory or descriptors.
 pub async fn accept_loop<S, F>(listener: TcpListener, limit: Arc<Semaphore>, mut stop: Stop, what: &str, serve: S)
 where
-    S: Fn(TcpStream, SocketAddr, OwnedSemaphorePermit) -> F,
+    S: Fn(TcpStream, SocketAddr, OwnedSemaphorePermit) -> Option<F>,
     F: Future<Output = ()> + Send + 'static,
 {
     loop {
@@ -239,7 +234,9 @@ where
             },
             () = stop.stopped() => break,
         };
-        tokio::spawn(serve(tcp, peer, permit));
+        if let Some(served) = serve(tcp, peer, permit) {
+            tokio::spawn(served);
+        }
     }
 }
 

@@ -131,7 +131,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, stop: Stop) {
         let console = console.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        async move {
+        Some(async move {
             let _ = tcp.set_nodelay(true);
             let acceptor = TlsAcceptor::from(console.app.phone_tls());
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -148,7 +148,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, stop: Stop) {
                 tracing::debug!(%peer, error = %e, "console connection ended with an error");
             }
             drop(permit);
-        }
+        })
     })
     .await;
     tokio::select! {
