@@ -264,6 +264,21 @@ if [ "$KA_ROUNDS" -gt 1 ]; then
         fi
     done
 fi
+# (b'') the same with full 200 answers: the client never sends If-None-Match (sipcfg-load --full), so each
+# request carries the whole file (sipcfg unpacks it from the cache; nginx sends it with sendfile).
+KF_ROUNDS=${KF_ROUNDS:-$KA_ROUNDS}
+if [ "$KF_ROUNDS" -gt 1 ]; then
+    say "(b'') keep-alive full 200 answers, $KF_ROUNDS interleaved rounds of $KA_DUR s"
+    for i in $(seq 1 "$KF_ROUNDS"); do
+        if [ $((i % 2)) = 1 ]; then order="nginx sipcfg"; else order="sipcfg nginx"; fi
+        for who in $order; do
+            case $who in
+                nginx) DUR=$KA_DUR load "kf$i-nginx" "$NPORT" "$NGINX_PIDS" keepalive --full --concurrency "$KC" >/dev/null ;;
+                sipcfg) DUR=$KA_DUR load "kf$i-sipcfg" "$SPORT" "$SIPCFG_PID" keepalive --full --concurrency "$KC" >/dev/null ;;
+            esac
+        done
+    done
+fi
 
 PEAK=$(python3 -c "import json; r=[json.loads(l) for l in open('$WORK/results.jsonl')]; print([x for x in r if x['label']=='storm-sipcfg'][0]['answered_per_s'])")
 RATE80=$(python3 -c "print(round(0.8*$PEAK))")
@@ -338,6 +353,19 @@ if rounds:
           f"{statistics.median(s_us):.2f} ({min(s_us):.2f}-{max(s_us):.2f}), nginx median {statistics.median(g_us):.2f} "
           f"({min(g_us):.2f}-{max(g_us):.2f}); per-round capacity {' '.join(f'{x:.2f}' for x in per)}: "
           f"median {statistics.median(per):.2f}x, ratio of medians {statistics.median(g_us) / statistics.median(s_us):.2f}x")
+rounds = sorted({k.split("-")[0] for k in rows if k.startswith("kf") and k[2:3].isdigit()}, key=lambda k: int(k[2:]))
+if rounds:
+    import statistics
+    cpu = lambda k: rows[k]["server_cpu_us_per_answer"]
+    s_us = [cpu(f"{r}-sipcfg") for r in rounds]
+    g_us = [cpu(f"{r}-nginx") for r in rounds]
+    per = [g / s for s, g in zip(s_us, g_us)]
+    bad = {k: rows[k]["status"] for k in rows if k.startswith("kf") and set(rows[k]["status"]) - {"200"}}
+    print(f"\n(b'') keep-alive full 200 answers, {len(rounds)} interleaved rounds: server CPU µs per 200, sipcfg median "
+          f"{statistics.median(s_us):.2f} ({min(s_us):.2f}-{max(s_us):.2f}), nginx median {statistics.median(g_us):.2f} "
+          f"({min(g_us):.2f}-{max(g_us):.2f}); per-round capacity {' '.join(f'{x:.2f}' for x in per)}: "
+          f"median {statistics.median(per):.2f}x, ratio of medians {statistics.median(g_us) / statistics.median(s_us):.2f}x"
+          + (f"; NOT ONLY 200: {bad}" if bad else ""))
 if "full-cache" in rows:
     f = rows["full-cache"]
     print(f"full cache: {f['answered']} phones booted once ({f['status']}, {f['errors']} errors, {f['answered_per_s']:.0f}/s, "

@@ -118,6 +118,9 @@ struct Args {
     /// Client runtime threads (1 = current-thread runtime, best when the client is pinned to one core).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Keep-alive: never send `If-None-Match`, so that every answer is a full 200 with the file.
+    #[arg(long)]
+    full: bool,
     /// TLS 1.3 suites offered: `all` in rustls's order (AES-256-GCM-SHA384 first, as h2load and OpenSSL), or
     /// only `aes128` (TLS_AES_128_GCM_SHA256), so that a server that follows the client's order (the floor)
     /// runs the same suite as one that prefers its own (sipcfg).
@@ -417,6 +420,8 @@ struct Shared {
     start: Instant,
     rate: Option<f64>,
     stop: AtomicBool,
+    /// Keep-alive without `If-None-Match` (`--full`).
+    full: bool,
 }
 
 impl Shared {
@@ -504,7 +509,7 @@ async fn keepalive_worker(sh: Arc<Shared>, phone: usize, delay: Duration) -> Sta
             if answer.close {
                 conn = None;
             }
-            if answer.status == 200 {
+            if answer.status == 200 && !sh.full {
                 etag = answer.etag;
             }
             Ok::<_, String>(answer.status)
@@ -605,6 +610,7 @@ fn run(args: Args) -> Result<(), String> {
             start,
             rate: args.rate,
             stop: AtomicBool::new(false),
+            full: args.full,
         });
         if args.mode == Mode::Open {
             let own0 = cpu_us("self").unwrap_or(0);
