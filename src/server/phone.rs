@@ -49,6 +49,10 @@ pub struct ConnectionMemo {
     fetch: FetchMemo,
     /// The `ETag` header value of the last file served, and that file.
     etag: Option<(Arc<RenderedFile>, HeaderValue)>,
+    /// The last download this connection recorded in the node's activity (second, status, subject, file): a
+    /// repeat within the same second records nothing new (the activity keeps one download per subject, to the
+    /// second), so it skips the activity's lock and hash.
+    recorded: Option<(crate::util::time::Time, u16, Subject, Box<str>)>,
 }
 
 /// Boxed, so that taking the memo out and putting it back moves a pointer.
@@ -320,7 +324,17 @@ async fn answer<B>(
     };
     let reason = result.as_ref().err().map_or("", FetchError::reason);
     let status = response.status().as_u16();
-    app.activity().downloaded(&subject, (now, status, peer.ip(), name), || Download {
+    let repeat = matches!(&memo.recorded, Some((at, st, who, file)) if *at == now && *st == status && *who == subject && **file == *name);
+    if !repeat {
+        memo.recorded = Some((now, status, subject.clone(), name.into()));
+        record(app, &subject, (now, status, peer, name), req);
+    }
+    (if head { head_only(response) } else { response }, Some(subject), reason)
+}
+
+/// Records a download in the node's activity (the console's "last download" of each device).
+fn record<B>(app: &App, subject: &Subject, (now, status, peer, name): (i64, u16, SocketAddr, &str), req: &Request<B>) {
+    app.activity().downloaded(subject, (now, status, peer.ip(), name), || Download {
         at: now,
         address: peer.ip(),
         file: loggable(name),
@@ -332,7 +346,6 @@ async fn answer<B>(
             .map(|v| v.chars().take(200).collect())
             .unwrap_or_default(),
     });
-    (if head { head_only(response) } else { response }, Some(subject), reason)
 }
 
 /// The plain-HTTP channel: a bearer token here is refused outright (it crossed the network in clear).
