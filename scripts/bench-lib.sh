@@ -1,6 +1,16 @@
 # Shared by bootstorm.sh and instructions.sh (sourced, not run): the phones' token keys and the [auth],
 # [inventory], [files] and [trust] sections of a benchmark configuration. Needs ROOT (the checkout) and WORK (the run's folder).
 
+# install_debian PKG...: installs the Debian packages named, if any (apt-get update first; sudo when not root).
+install_debian() {
+    [ $# -gt 0 ] || return 0
+    printf '== installing %s from Debian\n' "$*" >&2
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "$@"
+}
+
 # token_keys ALG: RS256 (a fresh RSA-2048 key, as CUCM signs its access tokens) or ES256 (the example's P-256
 # key; its verification costs about 2.5x RS256's). Sets TOKEN_KEY and TOKEN_PUB.
 token_keys() {

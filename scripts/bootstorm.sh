@@ -68,11 +68,9 @@ if [ "$CLUSTER" != 0 ]; then
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 fi
 if [ ${#need[@]} -gt 0 ]; then
-    say "installing ${need[*]} from Debian"
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need[@]}"
+    install_debian "${need[@]}"
     # Debian starts the packaged nginx on port 80; it is not part of the benchmark.
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
     $SUDO nginx -s stop 2>/dev/null || true
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -252,33 +250,26 @@ load keepalive-nginx "$NPORT" "$NGINX_PIDS" keepalive --concurrency "$KC" >&2
 KA_ROUNDS=${KA_ROUNDS:-15}; KA_DUR=${KA_DUR:-3}
 # Keep-alive runs are short and the VM is noisy: KA_ROUNDS > 1 repeats (b) as rounds of KA_DUR seconds, nginx
 # and sipcfg back to back in alternating order, and prints each round's ratio and the medians.
-if [ "$KA_ROUNDS" -gt 1 ]; then
-    say "(b') keep-alive, $KA_ROUNDS interleaved rounds of $KA_DUR s"
-    for i in $(seq 1 "$KA_ROUNDS"); do
-        if [ $((i % 2)) = 1 ]; then
-            DUR=$KA_DUR load "ka$i-nginx" "$NPORT" "$NGINX_PIDS" keepalive --concurrency "$KC" >/dev/null
-            DUR=$KA_DUR load "ka$i-sipcfg" "$SPORT" "$SIPCFG_PID" keepalive --concurrency "$KC" >/dev/null
-        else
-            DUR=$KA_DUR load "ka$i-sipcfg" "$SPORT" "$SIPCFG_PID" keepalive --concurrency "$KC" >/dev/null
-            DUR=$KA_DUR load "ka$i-nginx" "$NPORT" "$NGINX_PIDS" keepalive --concurrency "$KC" >/dev/null
-        fi
-    done
-fi
 # (b'') the same with full 200 answers: the client never sends If-None-Match (sipcfg-load --full), so each
 # request carries the whole file (sipcfg unpacks it from the cache; nginx sends it with sendfile).
 KF_ROUNDS=${KF_ROUNDS:-$KA_ROUNDS}
-if [ "$KF_ROUNDS" -gt 1 ]; then
-    say "(b'') keep-alive full 200 answers, $KF_ROUNDS interleaved rounds of $KA_DUR s"
-    for i in $(seq 1 "$KF_ROUNDS"); do
+ka_rounds() { # label-prefix rounds [extra keepalive args...]
+    local prefix=$1 rounds=$2 i who order; shift 2
+    [ "$rounds" -gt 1 ] || return 0
+    for i in $(seq 1 "$rounds"); do
         if [ $((i % 2)) = 1 ]; then order="nginx sipcfg"; else order="sipcfg nginx"; fi
         for who in $order; do
             case $who in
-                nginx) DUR=$KA_DUR load "kf$i-nginx" "$NPORT" "$NGINX_PIDS" keepalive --full --concurrency "$KC" >/dev/null ;;
-                sipcfg) DUR=$KA_DUR load "kf$i-sipcfg" "$SPORT" "$SIPCFG_PID" keepalive --full --concurrency "$KC" >/dev/null ;;
+                nginx) DUR=$KA_DUR load "$prefix$i-nginx" "$NPORT" "$NGINX_PIDS" keepalive --concurrency "$KC" "$@" >/dev/null ;;
+                sipcfg) DUR=$KA_DUR load "$prefix$i-sipcfg" "$SPORT" "$SIPCFG_PID" keepalive --concurrency "$KC" "$@" >/dev/null ;;
             esac
         done
     done
-fi
+}
+[ "$KA_ROUNDS" -gt 1 ] && say "(b') keep-alive, $KA_ROUNDS interleaved rounds of $KA_DUR s"
+ka_rounds ka "$KA_ROUNDS"
+[ "$KF_ROUNDS" -gt 1 ] && say "(b'') keep-alive full 200 answers, $KF_ROUNDS interleaved rounds of $KA_DUR s"
+ka_rounds kf "$KF_ROUNDS" --full
 
 PEAK=$(python3 -c "import json; r=[json.loads(l) for l in open('$WORK/results.jsonl')]; print([x for x in r if x['label']=='storm-sipcfg'][0]['answered_per_s'])")
 RATE80=$(python3 -c "print(round(0.8*$PEAK))")
@@ -342,30 +333,21 @@ print(f"inventory load ({n} devices): {float(load_s):.3f} s;  sipcfg check (load
 print(f"sipcfg VmRSS: {int(rss_cold_kb)/1024:.0f} MiB after start without pre-render (cache empty); "
       f"{int(rss0_kb)/1024:.0f} MiB after the pre-render (every configuration cached); "
       f"{int(rss_kb)/1024:.0f} MiB after the storm")
-rounds = sorted({k.split("-")[0] for k in rows if k.startswith("ka") and k[2:3].isdigit()}, key=lambda k: int(k[2:]))
-if rounds:
-    import statistics
+import statistics
+for prefix, what, answer in (("ka", "(b') keep-alive", "304"), ("kf", "(b'') keep-alive full 200 answers", "200")):
+    rounds = sorted({k.split("-")[0] for k in rows if k.startswith(prefix) and k[2:3].isdigit()}, key=lambda k: int(k[2:]))
+    if not rounds:
+        continue
     cpu = lambda k: rows[k]["server_cpu_us_per_answer"]
     s_us = [cpu(f"{r}-sipcfg") for r in rounds]
     g_us = [cpu(f"{r}-nginx") for r in rounds]
     per = [g / s for s, g in zip(s_us, g_us)]
-    print(f"\n(b') keep-alive, {len(rounds)} interleaved rounds: server CPU µs per 304, sipcfg median "
-          f"{statistics.median(s_us):.2f} ({min(s_us):.2f}-{max(s_us):.2f}), nginx median {statistics.median(g_us):.2f} "
-          f"({min(g_us):.2f}-{max(g_us):.2f}); per-round capacity {' '.join(f'{x:.2f}' for x in per)}: "
-          f"median {statistics.median(per):.2f}x, ratio of medians {statistics.median(g_us) / statistics.median(s_us):.2f}x")
-rounds = sorted({k.split("-")[0] for k in rows if k.startswith("kf") and k[2:3].isdigit()}, key=lambda k: int(k[2:]))
-if rounds:
-    import statistics
-    cpu = lambda k: rows[k]["server_cpu_us_per_answer"]
-    s_us = [cpu(f"{r}-sipcfg") for r in rounds]
-    g_us = [cpu(f"{r}-nginx") for r in rounds]
-    per = [g / s for s, g in zip(s_us, g_us)]
-    bad = {k: rows[k]["status"] for k in rows if k.startswith("kf") and set(rows[k]["status"]) - {"200"}}
-    print(f"\n(b'') keep-alive full 200 answers, {len(rounds)} interleaved rounds: server CPU µs per 200, sipcfg median "
+    bad = {k: rows[k]["status"] for k in rows if k.startswith(prefix) and set(rows[k]["status"]) - {"200", answer}}
+    print(f"\n{what}, {len(rounds)} interleaved rounds: server CPU µs per {answer}, sipcfg median "
           f"{statistics.median(s_us):.2f} ({min(s_us):.2f}-{max(s_us):.2f}), nginx median {statistics.median(g_us):.2f} "
           f"({min(g_us):.2f}-{max(g_us):.2f}); per-round capacity {' '.join(f'{x:.2f}' for x in per)}: "
           f"median {statistics.median(per):.2f}x, ratio of medians {statistics.median(g_us) / statistics.median(s_us):.2f}x"
-          + (f"; NOT ONLY 200: {bad}" if bad else ""))
+          + (f"; OTHER ANSWERS: {bad}" if bad else ""))
 if "full-cache" in rows:
     f = rows["full-cache"]
     print(f"full cache: {f['answered']} phones booted once ({f['status']}, {f['errors']} errors, {f['answered_per_s']:.0f}/s, "

@@ -45,13 +45,7 @@ if [ "$RUN" != single ]; then
     command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 fi
-if [ ${#need[@]} -gt 0 ]; then
-    need=("${need[@]/taskset/util-linux}")
-    say "installing ${need[*]} from Debian"
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need[@]}"
-fi
+install_debian "${need[@]/taskset/util-linux}"
 
 say "building sipcfg and sipcfg-load (release, $TARGET)"
 (cd "$ROOT" && cargo build --release -q --bin sipcfg && cargo build --release -q -p sipcfg-load)

@@ -31,12 +31,7 @@ need=()
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-    say "installing ${need[*]} from Debian"
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need[@]}"
-fi
+install_debian "${need[@]}"
 
 say "building sipcfg and sipcfg-load (release, $TARGET)"
 # The load client is a workspace member outside the product (tools/sipcfg-load); the workspace shares target/.
