@@ -30,9 +30,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -110,21 +110,20 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
     let settings = app.config().server.clone();
     let limit = Arc::new(Semaphore::new(settings.max_connections));
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout())
         .max_buf_size(settings.max_header_bytes);
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.h2_max_concurrent_streams)
         .max_pending_accept_reset_streams(settings.h2_max_pending_reset_streams)
         .max_local_error_reset_streams(settings.h2_max_local_error_reset_streams)
         .max_header_list_size(settings.max_header_bytes as u32);
     let observer = observe::Observer::from_config(&app.config().observe);
-    let node = Arc::new(Node { app: app.clone(), monitor: monitor.clone(), builder, observer });
+    let node = Arc::new(Node { app: app.clone(), monitor: monitor.clone(), http1, http2, observer });
     let (stop, stopped) = stop_signal();
     let console = listeners.console.map(|l| tokio::spawn(console::run(l, app.clone(), stopped.clone())));
 
@@ -352,7 +351,10 @@ impl<F: Future<Output = ()> + Send + 'static> Sweeper<F> {
 struct Node {
     app: Arc<App>,
     monitor: Monitor,
-    builder: auto::Builder<TokioExecutor>,
+    /// HTTP/1.1: the legacy listener, and TLS connections that did not choose `h2` by ALPN.
+    http1: http1::Builder,
+    /// HTTP/2: TLS connections that chose `h2` by ALPN (RFC 9113 §3.2: over TLS, only by ALPN).
+    http2: http2::Builder<TokioExecutor>,
     /// Observe mode (`[observe]`); `None` when off.
     observer: Option<Arc<observe::Observer>>,
 }
@@ -397,7 +399,7 @@ impl Node {
         let tls = match channel {
             Channel::Legacy => {
                 let conn = self.connection(None);
-                return self.serve_http(tcp, peer, channel, watcher, conn).await;
+                return self.serve_http(tcp, peer, channel, watcher, conn, false).await;
             }
             Channel::Https => self.app.phone_tls(),
             Channel::Edge => match self.app.edge_tls() {
@@ -431,7 +433,8 @@ impl Node {
             Ok(Ok((stream, facts))) => {
                 metrics.handshake(channel, Ok(()));
                 let conn = self.connection(facts);
-                self.serve_http(stream, peer, channel, watcher, conn).await
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                self.serve_http(stream, peer, channel, watcher, conn, h2).await
             }
             Ok(Err(e)) => {
                 metrics.handshake(channel, Err(HandshakeFailure::Error));
@@ -491,6 +494,7 @@ impl Node {
         channel: Channel,
         watcher: Watcher,
         conn: phone::Connection,
+        h2: bool,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -509,10 +513,14 @@ impl Node {
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
-        let conn = self.builder.serve_connection(TokioIo::new(io), service);
-        if let Err(e) = watcher.watch(conn).await {
+        // The protocol is known before the first byte (ALPN, or the listener): no sniffing of a preface.
+        let served = match h2 {
+            false => watcher.watch(self.http1.serve_connection(TokioIo::new(io), service)).await,
+            true => watcher.watch(self.http2.serve_connection(TokioIo::new(io), service)).await,
+        };
+        if let Err(e) = served {
             // A request hyper refused before it reached the handler (431, 400) still gets its access line.
-            phone::refused_by_hyper(&self.monitor, peer, channel, e.as_ref());
+            phone::refused_by_hyper(&self.monitor, peer, channel, &e);
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     }
