@@ -563,6 +563,9 @@ pub struct ServerConfig {
     /// past it new connections are closed before their handshake and requests get 503 with `Retry-After`.
     /// None: [`DEFAULT_IN_FLIGHT_PER_CPU`] per CPU the process may run on.
     pub max_in_flight: Option<usize>,
+    /// Threads that serve connections. None: one per CPU the process may run on. With one, the runtime is
+    /// tokio's single-threaded scheduler (no work stealing to pay for).
+    pub worker_threads: Option<usize>,
     /// On shutdown, in-flight requests get this long to finish.
     pub shutdown_grace_secs: u64,
     /// How often the inventory, templates and certificate stores are checked for changes.
@@ -593,6 +596,7 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 10,
             max_connections: 10_000,
             max_in_flight: None,
+            worker_threads: None,
             shutdown_grace_secs: 10,
             reload_poll_ms: 1000,
             idle_timeout_secs: 30,
@@ -617,6 +621,10 @@ impl ServerConfig {
         self.max_in_flight.unwrap_or_else(|| {
             DEFAULT_IN_FLIGHT_PER_CPU * std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
         })
+    }
+    /// `worker_threads`, or one per CPU this process may run on (its affinity mask).
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
     }
     pub fn tls_handshake_timeout(&self) -> Duration {
         Duration::from_secs(self.tls_handshake_timeout_secs)
@@ -1030,6 +1038,11 @@ impl Config {
             && !(1..=1_000_000).contains(&n)
         {
             return Err(invalid("server.max_in_flight", format!("{n} is outside 1-1000000")));
+        }
+        if let Some(n) = server.worker_threads
+            && !(1..=1024).contains(&n)
+        {
+            return Err(invalid("server.worker_threads", format!("{n} is outside 1-1024")));
         }
         for (key, v) in [
             ("server.tls_handshake_timeout_secs", server.tls_handshake_timeout_secs),

@@ -178,3 +178,41 @@ async fn connections_that_say_nothing_hold_no_share_of_the_bound() {
     assert_eq!(server.client().get(FILE, Some(&token)).await.status, StatusCode::OK);
     drop(silent);
 }
+
+/// `server.worker_threads = 1` runs tokio's single-threaded scheduler: phones are served over HTTP/1.1 and
+/// HTTP/2 at once (the listener's sweeper thread and the blocking pool hand work to that one thread), and
+/// SIGTERM still stops it cleanly. Out of range, the key is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_thread_serves_both_protocols_and_stops() {
+    let d = common::TempDeployment::new();
+    let file = d.path("example/sipcfg.toml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let with = |value: &str| {
+        let edited = text.replacen("[server]\n", &format!("[server]\nworker_threads = {value}\n"), 1);
+        assert_ne!(edited, text, "the example has a [server] section");
+        std::fs::write(&file, &edited).unwrap();
+        sipcfg::config::Config::load(&file)
+    };
+    let err = with("0").unwrap_err().to_string();
+    assert!(err.contains("server.worker_threads"), "{err}");
+    let config = with("1").unwrap();
+    assert_eq!(config.server.worker_threads(), 1);
+    let signer = sipcfg::auth::signer::Signer::from_config(&config.auth).unwrap();
+    let token = signer.mint(&common::subject_of("device:SEP001122334455"), 600).unwrap();
+
+    let served = common::ServeProcess::start(&file, "info").await;
+    let h2 = common::Client::tls_with(served.addr, common::tls_client_config(b"h2"), true);
+    let fetches: Vec<_> = (0..40)
+        .map(|i| {
+            let (client, token) = (if i % 2 == 0 { served.client() } else { h2.clone() }, token.clone());
+            tokio::spawn(async move { client.get(FILE, Some(&token)).await.status })
+        })
+        .collect();
+    for f in fetches {
+        assert_eq!(f.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(served.client().get(FILE, None).await.status, StatusCode::UNAUTHORIZED);
+    let metrics = served.metrics().await;
+    assert!(metrics.0.contains("sipcfg_http_requests_total"), "{}", metrics.0);
+    served.stop();
+}

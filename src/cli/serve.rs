@@ -25,10 +25,20 @@ pub(crate) fn serve(arg: &ConfigArg, overrides: Overrides) -> Result<ExitCode, S
             files.join(", ")
         );
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    // One worker: tokio's single-threaded scheduler, which does not pay for work stealing (its atomics,
+    // queues and wake-ups), ~5% of a boot-storm phone on one core (BENCHMARKS.md). More: the work-stealing
+    // scheduler with that many workers.
+    let runtime = match config.server.worker_threads() {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    }
+    .enable_all()
+    .build()
+    .map_err(|e| format!("cannot start the runtime: {e}"))?;
     // The node runs as a task of the runtime, not on the thread that blocks on it: the accept loops then run
     // on a worker beside the connections they spawn, with no hand-off to another thread per accepted batch.
     let node = runtime.spawn(async move {
