@@ -131,6 +131,11 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
     let handle = tokio::runtime::Handle::current();
     let mut sweepers = Vec::new();
     let mut serve = |listener: TcpListener, channel: Channel| {
+        // TCP_NODELAY once on the listening socket: Linux copies it to every connection accepted from it,
+        // which spares a setsockopt per connection (a boot-storm phone's only use of the connection is one
+        // answer). Where it is not inherited, each connection still sets it (`serve_connection`).
+        let nodelay_inherited =
+            socket2::SockRef::from(&listener).set_tcp_nodelay(true).is_ok() && cfg!(target_os = "linux");
         // What becomes of a new connection, wherever it was accepted (the accept loop, or the sweeper).
         let admit = {
             let (node, graceful) = (node.clone(), graceful.clone());
@@ -148,7 +153,7 @@ pub async fn run(listeners: Listeners, app: Arc<App>, monitor: Monitor, shutdown
                         node.monitor.in_flight.waited(queued.elapsed());
                     }
                     let open = node.monitor.metrics.connection(channel);
-                    node.serve_connection(tcp, peer, channel, watcher, slot).await;
+                    node.serve_connection(tcp, peer, channel, watcher, slot, nodelay_inherited).await;
                     drop(open);
                     drop(permit);
                 })
@@ -394,8 +399,11 @@ impl Node {
         channel: Channel,
         watcher: Watcher,
         admitted: Option<HandshakeSlot>,
+        nodelay_inherited: bool,
     ) {
-        let _ = tcp.set_nodelay(true);
+        if !nodelay_inherited {
+            let _ = tcp.set_nodelay(true);
+        }
         let tls = match channel {
             Channel::Legacy => {
                 let conn = self.connection(None);
