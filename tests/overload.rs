@@ -142,18 +142,27 @@ async fn handshakes_take_at_most_three_quarters_of_the_bound_so_connected_phones
     drop(holders);
 }
 
+/// The example's configuration `text` with `key = value` added to its `[server]` section, written to `file`
+/// and loaded.
+fn with_server_key(
+    file: &std::path::Path,
+    text: &str,
+    key: &str,
+    value: &str,
+) -> Result<sipcfg::config::Config, String> {
+    let edited = text.replacen("[server]\n", &format!("[server]\n{key} = {value}\n"), 1);
+    assert_ne!(edited, text, "the example has a [server] section");
+    std::fs::write(file, &edited).unwrap();
+    sipcfg::config::Config::load(file).map_err(|e| e.to_string())
+}
+
 #[test]
 fn max_in_flight_out_of_range_is_refused_naming_the_key() {
     let d = common::TempDeployment::new();
     let file = d.path("example/sipcfg.toml");
     let text = std::fs::read_to_string(&file).unwrap();
-    let with = |value: &str| {
-        let edited = text.replacen("[server]\n", &format!("[server]\nmax_in_flight = {value}\n"), 1);
-        assert_ne!(edited, text, "the example has a [server] section");
-        std::fs::write(&file, &edited).unwrap();
-        sipcfg::config::Config::load(&file)
-    };
-    let err = with("0").unwrap_err().to_string();
+    let with = |value: &str| with_server_key(&file, &text, "max_in_flight", value);
+    let err = with("0").unwrap_err();
     assert!(err.contains("server.max_in_flight"), "{err}");
     let config = with("3000").unwrap();
     assert_eq!(config.server.max_in_flight(), 3000);
@@ -187,13 +196,8 @@ async fn one_worker_thread_serves_both_protocols_and_stops() {
     let d = common::TempDeployment::new();
     let file = d.path("example/sipcfg.toml");
     let text = std::fs::read_to_string(&file).unwrap();
-    let with = |value: &str| {
-        let edited = text.replacen("[server]\n", &format!("[server]\nworker_threads = {value}\n"), 1);
-        assert_ne!(edited, text, "the example has a [server] section");
-        std::fs::write(&file, &edited).unwrap();
-        sipcfg::config::Config::load(&file)
-    };
-    let err = with("0").unwrap_err().to_string();
+    let with = |value: &str| with_server_key(&file, &text, "worker_threads", value);
+    let err = with("0").unwrap_err();
     assert!(err.contains("server.worker_threads"), "{err}");
     let config = with("1").unwrap();
     assert_eq!(config.server.worker_threads(), 1);
