@@ -146,7 +146,7 @@ async fn the_cache_is_bounded_by_bytes() {
             .await
             .unwrap();
     }
-    let (entries, bytes) = cache.usage().await;
+    let (entries, bytes) = cache.usage();
     assert!(bytes <= bound, "{bytes} bytes cached, bound {bound}");
     assert!(entries > 0 && entries < 100, "{entries} entries");
 }
@@ -154,7 +154,7 @@ async fn the_cache_is_bounded_by_bytes() {
 /// Waits until the cache holds at least `entries` files (the pre-render runs in the background).
 async fn wait_for_cache(server: &TestServer, entries: u64) -> u64 {
     for _ in 0..200 {
-        let (n, _) = server.app.provisioner().cache().usage().await;
+        let (n, _) = server.app.provisioner().cache().usage();
         if n >= entries {
             return n;
         }
@@ -201,7 +201,7 @@ async fn prerender_can_be_turned_off() {
     config.cache.prerender = false;
     let server = TestServer::with_config(config).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert_eq!(server.app.provisioner().cache().usage().await.0, 0);
+    assert_eq!(server.app.provisioner().cache().usage().0, 0);
 }
 
 #[test]

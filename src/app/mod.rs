@@ -791,7 +791,7 @@ async fn prerender_each_generation(provisioner: Arc<Provisioner>) {
     loop {
         in_force.borrow_and_update();
         let done = provisioner.prerender().await;
-        let (entries, held) = provisioner.cache().usage().await;
+        let (entries, held) = provisioner.cache().usage();
         let secs = done.elapsed.as_secs_f64();
         match done.outcome {
             PrerenderOutcome::Complete => tracing::info!(

@@ -62,7 +62,7 @@ impl Monitor {
 
     /// The state gauges, read now.
     pub async fn snapshot(&self) -> Snapshot {
-        let (cache_entries, cache_bytes) = self.provisioner.cache().usage().await;
+        let (cache_entries, cache_bytes) = self.provisioner.cache().usage();
         let deployment = self.provisioner.current();
         let readiness = self.health.readiness(unix_now() as Time);
         let on_disk = self.health.on_disk();

@@ -236,7 +236,7 @@ impl FileCache {
     }
 
     /// Drops one file's entry (its device changed: the entry is dead weight).
-    pub async fn forget(&self, generation: u64, file: &str, revision: u64) {
+    pub fn forget(&self, generation: u64, file: &str, revision: u64) {
         self.cache.remove(&KeyRef { generation, file, revision });
     }
 
@@ -256,7 +256,7 @@ impl FileCache {
     }
 
     /// Entries and weighted size.
-    pub async fn usage(&self) -> (u64, u64) {
+    pub fn usage(&self) -> (u64, u64) {
         (self.cache.len() as u64, self.cache.weight())
     }
 
@@ -359,14 +359,14 @@ mod tests {
         let ok = cache.get_or_render(1, "SEP001122334455", 0, async { Ok::<_, &str>(file(10)) }).await;
         assert!(ok.is_ok());
         assert_eq!(counts.renders.load(Ordering::SeqCst), 2, "the error was not cached");
-        assert_eq!(cache.usage().await, (1, 10 + ENTRY_OVERHEAD));
-        cache.forget(1, "SEP001122334455", 0).await;
-        assert_eq!(cache.usage().await, (0, 0));
+        assert_eq!(cache.usage(), (1, 10 + ENTRY_OVERHEAD));
+        cache.forget(1, "SEP001122334455", 0);
+        assert_eq!(cache.usage(), (0, 0));
         let again = cache.get_or_render(1, "SEP001122334455", 0, async { Ok::<_, &str>(file(10)) }).await;
         assert!(again.is_ok());
         assert_eq!(counts.renders.load(Ordering::SeqCst), 3);
         cache.clear();
-        assert_eq!(cache.usage().await.0, 0);
+        assert_eq!(cache.usage().0, 0);
     }
 
     #[tokio::test]
@@ -380,7 +380,7 @@ mod tests {
             assert!(cache.weighted_size() <= MIB, "{} bytes held after {i} files", cache.weighted_size());
         }
         assert!(counts.evictions.load(Ordering::SeqCst) > 0);
-        let (entries, held) = cache.usage().await;
+        let (entries, held) = cache.usage();
         assert!(entries > 100 && held <= MIB, "{entries} entries, {held} bytes");
         let big = cache.get_or_render(1, "RingList.xml", 0, async { Ok::<_, ()>(file(MIB as usize / 2)) }).await;
         assert_eq!(big.map(|f| f.len()), Ok(MIB as usize / 2));

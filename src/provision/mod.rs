@@ -183,7 +183,7 @@ impl Provisioner {
             (current.generation, stale)
         };
         for (name, revision) in &stale {
-            self.cache.forget(generation, name.as_str(), *revision).await;
+            self.cache.forget(generation, name.as_str(), *revision);
         }
         Ok(stale.into_iter().map(|(name, _)| name).collect())
     }
