@@ -46,7 +46,7 @@ impl<'a> Scanner<'a> {
         let mut stack: Vec<&'a [u8]> = Vec::with_capacity(16);
         let mut roots = 0usize;
         loop {
-            let lt = memchr::memchr(b'<', &b[i..]).map_or(b.len(), |n| i + n);
+            let lt = next_markup(b, i);
             self.text(i, lt, stack.is_empty())?;
             if lt == b.len() {
                 break;
@@ -58,8 +58,10 @@ impl<'a> Scanner<'a> {
                     let start = i + 2;
                     let end = match stack.last() {
                         Some(open)
-                            if b.get(start..start + open.len()) == Some(open)
-                                && !b.get(start + open.len()).is_some_and(|&c| c >= 0x80 || NAME_ASCII[c as usize]) =>
+                            if b.get(start..start + open.len()).is_some_and(|name| same_name(name, open))
+                                && !b
+                                    .get(start + open.len())
+                                    .is_some_and(|&c| NAME_CLASS[c as usize] & (NAME_CHAR | WIDE) != 0) =>
                         {
                             start + open.len()
                         }
@@ -139,7 +141,9 @@ impl<'a> Scanner<'a> {
             }
             return Ok(());
         }
-        self.references(from, text)?;
+        if self.amp {
+            self.references(from, text)?;
+        }
         if self.bracket && memchr::memchr(b']', text.as_bytes()).is_some() && text.contains("]]>") {
             return Err(self.err(from, "']]>' in text"));
         }
@@ -148,9 +152,6 @@ impl<'a> Scanner<'a> {
 
     /// Every `&…;` of `text` (which starts at `at`) is a known reference.
     fn references(&self, at: usize, text: &str) -> Result<(), String> {
-        if !self.amp {
-            return Ok(());
-        }
         let mut rest = text;
         while let Some(amp) = memchr::memchr(b'&', rest.as_bytes()) {
             let after = &rest[amp + 1..];
@@ -206,7 +207,9 @@ impl<'a> Scanner<'a> {
                     if value.contains('<') {
                         return Err(self.err(lt, "'<' in an attribute value"));
                     }
-                    self.references(lt, value)?;
+                    if self.amp {
+                        self.references(lt, value)?;
+                    }
                     i = close + 1;
                 }
                 _ => return Err(self.err(lt, "malformed start tag")),
@@ -214,23 +217,30 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The end of the XML `Name` at `at`. ASCII through a table (names in sipcfg's files are ASCII), the
-    /// rest by XML's character classes.
+    /// The end of the XML `Name` at `at`. ASCII through a byte table (names in sipcfg's files are ASCII),
+    /// the rest by XML's character classes.
     fn name(&self, at: usize) -> Result<usize, String> {
         let b = self.b;
-        let start_ok = match b.get(at) {
-            Some(&c) if c < 0x80 => NAME_START_ASCII[c as usize],
-            Some(_) => self.doc[at..].chars().next().is_some_and(is_name_start),
-            None => false,
+        let mut i = match b.get(at).map(|&c| NAME_CLASS[c as usize]) {
+            Some(c) if c & NAME_START != 0 => at + 1,
+            Some(WIDE) => match self.doc[at..].chars().next() {
+                Some(ch) if is_name_start(ch) => at + ch.len_utf8(),
+                _ => return Err(self.err(at, "a name was expected")),
+            },
+            _ => return Err(self.err(at, "a name was expected")),
         };
-        if !start_ok {
-            return Err(self.err(at, "a name was expected"));
-        }
-        let mut i = at + self.doc[at..].chars().next().map_or(1, char::len_utf8);
         loop {
-            i += b[i..].iter().position(|&c| c >= 0x80 || !NAME_ASCII[c as usize]).unwrap_or(b.len() - i);
-            match self.doc[i..].chars().next() {
-                Some(ch) if !ch.is_ascii() && is_name_char(ch) => i += ch.len_utf8(),
+            i = skip_letters(b, i);
+            while let Some(&c) = b.get(i)
+                && NAME_CLASS[c as usize] & NAME_CHAR != 0
+            {
+                i += 1;
+            }
+            match b.get(i) {
+                Some(&c) if c >= 0x80 => match self.doc[i..].chars().next() {
+                    Some(ch) if is_name_char(ch) => i += ch.len_utf8(),
+                    _ => return Ok(i),
+                },
                 _ => return Ok(i),
             }
         }
@@ -248,19 +258,73 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// `NameStartChar` and `NameChar` for ASCII.
-const NAME_START_ASCII: [bool; 128] = ascii_table(false);
-const NAME_ASCII: [bool; 128] = ascii_table(true);
+/// Where the next `<` is at or after `from` (the end of `b` without one). Most text between two tags is a
+/// line's indentation or a short value: a plain loop finds the `<` of those sooner than a call to the
+/// vectorised search, which takes over past the first 16 bytes.
+fn next_markup(b: &[u8], from: usize) -> usize {
+    let near = b.len().min(from + 16);
+    match b[from.min(near)..near].iter().position(|&c| c == b'<') {
+        Some(n) => from + n,
+        None => memchr::memchr(b'<', &b[near..]).map_or(b.len(), |n| near + n),
+    }
+}
 
-const fn ascii_table(inner: bool) -> [bool; 128] {
-    let mut t = [false; 128];
+/// Whether two element names are the same bytes, eight at a time: names are short, and the general
+/// comparison (a call to the C library's `memcmp`) cost more than the comparing.
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut x, mut y) = (a.chunks_exact(8), b.chunks_exact(8));
+    let words_equal = (&mut x).zip(&mut y).all(|(p, q)| word(p) == word(q));
+    words_equal && x.remainder().iter().zip(y.remainder()).all(|(p, q)| p == q)
+}
+
+/// Eight bytes as one integer (`chunk` holds exactly eight).
+fn word(chunk: &[u8]) -> u64 {
+    u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]))
+}
+
+/// The first index at or after `from` that does not start eight ASCII letters: names are mostly letters,
+/// and eight are tested in a few operations (bytes folded to lower case, then each checked to be in
+/// `a..=z` by the carries of two additions, which cannot cross bytes once the high bits are known clear).
+fn skip_letters(b: &[u8], mut from: usize) -> usize {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(from..from + 8) {
+        let x = word(chunk);
+        let folded = x | (0x20 * LOW);
+        let at_least_a = folded.wrapping_add((0x80 - 0x61) * LOW);
+        let past_z = folded.wrapping_add((0x80 - 0x7B) * LOW);
+        if x & HIGH != 0 || (at_least_a & !past_z & HIGH) != HIGH {
+            break;
+        }
+        from += 8;
+    }
+    from
+}
+
+/// Each byte's part in an XML `Name`: [`NAME_START`] and [`NAME_CHAR`] bits for ASCII (`NameStartChar`,
+/// `NameChar`), [`WIDE`] for the bytes of other characters, decided by their `char`.
+static NAME_CLASS: [u8; 256] = name_classes();
+const NAME_START: u8 = 1;
+const NAME_CHAR: u8 = 2;
+const WIDE: u8 = 4;
+
+const fn name_classes() -> [u8; 256] {
+    let mut t = [0u8; 256];
     let mut c = 0;
-    while c < 128 {
+    while c < 256 {
         let b = c as u8;
-        t[c] = b == b':'
-            || b == b'_'
-            || b.is_ascii_alphabetic()
-            || (inner && (b == b'-' || b == b'.' || b.is_ascii_digit()));
+        t[c] = if b >= 0x80 {
+            WIDE
+        } else if b == b':' || b == b'_' || b.is_ascii_alphabetic() {
+            NAME_START | NAME_CHAR
+        } else if b == b'-' || b == b'.' || b.is_ascii_digit() {
+            NAME_CHAR
+        } else {
+            0
+        };
         c += 1;
     }
     t
@@ -434,6 +498,58 @@ mod tests {
         }
         let many = "<d a=\"\" b=\"\" c=\"\" e=\"\" f=\"\" g=\"\" h=\"\" i=\"\" j=\"\" k=\"&amp;\"/>";
         assert_eq!(check_well_formed(many), Ok(()));
+    }
+
+    /// The eight-at-a-time letter scan stops exactly where the byte-by-byte definition says it may: every
+    /// byte it skipped is an ASCII letter, and the eight after its stop hold one that is not (or run out).
+    #[test]
+    fn the_letter_scan_skips_only_letters() {
+        let letters = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        for at in 0..letters.len() {
+            for c in 0..=255u8 {
+                let mut b = letters.to_vec();
+                b[at] = c;
+                for from in [0, 3] {
+                    let stop = skip_letters(&b, from);
+                    assert_eq!((stop - from) % 8, 0);
+                    assert!(b[from..stop].iter().all(u8::is_ascii_alphabetic), "{c:#x} at {at}: past a non-letter");
+                    if let Some(next) = b.get(stop..stop + 8) {
+                        assert!(!next.iter().all(u8::is_ascii_alphabetic), "{c:#x} at {at}: stopped early");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Names of every length, with digits, `-`, `.` and non-ASCII letters anywhere in them: an element
+    /// closed by its own name passes, closed by a name one byte or one character different fails, as the
+    /// general reader decides.
+    #[test]
+    fn long_names_are_read_to_their_end() {
+        let base: Vec<char> = "sipOAuthMRAPortAndSomeMoreLetters".chars().collect();
+        for len in 1..base.len() {
+            for at in 0..len {
+                for c in ['z', '7', '-', '.', '_', ':', 'é', '\u{4E2D}', ' ', '/', '>'] {
+                    let mut name = base[..len].to_vec();
+                    name[at] = c;
+                    let name: String = name.into_iter().collect();
+                    // White space may end a tag: `<s >` is the element `s`.
+                    let core = name.strip_suffix(' ').unwrap_or(&name);
+                    let mut chars = core.chars();
+                    let is_name = chars.next().is_some_and(is_name_start) && chars.all(is_name_char);
+                    let ok = format!("<{name}></{name}>");
+                    assert_eq!(check_well_formed(&ok).is_ok(), is_name, "{ok}");
+                    let other: String = base[..len].iter().collect();
+                    let mixed = format!("<{name}></{other}>");
+                    assert_eq!(check_well_formed(&mixed).is_ok(), is_name && core == other, "{mixed}");
+                    if is_name {
+                        assert_eq!(quick_xml_check(&ok), Ok(()), "{ok}");
+                    }
+                    let longer = format!("<{name}></{name}x>");
+                    assert!(check_well_formed(&longer).is_err(), "{longer}");
+                }
+            }
+        }
     }
 
     /// Every document the scanner accepts, the general reader accepts too: the rendered files of the
