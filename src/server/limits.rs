@@ -4,7 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -26,12 +26,17 @@ pub struct IdleTimeout<T> {
     /// Checks in a row that found no progress.
     quiet: u32,
     check: Pin<Box<Sleep>>,
+    /// The waker the timer was last polled with. While the same task waits and the timer has not fired,
+    /// polling it again would only register the same waker again (~290 instructions of a keep-alive
+    /// revalidation, which waits for its next request once per request).
+    armed: Option<Waker>,
 }
 
 impl<T> IdleTimeout<T> {
     pub fn new(inner: T, timeout: Duration) -> IdleTimeout<T> {
         let period = (timeout / CHECKS).max(Duration::from_millis(1));
-        IdleTimeout { inner, period, active: false, quiet: 0, check: Box::pin(tokio::time::sleep(period)) }
+        let check = Box::pin(tokio::time::sleep(period));
+        IdleTimeout { inner, period, active: false, quiet: 0, check, armed: None }
     }
 
     fn progress(&mut self) {
@@ -55,6 +60,13 @@ impl<T> IdleTimeout<T> {
     /// On `Pending`: runs the checks that are due and says whether the connection is to be dropped. The
     /// timer stays registered with `cx`, so a quiet connection is woken for its next check.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let same_task = self.armed.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if same_task && !self.check.is_elapsed() {
+            return false;
+        }
+        if !same_task {
+            self.armed = Some(cx.waker().clone());
+        }
         while self.check.as_mut().poll(cx).is_ready() {
             if std::mem::take(&mut self.active) {
                 self.quiet = 0;

@@ -49,10 +49,30 @@ pub struct ConnectionMemo {
     fetch: FetchMemo,
     /// The `ETag` header value of the last file served, and that file.
     etag: Option<(Arc<RenderedFile>, HeaderValue)>,
-    /// The last download this connection recorded in the node's activity (second, status, subject, file): a
-    /// repeat within the same second records nothing new (the activity keeps one download per subject, to the
-    /// second), so it skips the activity's lock and hash.
-    recorded: Option<(crate::util::time::Time, u16, Subject, Box<str>)>,
+    /// The last download this connection recorded in the node's activity: a repeat within the same second
+    /// records nothing new (the activity keeps one download per subject, to the second), so it skips the
+    /// activity's lock and hash.
+    recorded: Option<Recorded>,
+    /// The last `Host` value found well-formed on this connection: a client sends the same one each time.
+    host: Option<Box<[u8]>>,
+}
+
+/// A download recorded in the node's activity, with the kind of its file (for the metrics' label): a phone
+/// revalidating over its kept connection asks for the same file again, and its kind is not worked out again.
+struct Recorded {
+    at: crate::util::time::Time,
+    status: u16,
+    subject: Subject,
+    file: Box<str>,
+    kind: FileKind,
+}
+
+impl ConnectionMemo {
+    /// The kind of `path` if it is the file of the last download recorded.
+    fn kind_of(&self, path: &str) -> Option<FileKind> {
+        let last = self.recorded.as_ref()?;
+        (path.strip_prefix('/') == Some(&*last.file)).then_some(last.kind)
+    }
 }
 
 /// Boxed, so that taking the memo out and putting it back moves a pointer.
@@ -85,9 +105,14 @@ where
         .then(|| (started, req.method().clone(), loggable(req.uri().path())));
     let observed = conn.observed.as_ref().map(|(observer, tls)| (observer, tls, RequestHead::of(&req)));
     let slot = &conn.memo;
-    let kind = route::kind_of(req.uri().path());
+    let mut memo = match channel {
+        Channel::Https | Channel::Edge => Some(slot.lock().ok().and_then(|mut m| m.take()).unwrap_or_default()),
+        Channel::Legacy => None,
+    };
+    let path = req.uri().path();
+    let kind = memo.as_deref().and_then(|m| m.kind_of(path)).unwrap_or_else(|| route::kind_of(path));
     let unanswered = Unanswered { monitor, peer, channel, kind, line: Some(logged) };
-    let (response, subject, reason) = match (check_target(&req), channel) {
+    let (response, subject, reason) = match (check_target(&req, memo.as_deref_mut().map(|m| &mut m.host)), channel) {
         (Err((status, why)), _) => (plain(status, why), None, "bad-request-target"),
         (Ok(()), Channel::Https | Channel::Edge) if route::is_oauth_path(req.uri().path()) => {
             // Boxed: the token service's future (store transactions) is many times the size of a download's,
@@ -95,15 +120,15 @@ where
             Box::pin(oauth::handle(app, &monitor.metrics, peer, channel, req)).await
         }
         (Ok(()), Channel::Https | Channel::Edge) => {
-            let mut memo = slot.lock().ok().and_then(|mut m| m.take()).unwrap_or_default();
-            let answered = answer(app, peer, &req, &mut memo).await;
-            if let Ok(mut m) = slot.lock() {
-                *m = Some(memo);
-            }
-            answered
+            answer(app, peer, &req, memo.get_or_insert_with(Box::default), kind).await
         }
         (Ok(()), Channel::Legacy) => answer_legacy(app, &req).await,
     };
+    if let Some(memo) = memo
+        && let Ok(mut m) = slot.lock()
+    {
+        *m = Some(memo);
+    }
     let logged = unanswered.answered();
     let status = response.status().as_u16();
     monitor.metrics.request(channel, kind, status, reason);
@@ -235,7 +260,12 @@ fn method_not_allowed() -> (Response<Body>, Option<Subject>, &'static str) {
 
 /// Request targets and `Host` headers a file server accepts: origin-form (`/name`) only in HTTP/1.x, one
 /// well-formed `Host` (required in HTTP/1.1). Everything else is 400 before anything is looked up.
-fn check_target<B>(req: &Request<B>) -> Result<(), (StatusCode, &'static str)> {
+/// `known_host` is the connection's last `Host` found well-formed (updated here): the same bytes again
+/// are not checked again.
+fn check_target<B>(
+    req: &Request<B>,
+    known_host: Option<&mut Option<Box<[u8]>>>,
+) -> Result<(), (StatusCode, &'static str)> {
     let uri = req.uri();
     let h2 = req.version() == http::Version::HTTP_2;
     if !h2 && (uri.scheme().is_some() || uri.authority().is_some()) {
@@ -250,7 +280,18 @@ fn check_target<B>(req: &Request<B>) -> Result<(), (StatusCode, &'static str)> {
         (None, None) if req.version() == http::Version::HTTP_11 => {
             return Err((StatusCode::BAD_REQUEST, "HTTP/1.1 requires a Host header\n"));
         }
-        (Some(h), None) if !valid_host(h.as_bytes()) => return Err((StatusCode::BAD_REQUEST, "bad Host header\n")),
+        (Some(h), None) => {
+            let h = h.as_bytes();
+            if known_host.as_deref().is_some_and(|known| known.as_deref() == Some(h)) {
+                return Ok(());
+            }
+            if !valid_host(h) {
+                return Err((StatusCode::BAD_REQUEST, "bad Host header\n"));
+            }
+            if let Some(known) = known_host {
+                *known = Some(h.into());
+            }
+        }
         _ => {}
     }
     Ok(())
@@ -286,6 +327,7 @@ async fn answer<B>(
     peer: SocketAddr,
     req: &Request<B>,
     memo: &mut ConnectionMemo,
+    kind: FileKind,
 ) -> (Response<Body>, Option<Subject>, &'static str) {
     let Some(head) = method(req) else { return method_not_allowed() };
     let now = crate::util::time::unix_now() as i64;
@@ -324,9 +366,9 @@ async fn answer<B>(
     };
     let reason = result.as_ref().err().map_or("", FetchError::reason);
     let status = response.status().as_u16();
-    let repeat = matches!(&memo.recorded, Some((at, st, who, file)) if *at == now && *st == status && *who == subject && **file == *name);
+    let repeat = matches!(&memo.recorded, Some(r) if r.at == now && r.status == status && r.subject == subject && *r.file == *name);
     if !repeat {
-        memo.recorded = Some((now, status, subject.clone(), name.into()));
+        memo.recorded = Some(Recorded { at: now, status, subject: subject.clone(), file: name.into(), kind });
         record(app, &subject, (now, status, peer, name), req);
     }
     (if head { head_only(response) } else { response }, Some(subject), reason)
