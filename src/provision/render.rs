@@ -7,6 +7,7 @@
 //! shipped one, so a site changes one model without copying the rest. Every rendered file is checked to be
 //! well-formed XML before anyone sees it.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -19,7 +20,7 @@ use crate::provision::inventory::{
 };
 use crate::provision::model::{Features, PHONE_TYPES, PhoneType};
 use crate::provision::trust::TrustCert;
-use crate::provision::xml::check_well_formed;
+use crate::provision::xml::ShapeCache;
 
 pub const TEMPLATE_SUFFIX: &str = ".xml.j2";
 const BASE_TEMPLATE: &str = "base.xml.j2";
@@ -65,6 +66,8 @@ pub struct Templates {
     origins: BTreeMap<String, PathBuf>,
     /// The template each phone type renders with (by type id), resolved once when the set loads.
     resolved: BTreeMap<&'static str, String>,
+    /// The shapes of rendered files already proven well-formed (see [`ShapeCache`]).
+    shapes: ShapeCache,
 }
 
 impl Templates {
@@ -114,7 +117,7 @@ impl Templates {
                     .unwrap_or_else(|| BASE_TEMPLATE.to_owned())
             };
             let resolved = PHONE_TYPES.iter().map(|t| (t.id, resolve(t))).collect();
-            Ok(Templates { env, dir: dir.to_owned(), origins, resolved })
+            Ok(Templates { env, dir: dir.to_owned(), origins, resolved, shapes: ShapeCache::default() })
         } else {
             Err(TemplateErrors(errors))
         }
@@ -165,13 +168,23 @@ impl Templates {
     ) -> Result<String, RenderError> {
         let fail = |message| RenderError::Template { device: what.to_owned(), template: template.to_owned(), message };
         let tmpl = self.env.get_template(template).map_err(|e| fail(describe(&e)))?;
-        let out = tmpl.render(ctx).map_err(|e| fail(describe(&e)))?;
-        check_well_formed(&out).map_err(|message| RenderError::InvalidXml {
+        let mut out = Recorder { doc: Vec::with_capacity(8192), values: Vec::new() };
+        UNESCAPED.set(false);
+        ESCAPING.set(false);
+        let rendered = tmpl.render_captured_to(ctx, &mut out).map(drop);
+        ESCAPING.set(false);
+        let unescaped = UNESCAPED.replace(false);
+        rendered.map_err(|e| fail(describe(&e)))?;
+        let Recorder { doc, values } = out;
+        // Every write was a `str`, so the bytes are UTF-8.
+        let doc = String::from_utf8(doc).map_err(|e| fail(e.to_string()))?;
+        let values = (!unescaped).then_some(values.as_slice());
+        self.shapes.check(&doc, values).map_err(|message| RenderError::InvalidXml {
             device: what.to_owned(),
             template: template.to_owned(),
             message,
         })?;
-        Ok(out)
+        Ok(doc)
     }
 }
 
@@ -214,6 +227,55 @@ fn collect(root: &Path, dir: &Path, files: &mut BTreeMap<String, (PathBuf, Strin
     }
 }
 
+thread_local! {
+    /// Set while [`xml_formatter`] writes an escaped value: the [`Recorder`] of the render in progress on
+    /// this thread tells the values' bytes from the template's own.
+    static ESCAPING: Cell<bool> = const { Cell::new(false) };
+    /// Set when a render wrote a value unescaped (`|safe`, a macro's output, auto-escaping turned off): its
+    /// file gets the whole well-formedness check.
+    static UNESCAPED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears [`ESCAPING`] however the write ends.
+struct Escaping;
+
+impl Escaping {
+    fn start() -> Escaping {
+        ESCAPING.set(true);
+        Escaping
+    }
+}
+
+impl Drop for Escaping {
+    fn drop(&mut self) {
+        ESCAPING.set(false);
+    }
+}
+
+/// A render's output, and which of its bytes escaped values wrote (adjacent values make one range).
+struct Recorder {
+    doc: Vec<u8>,
+    values: Vec<std::ops::Range<usize>>,
+}
+
+impl std::io::Write for Recorder {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let start = self.doc.len();
+        if ESCAPING.get() && !buf.is_empty() {
+            match self.values.last_mut() {
+                Some(last) if last.end == start => last.end += buf.len(),
+                _ => self.values.push(start..start + buf.len()),
+            }
+        }
+        self.doc.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Writes a value with XML escaping (`&`, `<`, `>`, `"`, `'`); `|safe` values go out as they are. Strings
 /// are escaped where they lie and numbers and booleans written as they are (nothing in them to escape):
 /// only other values (sequences, maps) are formatted into a temporary string first.
@@ -224,8 +286,10 @@ fn xml_formatter(
 ) -> Result<(), minijinja::Error> {
     use minijinja::value::ValueKind;
     if value.is_safe() || !matches!(state.auto_escape(), AutoEscape::Custom(name) if name == XML_ESCAPE) {
+        UNESCAPED.set(true);
         return minijinja::escape_formatter(out, state, value);
     }
+    let _escaping = Escaping::start();
     match value.kind() {
         ValueKind::None => Ok(()),
         ValueKind::Number | ValueKind::Bool => write!(out, "{value}").map_err(minijinja::Error::from),
@@ -650,6 +714,78 @@ mod tests {
     fn values(xml: &str, tag: &str) -> Vec<String> {
         let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
         xml.split(&open).skip(1).map(|rest| rest.split(&close).next().unwrap().to_owned()).collect()
+    }
+
+    /// A file whose shape is known skips the whole check only where that is sound: for values in every
+    /// kind of place (text, attributes, names, comments, references, CDATA, outside the root, unescaped),
+    /// rendered in two orders so that a shape is first proven by one value and then met with another, the
+    /// verdict is always the whole check's.
+    #[test]
+    fn known_shapes_give_the_whole_checks_verdict() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            "<r>{{ v }}</r>",
+            "<r a=\"{{ v }}\"/>",
+            "<r a='{{ v }}'/>",
+            "<r{{ v }}/>",
+            "<{{ v }}/>",
+            "<r><!-- {{ v }} --></r>",
+            "<r>&{{ v }};</r>",
+            "<r>&amp{{ v }};</r>",
+            "<r>&{{ v }}amp;</r>",
+            "<r a=\"&{{ v }}amp;\"/>",
+            "{{ v }}<r/>",
+            "<r/>{{ v }}",
+            "<r>]{{ v }}></r>",
+            "<r>]]{{ v }}></r>",
+            "<r><![CDATA[{{ v }}]]></r>",
+            "<r><?pi {{ v }}?></r>",
+            "<r>{{ v|safe }}</r>",
+            "<r>{% for x in [1, 2] %}<a n=\"{{ x }}\">{{ v }}{{ v }}</a>{% endfor %}</r>",
+            "<?xml version=\"1.0\"?>\n<r>\n  <a>{{ v }}</a>\n</r>\n",
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            std::fs::write(dir.path().join(format!("case{i}.xml.j2")), case).unwrap();
+        }
+        std::fs::write(dir.path().join(BASE_TEMPLATE), "<r/>").unwrap();
+        std::fs::write(dir.path().join(DEFAULT_TEMPLATE), "<r/>").unwrap();
+        let templates = Templates::load(dir.path(), None).unwrap();
+        let values = [
+            "", "x", " x", "a b", "-", "--", "]", "]]", ">", "<", "&", "&amp;", "\u{1}", "\u{FFFE}", "é", "a\"b",
+            "x=\"1\"", "r", "\t", "1", "?>", "-->", "amp", "#65;&", "#65;",
+        ];
+        for (i, case) in cases.iter().enumerate() {
+            let name = format!("case{i}.xml.j2");
+            for pass in 0..2 {
+                let ordered: Vec<&str> =
+                    if pass == 0 { values.to_vec() } else { values.iter().rev().copied().collect() };
+                for v in ordered {
+                    let ctx = minijinja::context! { v => v };
+                    let plain = templates.env.get_template(&name).unwrap().render(ctx.clone()).unwrap();
+                    let want = crate::provision::xml::check_well_formed(&plain).is_ok();
+                    let got = templates.render_checked("t", &name, ctx);
+                    assert_eq!(got.is_ok(), want, "{case:?} with {v:?}: {plain:?}");
+                    if let Ok(doc) = got {
+                        assert_eq!(doc, plain);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The shipped templates' files go through known shapes: after the first file of a shape, the
+    /// others are not checked whole.
+    #[test]
+    fn shipped_templates_render_through_known_shapes() {
+        let templates = Templates::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"), None).unwrap();
+        let inventory = Inventory::parse(Path::new("inv.toml"), TWO_SITES).unwrap();
+        for _ in 0..2 {
+            for device in inventory.devices.values() {
+                templates.render(&inventory, device, &[]).unwrap();
+            }
+        }
+        let shapes = templates.shapes.len();
+        assert!((1..=inventory.devices.len()).contains(&shapes), "{shapes} shapes");
     }
 
     /// Templates see every `[cluster]` key under `cluster`: the view lists them one by one, so a key added

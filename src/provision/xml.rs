@@ -10,17 +10,120 @@
 /// them when a deployment is pre-rendered), and the general XML reader it replaces cost half of a render.
 /// The tests hold it to that reader: it never accepts a document the reader refuses.
 pub fn check_well_formed(doc: &str) -> Result<(), String> {
+    check_chars(doc)?;
+    Scanner::new(doc, &[]).document()
+}
+
+/// Legal XML characters only.
+fn check_chars(doc: &str) -> Result<(), String> {
     if may_hold_illegal_chars(doc.as_bytes())
         && let Some((i, c)) = doc.char_indices().find(|&(_, c)| !is_xml_char(c))
     {
         let line = doc[..i].matches('\n').count() + 1;
         return Err(format!("line {line}: character U+{:04X} is not allowed in XML", c as u32));
     }
-    // A rendered file rarely holds a reference or a `]`: one vectorised pass each over the whole document
-    // spares a search in each of its hundreds of text and attribute segments (40% of the check).
-    let b = doc.as_bytes();
-    Scanner { doc, b, amp: memchr::memchr(b'&', b).is_some(), bracket: memchr::memchr(b']', b).is_some() }.document()
+    Ok(())
 }
+
+/// Document shapes known to stay well-formed whatever escaped text fills their gaps: the check of a rendered
+/// file made once per shape instead of once per file.
+///
+/// A rendered file is the template's own text with escaped values inserted in it. Escaped text holds no `<`,
+/// `>`, quote or bare `&` (only whole references: `&amp;`…), so inserted in character data inside the root
+/// element or in an attribute value, outside any reference, it cannot open, close or break any markup. The
+/// file's *shape*, the template's text with the byte offsets where values go, then decides well-formedness
+/// alone: once one file of a shape passed the whole check and every gap of its shape is in such a place, a
+/// file of the same shape (XXH3-128 of the text and the offsets) needs only the character check. Values with
+/// a `]` (which could make `]]>` with the template's text) and renders that wrote anything unescaped get the
+/// whole check every time. A thousand renders of one model cost one whole check, not a thousand.
+pub struct ShapeCache {
+    known: std::sync::Mutex<std::collections::HashSet<u128>>,
+}
+
+/// Shapes remembered at most; past it the set starts again (a site has a few dozen: models, line and
+/// button counts, pools).
+const MAX_SHAPES: usize = 4096;
+
+impl Default for ShapeCache {
+    fn default() -> Self {
+        ShapeCache { known: std::sync::Mutex::new(std::collections::HashSet::new()) }
+    }
+}
+
+impl ShapeCache {
+    /// Shapes known now.
+    pub fn len(&self) -> usize {
+        self.known.lock().map_or(0, |known| known.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks `doc` as [`check_well_formed`] does. `values` are the byte ranges of `doc` that hold escaped
+    /// values, in order and disjoint; `None` when the render wrote something unescaped (its file is checked
+    /// whole).
+    pub fn check(&self, doc: &str, values: Option<&[std::ops::Range<usize>]>) -> Result<(), String> {
+        let b = doc.as_bytes();
+        let Some(values) = values.filter(|v| v.iter().all(|r| doc.get(r.clone()).is_some_and(is_escaped_text))) else {
+            return check_well_formed(doc);
+        };
+        // The shape: the template's text, then (after 0xFF, which UTF-8 never holds) the gaps' offsets in it.
+        let mut shape = Vec::with_capacity(b.len() + 1 + 4 * values.len());
+        let mut gaps = Vec::with_capacity(values.len());
+        let mut at = 0;
+        for r in values {
+            shape.extend_from_slice(&b[at..r.start]);
+            gaps.push(shape.len());
+            at = r.end;
+        }
+        shape.extend_from_slice(&b[at..]);
+        let text_len = shape.len();
+        shape.push(0xFF);
+        for gap in &gaps {
+            shape.extend_from_slice(&(*gap as u32).to_le_bytes());
+        }
+        let key = xxhash_rust::xxh3::xxh3_128(&shape);
+        if self.known.lock().is_ok_and(|known| known.contains(&key)) {
+            // The template's text is that of a file that passed the whole check, characters included; the
+            // values' characters were checked above.
+            return Ok(());
+        }
+        check_well_formed(doc)?;
+        // Values cut at char boundaries: the template's text is UTF-8 too.
+        if let Ok(text) = std::str::from_utf8(&shape[..text_len])
+            && Scanner::new(text, &gaps).gaps_are_safe()
+            && let Ok(mut known) = self.known.lock()
+        {
+            if known.len() >= MAX_SHAPES {
+                known.clear();
+            }
+            known.insert(key);
+        }
+        Ok(())
+    }
+}
+
+/// What an escaped value may hold: legal XML characters, no markup character, no quote, no `]`; `&` only as
+/// part of the references the escaping wrote (checked with the whole file the first time its shape is seen).
+fn is_escaped_text(value: &str) -> bool {
+    let suspect = value.bytes().fold(false, |any, c| any | NOT_PLAIN[usize::from(c)]);
+    !suspect || (value.chars().all(is_xml_char) && !value.contains(['<', '>', ']', '"', '\'']))
+}
+
+/// Bytes an escaped value rarely holds: markup characters, quotes, `]`, control bytes (tab, newline and
+/// carriage return are plain) and 0xEF, the lead byte of U+FFFE and U+FFFF.
+static NOT_PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = (b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r')
+            || matches!(b, b'<' | b'>' | b']' | b'"' | b'\'' | 0xEF);
+        c += 1;
+    }
+    t
+};
 
 struct Scanner<'a> {
     doc: &'a str,
@@ -29,9 +132,58 @@ struct Scanner<'a> {
     amp: bool,
     /// The document holds a `]` somewhere: text is checked for `]]>`.
     bracket: bool,
+    /// Offsets where values would be inserted (see [`ShapeCache`]), in order; empty for a plain check.
+    gaps: &'a [usize],
+    /// The first gap not yet placed.
+    next_gap: std::cell::Cell<usize>,
+    /// Every gap placed so far is in character data inside the root or in an attribute value, outside any
+    /// reference.
+    gaps_safe: std::cell::Cell<bool>,
 }
 
 impl<'a> Scanner<'a> {
+    fn new(doc: &'a str, gaps: &'a [usize]) -> Scanner<'a> {
+        // A rendered file rarely holds a reference or a `]`: one vectorised pass each over the whole
+        // document spares a search in each of its hundreds of text and attribute segments.
+        let b = doc.as_bytes();
+        Scanner {
+            doc,
+            b,
+            amp: memchr::memchr(b'&', b).is_some(),
+            bracket: memchr::memchr(b']', b).is_some(),
+            gaps,
+            next_gap: std::cell::Cell::new(0),
+            gaps_safe: std::cell::Cell::new(true),
+        }
+    }
+
+    /// Whether the document is well-formed and every gap is where an escaped value cannot break it.
+    fn gaps_are_safe(&self) -> bool {
+        self.document().is_ok() && self.gaps_safe.get() && self.next_gap.get() == self.gaps.len()
+    }
+
+    /// Places the gaps up to `hi`: each must be in `lo..=hi`, a span of character data (`text`) or of an
+    /// attribute value, outside any reference; `allowed` is false for text outside the root element.
+    fn place_gaps(&self, lo: usize, hi: usize, allowed: bool) {
+        if self.gaps.is_empty() {
+            return;
+        }
+        let mut n = self.next_gap.get();
+        while let Some(&gap) = self.gaps.get(n)
+            && gap <= hi
+        {
+            let in_reference = || {
+                memchr::memrchr(b'&', &self.b[lo..gap])
+                    .is_some_and(|a| memchr::memchr(b';', &self.b[lo + a..gap]).is_none())
+            };
+            if gap < lo || !allowed || in_reference() {
+                self.gaps_safe.set(false);
+            }
+            n += 1;
+        }
+        self.next_gap.set(n);
+    }
+
     fn err(&self, at: usize, what: &str) -> String {
         let line = self.b[..at.min(self.b.len())].iter().filter(|&&c| c == b'\n').count() + 1;
         format!("line {line}: {what}")
@@ -59,9 +211,8 @@ impl<'a> Scanner<'a> {
                     let end = match stack.last() {
                         Some(open)
                             if b.get(start..start + open.len()).is_some_and(|name| same_name(name, open))
-                                && !b
-                                    .get(start + open.len())
-                                    .is_some_and(|&c| NAME_CLASS[c as usize] & (NAME_CHAR | WIDE) != 0) =>
+                                && b.get(start + open.len())
+                                    .is_none_or(|&c| NAME_CLASS[c as usize] & (NAME_CHAR | WIDE) == 0) =>
                         {
                             start + open.len()
                         }
@@ -134,6 +285,7 @@ impl<'a> Scanner<'a> {
 
     /// Text from `from` to `to`: only white space outside the root element; references known; no `]]>`.
     fn text(&self, from: usize, to: usize, outside: bool) -> Result<(), String> {
+        self.place_gaps(from, to, !outside);
         let text = &self.doc[from..to];
         if outside {
             if text.bytes().any(|c| !is_space(c)) {
@@ -203,6 +355,7 @@ impl<'a> Scanner<'a> {
                     let close = memchr::memchr(quote, &b[open + 1..])
                         .map(|n| open + 1 + n)
                         .ok_or_else(|| self.err(lt, "unterminated attribute value"))?;
+                    self.place_gaps(open + 1, close, true);
                     let value = &self.doc[open + 1..close];
                     if value.contains('<') {
                         return Err(self.err(lt, "'<' in an attribute value"));
