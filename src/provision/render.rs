@@ -168,11 +168,9 @@ impl Templates {
     ) -> Result<String, RenderError> {
         let fail = |message| RenderError::Template { device: what.to_owned(), template: template.to_owned(), message };
         let tmpl = self.env.get_template(template).map_err(|e| fail(describe(&e)))?;
-        let mut out = Recorder { doc: Vec::with_capacity(8192), values: Vec::new() };
+        let mut out = Recorder { doc: Vec::with_capacity(RENDER_BUFFER), values: Vec::new() };
         UNESCAPED.set(false);
-        ESCAPING.set(false);
         let rendered = tmpl.render_captured_to(ctx, &mut out).map(drop);
-        ESCAPING.set(false);
         let unescaped = UNESCAPED.replace(false);
         rendered.map_err(|e| fail(describe(&e)))?;
         let Recorder { doc, values } = out;
@@ -251,6 +249,9 @@ impl Drop for Escaping {
         ESCAPING.set(false);
     }
 }
+
+/// A render's first buffer: a phone's configuration is about 7 KB.
+const RENDER_BUFFER: usize = 8192;
 
 /// A render's output, and which of its bytes escaped values wrote (adjacent values make one range).
 struct Recorder {

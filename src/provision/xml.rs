@@ -33,9 +33,9 @@ fn check_chars(doc: &str) -> Result<(), String> {
 /// element or in an attribute value, outside any reference, it cannot open, close or break any markup. The
 /// file's *shape*, the template's text with the byte offsets where values go, then decides well-formedness
 /// alone: once one file of a shape passed the whole check and every gap of its shape is in such a place, a
-/// file of the same shape (XXH3-128 of the text and the offsets) needs only the character check. Values with
-/// a `]` (which could make `]]>` with the template's text) and renders that wrote anything unescaped get the
-/// whole check every time. A thousand renders of one model cost one whole check, not a thousand.
+/// file of the same shape (XXH3-128 of the text and the offsets) needs only the check of its values' bytes.
+/// Values with a `]` (which could make `]]>` with the template's text) and renders that wrote anything
+/// unescaped get the whole check every time. A thousand renders of one model cost one whole check, not a thousand.
 pub struct ShapeCache {
     known: std::sync::Mutex<std::collections::HashSet<u128>>,
 }
@@ -52,12 +52,9 @@ impl Default for ShapeCache {
 
 impl ShapeCache {
     /// Shapes known now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.known.lock().map_or(0, |known| known.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Checks `doc` as [`check_well_formed`] does. `values` are the byte ranges of `doc` that hold escaped
@@ -111,15 +108,14 @@ fn is_escaped_text(value: &str) -> bool {
     !suspect || (value.chars().all(is_xml_char) && !value.contains(['<', '>', ']', '"', '\'']))
 }
 
-/// Bytes an escaped value rarely holds: markup characters, quotes, `]`, control bytes (tab, newline and
-/// carriage return are plain) and 0xEF, the lead byte of U+FFFE and U+FFFF.
+/// Bytes an escaped value rarely holds: markup characters, quotes, `]`, and those that may belong to a
+/// character XML forbids ([`may_be_illegal`]).
 static NOT_PLAIN: [bool; 256] = {
     let mut t = [false; 256];
     let mut c = 0;
     while c < 256 {
         let b = c as u8;
-        t[c] = (b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r')
-            || matches!(b, b'<' | b'>' | b']' | b'"' | b'\'' | 0xEF);
+        t[c] = may_be_illegal(b) || matches!(b, b'<' | b'>' | b']' | b'"' | b'\'');
         c += 1;
     }
     t
@@ -523,8 +519,13 @@ fn check_reference(text: &str) -> Result<(), String> {
 /// over 64-byte blocks so that it vectorizes: rendered files are almost always clean, and decoding every
 /// `char` was a quarter of the well-formedness check.
 fn may_hold_illegal_chars(doc: &[u8]) -> bool {
-    let bad = |c: u8| (c < 0x20) & (c != b'\t') & (c != b'\n') & (c != b'\r') | (c == 0xEF);
-    doc.chunks(64).any(|block| block.iter().fold(false, |acc, &c| acc | bad(c)))
+    doc.chunks(64).any(|block| block.iter().fold(false, |acc, &c| acc | may_be_illegal(c)))
+}
+
+/// A byte that may belong to a character XML forbids: a control byte but tab, newline and carriage return,
+/// or 0xEF (see [`may_hold_illegal_chars`]).
+const fn may_be_illegal(c: u8) -> bool {
+    (c < 0x20) & (c != b'\t') & (c != b'\n') & (c != b'\r') | (c == 0xEF)
 }
 
 /// XML 1.0 `Char`.

@@ -54,7 +54,33 @@ pub struct ConnectionMemo {
     /// activity's lock and hash.
     recorded: Option<Recorded>,
     /// The last `Host` value found well-formed on this connection: a client sends the same one each time.
-    host: Option<Box<[u8]>>,
+    host: KnownHost,
+}
+
+/// A well-formed `Host` value (at most 255 bytes), kept in the memo itself: remembering the first request's
+/// costs no allocation, which a boot-storm phone (one request per connection) would pay for nothing.
+struct KnownHost {
+    len: usize,
+    bytes: [u8; 255],
+}
+
+impl Default for KnownHost {
+    fn default() -> Self {
+        KnownHost { len: 0, bytes: [0; 255] }
+    }
+}
+
+impl KnownHost {
+    fn is(&self, host: &[u8]) -> bool {
+        self.len > 0 && self.bytes.get(..self.len) == Some(host)
+    }
+
+    fn remember(&mut self, host: &[u8]) {
+        if let Some(slot) = self.bytes.get_mut(..host.len()) {
+            slot.copy_from_slice(host);
+            self.len = host.len();
+        }
+    }
 }
 
 /// A download recorded in the node's activity, with the kind of its file (for the metrics' label): a phone
@@ -262,10 +288,7 @@ fn method_not_allowed() -> (Response<Body>, Option<Subject>, &'static str) {
 /// well-formed `Host` (required in HTTP/1.1). Everything else is 400 before anything is looked up.
 /// `known_host` is the connection's last `Host` found well-formed (updated here): the same bytes again
 /// are not checked again.
-fn check_target<B>(
-    req: &Request<B>,
-    known_host: Option<&mut Option<Box<[u8]>>>,
-) -> Result<(), (StatusCode, &'static str)> {
+fn check_target<B>(req: &Request<B>, known_host: Option<&mut KnownHost>) -> Result<(), (StatusCode, &'static str)> {
     let uri = req.uri();
     let h2 = req.version() == http::Version::HTTP_2;
     if !h2 && (uri.scheme().is_some() || uri.authority().is_some()) {
@@ -282,14 +305,14 @@ fn check_target<B>(
         }
         (Some(h), None) => {
             let h = h.as_bytes();
-            if known_host.as_deref().is_some_and(|known| known.as_deref() == Some(h)) {
+            if known_host.as_deref().is_some_and(|known| known.is(h)) {
                 return Ok(());
             }
             if !valid_host(h) {
                 return Err((StatusCode::BAD_REQUEST, "bad Host header\n"));
             }
             if let Some(known) = known_host {
-                *known = Some(h.into());
+                known.remember(h);
             }
         }
         _ => {}
