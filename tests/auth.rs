@@ -386,3 +386,186 @@ async fn a_kept_connection_remembers_nothing_it_should_not() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.header("www-authenticate").unwrap().contains("expired"), "{:?}", r.header("www-authenticate"));
 }
+
+/// sipcfg verifies a token itself (its key parsed once, its claims read in one pass) where it called
+/// jsonwebtoken's `decode` before: each verdict, on every claim of the wrong form, value or absence, is the
+/// one `decode` with the validation sipcfg gave it would reach.
+#[test]
+fn the_claims_are_judged_as_jsonwebtoken_judges_them() {
+    use jsonwebtoken::errors::ErrorKind as K;
+    use sipcfg::auth::token::{TokenError as E, Verifier};
+    let config = common::example_config();
+    let verifier = Verifier::from_config(&config.auth).unwrap();
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    let signing = jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(example_signing_key()).unwrap()).unwrap();
+    let public = std::fs::read(repo().join("certs-example/token-signing-pub.pem")).unwrap();
+    let decoding = jsonwebtoken::DecodingKey::from_ec_pem(&public).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::ES256);
+    validation.set_issuer(&[&config.auth.issuer]);
+    validation.set_audience(&[&config.auth.audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.validate_nbf = true;
+    validation.leeway = config.auth.leeway_secs;
+    #[derive(serde::Deserialize)]
+    struct Theirs {
+        sub: Option<String>,
+        #[allow(dead_code)]
+        iat: Option<u64>,
+        #[allow(dead_code)]
+        exp: Option<u64>,
+    }
+    let theirs = |token: &str| -> Result<String, E> {
+        match jsonwebtoken::decode::<Theirs>(token, &decoding, &validation) {
+            Ok(data) => {
+                let sub = data.claims.sub.ok_or_else(|| E::MissingClaim("sub".into()))?;
+                sipcfg::provision::subject::Subject::parse(&sub).map(|s| s.to_string()).ok_or(E::BadSubject)
+            }
+            Err(e) => Err(match e.kind() {
+                K::InvalidSignature => E::BadSignature,
+                K::ExpiredSignature => E::Expired,
+                K::ImmatureSignature => E::NotYetValid,
+                K::InvalidIssuer => E::WrongIssuer,
+                K::InvalidAudience => E::WrongAudience,
+                K::MissingRequiredClaim(c) => E::MissingClaim(c.clone()),
+                K::InvalidAlgorithm => E::AlgorithmNotAllowed,
+                K::Json(_) | K::InvalidClaimFormat(_) => E::BadClaims,
+                _ => E::Malformed,
+            }),
+        }
+    };
+
+    let n = now();
+    let (iss, aud) = (config.auth.issuer.clone(), config.auth.audience.clone());
+    let base: Vec<(&str, String)> = vec![
+        ("iss", format!("{iss:?}")),
+        ("aud", format!("{aud:?}")),
+        ("sub", r#""device:SEP001122334455""#.into()),
+        ("iat", n.to_string()),
+        ("nbf", n.to_string()),
+        ("exp", (n + 600).to_string()),
+    ];
+    let object = |field: &str, value: Option<&str>| {
+        let members: Vec<String> = base
+            .iter()
+            .filter_map(|(k, v)| match (*k == field, value) {
+                (false, _) => Some(format!("{k:?}:{v}")),
+                (true, Some(value)) => Some(format!("{k:?}:{value}")),
+                (true, None) => None,
+            })
+            .collect();
+        format!("{{{}}}", members.join(","))
+    };
+    let leeway = config.auth.leeway_secs as i64;
+    let (past, within, future) = ((n - leeway - 120).to_string(), (n - leeway / 2).to_string(), (n + 600).to_string());
+    let mut payloads = vec![object("", None)];
+    let forms: &[(&str, &[&str])] = &[
+        ("exp", &[&past, &within, "0", "18446744073709551615", "1e12", "-5", "null", r#""tomorrow""#, "[]", "{}"]),
+        ("nbf", &[&future, &within, &past, "null", r#""now""#, "1.5e9", "1e30", "-1", "[1]", "true"]),
+        ("iat", &[r#""then""#, "1.5e9", "-1", "null"]),
+        (
+            "sub",
+            &[
+                "7",
+                "null",
+                r#""SEP001122334455""#,
+                r#""device:../x""#,
+                r#""user:jsmith""#,
+                r#""device:SEP00112233445\u0035""#,
+            ],
+        ),
+    ];
+    let names = |right: &str| {
+        let escaped = format!("{right:?}").replacen('s', r"\u0073", 1);
+        vec![
+            r#""somebody-else""#.to_owned(),
+            format!(r#"["x",{right:?}]"#),
+            r#"["x","y"]"#.to_owned(),
+            "[]".to_owned(),
+            "7".to_owned(),
+            "null".to_owned(),
+            r#"{"a":1}"#.to_owned(),
+            escaped,
+        ]
+    };
+    for (field, values) in forms {
+        payloads.push(object(field, None));
+        payloads.extend(values.iter().map(|v| object(field, Some(v))));
+    }
+    for (field, right) in [("iss", &iss), ("aud", &aud)] {
+        payloads.push(object(field, None));
+        payloads.extend(names(right).iter().map(|v| object(field, Some(v))));
+    }
+    let good = object("", None);
+    payloads.extend([
+        good.replacen('{', &format!(r#"{{"exp":{},"#, n + 60), 1), // `exp` twice
+        good.replacen('{', r#"{"extra":{"deep":[1,{"x":null}]},"#, 1),
+        "[]".into(),
+        "null".into(),
+        r#""x""#.into(),
+        "{".into(),
+        "not json".into(),
+    ]);
+    let b64 = |bytes: &[u8]| base64_url(bytes);
+    let header = b64(br#"{"alg":"ES256","kid":"example-es256-1","typ":"JWT"}"#);
+    let mut refused = 0;
+    for payload in &payloads {
+        let signed = format!("{header}.{}", b64(payload.as_bytes()));
+        let signature = jsonwebtoken::crypto::sign(signed.as_bytes(), &signing, Algorithm::ES256).unwrap();
+        let token = format!("{signed}.{signature}");
+        let ours = verifier.verify(&token).map(|s| s.to_string());
+        assert_eq!(ours, theirs(&token), "{payload}");
+        refused += usize::from(ours.is_err());
+    }
+    assert!(refused > 40 && refused < payloads.len() - 5, "{refused} of {}", payloads.len());
+}
+
+/// The boundaries of `exp` and `nbf` with the leeway, at a given instant.
+#[test]
+fn exp_and_nbf_hold_to_the_second_with_the_leeway() {
+    use sipcfg::auth::token::{TokenError as E, Verifier};
+    let config = common::example_config();
+    let verifier = Verifier::from_config(&config.auth).unwrap();
+    let leeway = config.auth.leeway_secs;
+    let at = 2_000_000_000u64;
+    let token = |exp: u64, nbf: u64| {
+        let mut c = good_claims("device:SEP001122334455");
+        c["exp"] = json!(exp);
+        c["nbf"] = json!(nbf);
+        sign(Algorithm::ES256, &example_signing_key(), Some("example-es256-1"), &c)
+    };
+    let check = |exp, nbf| verifier.verify_until(&token(exp, nbf), at).map(|(_, until)| until);
+    assert_eq!(check(at - leeway, at), Ok(at), "the last second of the leeway");
+    assert_eq!(check(at - leeway - 1, at), Err(E::Expired));
+    assert_eq!(check(at + 10, at + leeway), Ok(at + 10 + leeway));
+    assert_eq!(check(at + 10, at + leeway + 1), Err(E::NotYetValid));
+}
+
+/// A JWKS RSA key comes as a modulus and an exponent; sipcfg encodes it as DER to parse it once.
+#[tokio::test]
+async fn an_rsa_key_from_a_jwks_verifies_and_pins_its_algorithm() {
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let private = repo().join("tests/fixtures/keys/rsa-key.pem");
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&private).unwrap()).unwrap();
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
+    jwk.common.key_id = Some("rsa-jwks".into());
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::to_vec(&json!({ "keys": [jwk] })).unwrap()).unwrap();
+    let mut config = common::example_config();
+    config.auth.keys.clear();
+    config.auth.algorithms = vec![Alg::RS256];
+    config.auth.signing = None;
+    config.auth.jwks = Some(jwks);
+    let verifier = sipcfg::auth::token::Verifier::from_config(&config.auth).unwrap();
+    let claims = good_claims("user:jsmith");
+    let token = sign(Algorithm::RS256, &private, Some("rsa-jwks"), &claims);
+    assert_eq!(verifier.verify(&token).map(|s| s.to_string()), Ok("user:jsmith".to_owned()));
+    let other = repo().join("tests/fixtures/keys/other-es256-key.pem");
+    let (head, _) = token.rsplit_once('.').unwrap();
+    let es = sign(Algorithm::ES256, &other, Some("rsa-jwks"), &claims);
+    let (_, wrong) = es.rsplit_once('.').unwrap();
+    use sipcfg::auth::token::TokenError as E;
+    assert_eq!(verifier.verify(&format!("{head}.{wrong}")), Err(E::BadSignature));
+    let ps = sign(Algorithm::PS256, &private, Some("rsa-jwks"), &claims);
+    assert_eq!(verifier.verify(&ps), Err(E::AlgorithmNotAllowed));
+}

@@ -3,7 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, VerificationAlgorithm};
+use jsonwebtoken::{DecodingKey, DecodingKeyKind, EncodingKey};
 
 use crate::config::Algorithm;
 
@@ -100,6 +101,85 @@ pub fn load_jwks(
         keys.push((jwk.common.key_id.clone(), algorithm, key));
     }
     Ok(keys)
+}
+
+/// A verification key parsed once, for its one algorithm. jsonwebtoken's `decode` parses the key's DER (and,
+/// for RSA, builds its Montgomery context) on every verification: about 4 µs of a boot-storm phone's RS256
+/// check (20.4 → 16.3 µs, BENCHMARKS.md).
+pub struct PublicKey {
+    key: ParsedPublicKey,
+}
+
+impl PublicKey {
+    /// The key jsonwebtoken read from a PEM file or a JWK, parsed for `algorithm`'s verification. A key that
+    /// does not parse is refused here, when the configuration is loaded, not at every token.
+    pub fn new(algorithm: Algorithm, key: &DecodingKey) -> Result<PublicKey, String> {
+        let verification = verification(algorithm);
+        let parsed = match key.kind() {
+            DecodingKeyKind::SecretOrDer(bytes) => ParsedPublicKey::new(verification, bytes),
+            DecodingKeyKind::RsaModulusExponent { n, e } => {
+                ParsedPublicKey::new(verification, rsa_public_key_der(n, e))
+            }
+        };
+        parsed.map(|key| PublicKey { key }).map_err(|e| format!("not a usable {algorithm:?} public key ({e})"))
+    }
+
+    /// Whether `signature` (the JWS signature's bytes) signs `message` (the token's `header.payload`).
+    pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.key.verify_sig(message, signature).is_ok()
+    }
+}
+
+/// The aws-lc-rs verification of each algorithm: the ones jsonwebtoken's aws-lc provider uses (ECDSA in the
+/// JWS fixed-width form; RSA moduli of 2048 to 8192 bits).
+fn verification(algorithm: Algorithm) -> &'static dyn VerificationAlgorithm {
+    use Algorithm::*;
+    match algorithm {
+        ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+        ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+        RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+        PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+        PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+        EdDSA => &sig::ED25519,
+    }
+}
+
+/// An RSA public key from a JWK's modulus and exponent (big-endian bytes), as the DER of RFC 8017's
+/// `RSAPublicKey` (a SEQUENCE of two INTEGERs), which aws-lc-rs parses.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Vec<u8> {
+    fn length(out: &mut Vec<u8>, len: usize) {
+        if len < 0x80 {
+            out.push(len as u8);
+        } else {
+            let bytes = len.to_be_bytes();
+            let first = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len() - 1);
+            out.push(0x80 | (bytes.len() - first) as u8);
+            out.extend_from_slice(&bytes[first..]);
+        }
+    }
+    fn integer(out: &mut Vec<u8>, magnitude: &[u8]) {
+        let start = magnitude.iter().position(|&b| b != 0).unwrap_or(magnitude.len());
+        let digits = &magnitude[start..];
+        // A positive INTEGER: at least one byte, and a 0 before a first byte with its high bit set.
+        let pad = digits.first().is_none_or(|&b| b & 0x80 != 0);
+        out.push(0x02);
+        length(out, digits.len() + usize::from(pad));
+        if pad {
+            out.push(0);
+        }
+        out.extend_from_slice(digits);
+    }
+    let mut body = Vec::with_capacity(n.len() + e.len() + 16);
+    integer(&mut body, n);
+    integer(&mut body, e);
+    let mut der = Vec::with_capacity(body.len() + 6);
+    der.push(0x30);
+    length(&mut der, body.len());
+    der.extend_from_slice(&body);
+    der
 }
 
 /// Installs aws-lc-rs as jsonwebtoken's crypto provider (once per process).

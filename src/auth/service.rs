@@ -262,6 +262,7 @@ impl TokenService {
             jwk.common.key_id = Some(k.kid.clone());
             jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
             let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|e| unusable(e.to_string()))?;
+            let key = crate::auth::keys::PublicKey::new(algorithm, &key).map_err(unusable)?;
             own.push(OwnKey { kid: k.kid.clone(), algorithm, key });
             jwks.push(jwk);
             if k.retire_at.is_none() {

@@ -6,11 +6,13 @@
 
 use std::sync::Arc;
 
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{DecodingKey, Validation};
+use std::borrow::Cow;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
-use crate::auth::keys::{self, KeyError};
+use crate::auth::keys::{self, KeyError, PublicKey};
 use crate::config::{Algorithm, AuthConfig};
 use crate::provision::subject::Subject;
 use crate::util::time::unix_now;
@@ -73,8 +75,7 @@ impl TokenError {
 struct VerifyKey {
     kid: Option<String>,
     algorithm: Algorithm,
-    key: DecodingKey,
-    validation: Validation,
+    key: PublicKey,
 }
 
 /// Verifies bearer tokens against the configured keys. Keys are parsed once, when it is built.
@@ -82,6 +83,9 @@ pub struct Verifier {
     keys: Vec<VerifyKey>,
     max_token_bytes: usize,
     leeway: u64,
+    /// The `iss` and `aud` every token must name.
+    issuer: String,
+    audience: String,
     /// Tokens that verified, by SHA-256 of the token, until their `exp` (plus leeway): a phone re-checking
     /// its file does not pay a signature verification each time. A new `Verifier` (new keys, reload,
     /// `keys regen`) starts empty; revocation is checked after this, on every request. An entry past its
@@ -93,13 +97,112 @@ pub struct Verifier {
 /// Verified tokens remembered at most (about 200 bytes each).
 const VERIFIED_CACHE_ENTRIES: usize = 200_000;
 
+/// The claims a token is checked on, read in one pass over its payload (strings borrowed from it where they
+/// hold no escapes). The rules are jsonwebtoken's `Validation` with `exp`, `iss`, `aud` and `sub` required
+/// (sipcfg verified through it before; `the_claims_are_judged_as_jsonwebtoken_judges_them` holds the two
+/// together): `sub`, `iat` and `exp` of another JSON type make the claims malformed; `iss` or `aud` of
+/// another type count as absent; `nbf` may be any non-negative number.
 #[derive(Deserialize)]
-struct VerifiedClaims {
+struct Claims<'a> {
+    #[serde(default)]
     sub: Option<String>,
     /// Optional, but of the right type when present; revocation compares it.
+    #[serde(default)]
     iat: Option<u64>,
-    /// Required (checked by the validation); remembered to bound the verified-token cache.
+    #[serde(default)]
     exp: Option<u64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    nbf: Lenient<u64>,
+    #[serde(default, borrow)]
+    iss: Lenient<OneOrMany<'a>>,
+    #[serde(default, borrow)]
+    aud: Lenient<OneOrMany<'a>>,
+}
+
+/// A claim that may be absent, or present but not of the form read (which a required claim treats as
+/// absent).
+#[derive(Default)]
+enum Lenient<T> {
+    #[default]
+    Absent,
+    Present(T),
+    Unreadable,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Option::<T>::deserialize(d) {
+            Ok(Some(value)) => Lenient::Present(value),
+            Ok(None) => Lenient::Absent,
+            Err(_) => Lenient::Unreadable,
+        })
+    }
+}
+
+/// `iss` or `aud`: one string, or an array of them (RFC 7519 §4.1.3 allows the array for `aud`; jsonwebtoken
+/// accepts it for `iss` too, and so does sipcfg, to refuse no token it accepted).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<'a> {
+    One(#[serde(borrow)] Cow<'a, str>),
+    Many(#[serde(borrow)] Vec<Borrowed<'a>>),
+}
+
+#[derive(Deserialize)]
+struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl OneOrMany<'_> {
+    fn names(&self, expected: &str) -> bool {
+        match self {
+            OneOrMany::One(one) => one == expected,
+            OneOrMany::Many(many) => many.iter().any(|b| b.0 == expected),
+        }
+    }
+}
+
+/// A NumericDate (RFC 7519 §2) read as jsonwebtoken reads `nbf`: an unsigned integer, or a finite non-negative
+/// number rounded; anything else is unreadable.
+fn numeric_date<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Lenient<u64>, D::Error> {
+    // Not an `Option`: as in jsonwebtoken, a `null` is unreadable, not absent.
+    Ok(match serde_json::Number::deserialize(d) {
+        Ok(n) => match (n.as_u64(), n.as_f64()) {
+            (Some(u), _) => Lenient::Present(u),
+            (None, Some(f)) if n.is_f64() && f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => {
+                Lenient::Present(f.round() as u64)
+            }
+            _ => Lenient::Unreadable,
+        },
+        Err(_) => Lenient::Unreadable,
+    })
+}
+
+impl Claims<'_> {
+    /// The claims' verdict at `now` (Unix seconds), allowing `leeway` seconds of clock skew. Returns the
+    /// token's subject, issue time and `exp`.
+    fn judge(self, issuer: &str, audience: &str, now: u64, leeway: u64) -> Result<(Verified, u64), TokenError> {
+        let missing = |claim: &str| TokenError::MissingClaim(claim.into());
+        let exp = self.exp.ok_or_else(|| missing("exp"))?;
+        let Lenient::Present(iss) = self.iss else { return Err(missing("iss")) };
+        let Lenient::Present(aud) = self.aud else { return Err(missing("aud")) };
+        let sub = self.sub.ok_or_else(|| missing("sub"))?;
+        if matches!(self.nbf, Lenient::Unreadable) {
+            return Err(TokenError::BadClaims);
+        }
+        if exp.saturating_add(leeway) < now {
+            return Err(TokenError::Expired);
+        }
+        if matches!(self.nbf, Lenient::Present(nbf) if nbf > now.saturating_add(leeway)) {
+            return Err(TokenError::NotYetValid);
+        }
+        if !iss.names(issuer) {
+            return Err(TokenError::WrongIssuer);
+        }
+        if !aud.names(audience) {
+            return Err(TokenError::WrongAudience);
+        }
+        let subject = Subject::parse(&sub).ok_or(TokenError::BadSubject)?;
+        Ok((Verified { subject, issued_at: self.iat }, exp))
+    }
 }
 
 /// A verified token: who it speaks for, and when it was issued (for revocation).
@@ -149,7 +252,7 @@ impl TokenMemo {
 pub struct OwnKey {
     pub kid: String,
     pub algorithm: Algorithm,
-    pub key: DecodingKey,
+    pub key: PublicKey,
 }
 
 impl Verifier {
@@ -158,20 +261,19 @@ impl Verifier {
         let mut keys = Vec::new();
         for k in &auth.keys {
             let pem = keys::read(&k.public_key)?;
-            let key = keys::decoding_key_from_pem(k.algorithm, &pem).map_err(|e| KeyError::Invalid {
-                path: k.public_key.clone(),
-                message: format!("not a {:?} public key in PEM: {e}", k.algorithm),
-            })?;
-            keys.push(VerifyKey {
-                kid: k.kid.clone(),
-                algorithm: k.algorithm,
-                key,
-                validation: validation(auth, k.algorithm),
-            });
+            let invalid = |message: String| KeyError::Invalid { path: k.public_key.clone(), message };
+            let key = keys::decoding_key_from_pem(k.algorithm, &pem)
+                .map_err(|e| invalid(format!("not a {:?} public key in PEM: {e}", k.algorithm)))?;
+            let key = PublicKey::new(k.algorithm, &key).map_err(invalid)?;
+            keys.push(VerifyKey { kid: k.kid.clone(), algorithm: k.algorithm, key });
         }
         if let Some(path) = &auth.jwks {
             for (kid, algorithm, key) in keys::load_jwks(path, &auth.algorithms)? {
-                keys.push(VerifyKey { kid, algorithm, key, validation: validation(auth, algorithm) });
+                let key = PublicKey::new(algorithm, &key).map_err(|message| KeyError::Invalid {
+                    path: path.clone(),
+                    message: format!("key {}: {message}", kid.as_deref().unwrap_or("without kid")),
+                })?;
+                keys.push(VerifyKey { kid, algorithm, key });
             }
         }
         if keys.is_empty() {
@@ -182,6 +284,8 @@ impl Verifier {
             keys,
             max_token_bytes: auth.max_token_bytes,
             leeway: auth.leeway_secs,
+            issuer: auth.issuer.clone(),
+            audience: auth.audience.clone(),
             verified: quick_cache::sync::Cache::new(VERIFIED_CACHE_ENTRIES),
         })
     }
@@ -190,8 +294,7 @@ impl Verifier {
     pub fn with_own_keys(auth: &AuthConfig, own: Vec<OwnKey>) -> Result<Verifier, KeyError> {
         let mut verifier = Verifier::from_config(auth)?;
         for k in own {
-            let validation = validation(auth, k.algorithm);
-            verifier.keys.push(VerifyKey { kid: Some(k.kid), algorithm: k.algorithm, key: k.key, validation });
+            verifier.keys.push(VerifyKey { kid: Some(k.kid), algorithm: k.algorithm, key: k.key });
         }
         Ok(verifier)
     }
@@ -218,18 +321,23 @@ impl Verifier {
         {
             return Ok((verified, until));
         }
-        let (verified, exp) = self.verify_signed(token)?;
+        let (verified, exp) = self.verify_signed(token, now)?;
         let until = exp.saturating_add(self.leeway);
         self.verified.insert(digest, (verified.clone(), until));
         Ok((verified, until))
     }
 
-    /// The full check: header, key, signature, claims. Returns the token's `exp` too.
-    fn verify_signed(&self, token: &str) -> Result<(Verified, u64), TokenError> {
-        let header = JoseHeader::of(token).ok_or(TokenError::Malformed)?;
+    /// The full check at `now`: header, key, signature, claims. Returns the token's `exp` too.
+    fn verify_signed(&self, token: &str, now: u64) -> Result<(Verified, u64), TokenError> {
+        // A compact JWS: three base64url parts; the signature covers the first two, as sent.
+        let (signed, signature) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
+        let (header, payload) = signed.split_once('.').ok_or(TokenError::Malformed)?;
+        if payload.contains('.') {
+            return Err(TokenError::Malformed);
+        }
+        let header = JoseHeader::read(header).ok_or(TokenError::Malformed)?;
         // RFC 7515 §4.1.11: a `crit` extension the recipient does not understand makes the token invalid.
-        // jsonwebtoken ignores `crit`, so the header is read here too. (`jku`, `x5u`, `jwk` are never
-        // followed: keys come from the configuration only.)
+        // (`jku`, `x5u`, `jwk` are never followed: keys come from the configuration only.)
         if header.crit {
             return Err(TokenError::CriticalHeader);
         }
@@ -242,25 +350,23 @@ impl Verifier {
         if candidates.peek().is_none() {
             return Err(TokenError::AlgorithmNotAllowed);
         }
-        let mut last = TokenError::BadSignature;
-        for k in candidates {
-            match jsonwebtoken::decode::<VerifiedClaims>(token, &k.key, &k.validation) {
-                Ok(data) => {
-                    let sub = data.claims.sub.ok_or_else(|| TokenError::MissingClaim("sub".into()))?;
-                    let subject = Subject::parse(&sub).ok_or(TokenError::BadSubject)?;
-                    let exp = data.claims.exp.ok_or_else(|| TokenError::MissingClaim("exp".into()))?;
-                    return Ok((Verified { subject, issued_at: data.claims.iat }, exp));
-                }
-                Err(e) => {
-                    last = map_error(e.kind());
-                    // Any error other than a bad signature means this key did verify the signature.
-                    if last != TokenError::BadSignature {
-                        return Err(last);
-                    }
-                }
-            }
+        // The largest signature: RSA-8192's 1,024 bytes.
+        let mut signature_bytes = [0u8; 1024];
+        let len = URL_SAFE_NO_PAD.decode_slice(signature, &mut signature_bytes).map_err(|e| match e {
+            base64::DecodeSliceError::OutputSliceTooSmall => TokenError::BadSignature,
+            base64::DecodeSliceError::DecodeError(_) => TokenError::Malformed,
+        })?;
+        let signature = &signature_bytes[..len];
+        if !candidates.any(|k| k.key.verifies(signed.as_bytes(), signature)) {
+            return Err(TokenError::BadSignature);
         }
-        Err(last)
+        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
+        // A claims set is a JSON object (RFC 7519 §7.2): serde would also read a struct from an array.
+        if payload.trim_ascii_start().first() != Some(&b'{') {
+            return Err(TokenError::BadClaims);
+        }
+        let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::BadClaims)?;
+        claims.judge(&self.issuer, &self.audience, now, self.leeway)
     }
 }
 
@@ -277,12 +383,10 @@ struct JoseHeader {
 }
 
 impl JoseHeader {
-    /// The header of a compact JWS, or `None` when it is not base64url of a JSON object with an `alg` that
-    /// jsonwebtoken knows.
-    fn of(token: &str) -> Option<JoseHeader> {
-        use base64::Engine;
-        let first = token.split('.').next()?;
-        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(first).ok()?;
+    /// A compact JWS's header (its first part), or `None` when it is not base64url of a JSON object with an
+    /// `alg` that jsonwebtoken knows.
+    fn read(first: &str) -> Option<JoseHeader> {
+        let json = URL_SAFE_NO_PAD.decode(first).ok()?;
         serde_json::from_slice(&json).ok()
     }
 }
@@ -292,35 +396,14 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
-fn map_error(kind: &ErrorKind) -> TokenError {
-    match kind {
-        ErrorKind::InvalidSignature => TokenError::BadSignature,
-        ErrorKind::ExpiredSignature => TokenError::Expired,
-        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-        ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
-        ErrorKind::InvalidAudience => TokenError::WrongAudience,
-        ErrorKind::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
-        ErrorKind::InvalidAlgorithm => TokenError::AlgorithmNotAllowed,
-        ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => TokenError::BadClaims,
-        _ => TokenError::Malformed,
-    }
-}
-
-fn validation(auth: &AuthConfig, algorithm: Algorithm) -> Validation {
-    let mut v = Validation::new(algorithm.to_jwt());
-    v.set_issuer(&[&auth.issuer]);
-    v.set_audience(&[&auth.audience]);
-    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-    v.validate_exp = true;
-    v.validate_nbf = true;
-    v.leeway = auth.leeway_secs;
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::JoseHeader;
     use base64::Engine;
+
+    fn of(token: &str) -> Option<JoseHeader> {
+        JoseHeader::read(token.split('.').next().unwrap())
+    }
 
     fn token(header: &str) -> String {
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
@@ -329,15 +412,15 @@ mod tests {
 
     #[test]
     fn the_header_is_read_once_with_crit_found_however_written() {
-        let h = JoseHeader::of(&token(r#"{"alg":"RS256","kid":"k1","typ":"JWT","x":{"y":[1,2]}}"#)).unwrap();
+        let h = of(&token(r#"{"alg":"RS256","kid":"k1","typ":"JWT","x":{"y":[1,2]}}"#)).unwrap();
         assert_eq!((h.alg, h.kid.as_deref(), h.crit), (jsonwebtoken::Algorithm::RS256, Some("k1"), false));
         for crit in [r#""crit":["exp"]"#, r#""crit":null"#, r#""\u0063rit":[]"#] {
-            let h = JoseHeader::of(&token(&format!(r#"{{"alg":"ES256",{crit}}}"#))).unwrap();
+            let h = of(&token(&format!(r#"{{"alg":"ES256",{crit}}}"#))).unwrap();
             assert!(h.crit, "{crit}");
         }
         for bad in [r#"{"alg":"XX256"}"#, r#"{"kid":"k1"}"#, r#"["alg"]"#, r#"{"alg":"RS256","alg":"ES256"}"#] {
-            assert!(JoseHeader::of(&token(bad)).is_none(), "{bad}");
+            assert!(of(&token(bad)).is_none(), "{bad}");
         }
-        assert!(JoseHeader::of("not base64!.e30.c2ln").is_none());
+        assert!(of("not base64!.e30.c2ln").is_none());
     }
 }
