@@ -41,16 +41,14 @@ impl RenderedFile {
     /// A file kept packed against `dictionary` (see [`Stored::Packed`]); kept as it is when packing does
     /// not save anything. The packed form is unpacked and compared once here, so serving it cannot fail.
     pub fn packed(body: &[u8], content_type: &'static str, dictionary: &Arc<[u8]>) -> RenderedFile {
-        let data = lz4_flex::block::compress_with_dict(body, dictionary);
-        let round_trip = || lz4_flex::block::decompress_with_dict(&data, body.len(), dictionary).ok();
-        if data.len() >= body.len() || round_trip().as_deref() != Some(body) {
-            return RenderedFile::new(Bytes::copy_from_slice(body), content_type);
-        }
-        RenderedFile {
-            len: body.len(),
-            etag: etag(body),
-            body: Stored::Packed { data: data.into_boxed_slice(), dictionary: dictionary.clone() },
-            content_type,
+        match pack(body, dictionary) {
+            Some(data) => RenderedFile {
+                len: body.len(),
+                etag: etag(body),
+                body: Stored::Packed { data, dictionary: dictionary.clone() },
+                content_type,
+            },
+            None => RenderedFile::new(Bytes::copy_from_slice(body), content_type),
         }
     }
 
@@ -80,6 +78,48 @@ impl RenderedFile {
             Stored::Packed { data, .. } => data.len(),
         }
     }
+}
+
+/// Scratch space of one thread's packing: the packed form at its largest, then the round trip's unpacked
+/// bytes. Reused, a cold phone's pack allocates only the packed bytes it keeps (about 130), where
+/// `compress_with_dict` and `decompress_with_dict` allocated and zeroed two buffers of the file's size.
+struct PackScratch {
+    packed: Vec<u8>,
+    unpacked: Vec<u8>,
+}
+
+/// Scratch kept between packs at most; a larger file's is dropped after its pack.
+const PACK_SCRATCH_KEPT: usize = 256 * 1024;
+
+thread_local! {
+    static PACK_SCRATCH: std::cell::RefCell<PackScratch> =
+        const { std::cell::RefCell::new(PackScratch { packed: Vec::new(), unpacked: Vec::new() }) };
+}
+
+/// `body` packed against `dictionary`, when that saves space and unpacks to `body` again.
+fn pack(body: &[u8], dictionary: &[u8]) -> Option<Box<[u8]>> {
+    PACK_SCRATCH.with_borrow_mut(|scratch| {
+        let most = lz4_flex::block::get_maximum_output_size(body.len());
+        if scratch.packed.len() < most {
+            scratch.packed.resize(most, 0);
+        }
+        if scratch.unpacked.len() < body.len() {
+            scratch.unpacked.resize(body.len(), 0);
+        }
+        let packed = lz4_flex::block::compress_into_with_dict(body, &mut scratch.packed[..most], dictionary)
+            .ok()
+            .map(|n| &scratch.packed[..n])
+            .filter(|packed| packed.len() < body.len());
+        let kept = packed.and_then(|packed| {
+            let unpacked = &mut scratch.unpacked[..body.len()];
+            let n = lz4_flex::block::decompress_into_with_dict(packed, unpacked, dictionary).ok()?;
+            (unpacked[..n] == *body).then(|| Box::from(packed))
+        });
+        if scratch.packed.len() > PACK_SCRATCH_KEPT {
+            *scratch = PackScratch { packed: Vec::new(), unpacked: Vec::new() };
+        }
+        kept
+    })
 }
 
 /// 128 bits of XXH3 of the body, quoted. The tag only has to change when the body does, the same on every
@@ -282,6 +322,48 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    /// Files of every size around the dictionary's, packed one after another on one thread (sharing its
+    /// scratch, a larger one dropping it), each unpack to their bytes; what does not pack is kept plain.
+    #[test]
+    fn packed_files_unpack_to_their_bytes_whatever_came_before() {
+        let line = |i: usize| format!("<line><n>{i}</n><label>Line {i}</label></line>\n");
+        let dictionary: Arc<[u8]> = (0..150).map(line).collect::<String>().into_bytes().into();
+        let mut noise = 0x9e37_79b9_7f4a_7c15u64;
+        let mut random = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    noise ^= noise << 13;
+                    noise ^= noise >> 7;
+                    noise ^= noise << 17;
+                    noise as u8
+                })
+                .collect()
+        };
+        let mut bodies: Vec<Vec<u8>> = Vec::new();
+        for count in [1, 10, 150, 151, 2000, 20_000, 3, 150] {
+            bodies.push((count / 2..count / 2 + count).map(line).collect::<String>().into_bytes());
+        }
+        bodies.push(random(5000));
+        bodies.push(random(300_000));
+        bodies.push(b"<a/>".to_vec());
+        let mut packed = 0;
+        for body in &bodies {
+            let file = RenderedFile::packed(body, "text/xml", &dictionary);
+            assert_eq!(file.body().unwrap().as_ref(), body.as_slice(), "{} bytes", body.len());
+            assert_eq!((file.len(), file.etag.clone()), (body.len(), etag(body)));
+            match file.body {
+                Stored::Packed { .. } => {
+                    packed += 1;
+                    assert!(file.stored_bytes() < body.len());
+                }
+                Stored::Plain(_) => assert_eq!(file.stored_bytes(), body.len()),
+            }
+        }
+        assert_eq!(packed, 8, "the line files pack, the random ones and the tiny one do not");
+        let kept = PACK_SCRATCH.with_borrow(|s| s.packed.len() + s.unpacked.len());
+        assert!(kept <= 2 * PACK_SCRATCH_KEPT, "{kept}");
+    }
 
     #[derive(Default)]
     struct Counts {
