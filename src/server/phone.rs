@@ -588,16 +588,18 @@ fn serve(
 /// RFC 9110 §13.1.2: weak comparison; `*` matches any current representation. A phone sends back the tag it
 /// was given, so that exact value is checked first.
 fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    // Whitespace around a tag is HTTP's OWS (spaces and tabs): ASCII, trimmed without decoding characters
+    // (a `str::trim` of the file's own tag on every answer, asked or not, was 0.4 µs of a storm phone).
     fn strip(t: &str) -> &str {
-        let t = t.trim();
+        let t = t.trim_ascii();
         t.strip_prefix("W/").unwrap_or(t)
     }
-    let ours = strip(etag);
     headers.get_all(header::IF_NONE_MATCH).iter().any(|v| {
         v.as_bytes() == etag.as_bytes()
             || v.to_str().is_ok_and(|v| {
+                let ours = strip(etag);
                 v.split(',').any(|t| {
-                    let t = t.trim();
+                    let t = t.trim_ascii();
                     t == "*" || strip(t) == ours
                 })
             })
