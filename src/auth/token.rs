@@ -94,6 +94,10 @@ pub struct Verifier {
     verified: quick_cache::sync::Cache<[u8; 32], (Verified, u64)>,
 }
 
+/// The largest signature a configured key can make: RSA-8192's 1,024 bytes (decoded into a buffer of exactly
+/// that size: `the_largest_signature_fits`).
+const MAX_SIGNATURE_BYTES: usize = 1024;
+
 /// Verified tokens remembered at most (about 200 bytes each).
 const VERIFIED_CACHE_ENTRIES: usize = 200_000;
 
@@ -350,8 +354,7 @@ impl Verifier {
         if candidates.peek().is_none() {
             return Err(TokenError::AlgorithmNotAllowed);
         }
-        // The largest signature: RSA-8192's 1,024 bytes.
-        let mut signature_bytes = [0u8; 1024];
+        let mut signature_bytes = [0u8; MAX_SIGNATURE_BYTES];
         let len = URL_SAFE_NO_PAD.decode_slice(signature, &mut signature_bytes).map_err(|e| match e {
             base64::DecodeSliceError::OutputSliceTooSmall => TokenError::BadSignature,
             base64::DecodeSliceError::DecodeError(_) => TokenError::Malformed,
@@ -408,6 +411,15 @@ mod tests {
     fn token(header: &str) -> String {
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         format!("{}.{}.c2ln", b64(header), b64("{}"))
+    }
+
+    /// RSA-8192's 1,024-byte signature, the largest, decodes into the verifier's buffer.
+    #[test]
+    fn the_largest_signature_fits() {
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xa5u8; 1024]);
+        let mut buffer = [0u8; super::MAX_SIGNATURE_BYTES];
+        let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode_slice(&encoded, &mut buffer);
+        assert_eq!(decoded.map(|n| buffer[..n] == [0xa5u8; 1024]), Ok(true));
     }
 
     #[test]
