@@ -37,7 +37,9 @@ fn check_chars(doc: &str) -> Result<(), String> {
 /// Values with a `]` (which could make `]]>` with the template's text) and renders that wrote anything
 /// unescaped get the whole check every time. A thousand renders of one model cost one whole check, not a thousand.
 pub struct ShapeCache {
-    known: std::sync::Mutex<std::collections::HashSet<u128>>,
+    /// Shapes seen in a file that passed the whole check, and whether all their gaps are safe: an unsafe
+    /// shape's files are checked whole without its gaps being placed again.
+    known: std::sync::Mutex<std::collections::HashMap<u128, bool>>,
 }
 
 /// Shapes remembered at most; past it the set starts again (a site has a few dozen: models, line and
@@ -46,15 +48,15 @@ const MAX_SHAPES: usize = 4096;
 
 impl Default for ShapeCache {
     fn default() -> Self {
-        ShapeCache { known: std::sync::Mutex::new(std::collections::HashSet::new()) }
+        ShapeCache { known: std::sync::Mutex::new(std::collections::HashMap::new()) }
     }
 }
 
 impl ShapeCache {
-    /// Shapes known now.
+    /// Shapes known now to be safe (their files skip the whole check).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.known.lock().map_or(0, |known| known.len())
+        self.known.lock().map_or(0, |known| known.values().filter(|&&safe| safe).count())
     }
 
     /// Checks `doc` as [`check_well_formed`] does. `values` are the byte ranges of `doc` that hold escaped
@@ -81,21 +83,21 @@ impl ShapeCache {
             shape.extend_from_slice(&(*gap as u32).to_le_bytes());
         }
         let key = xxhash_rust::xxh3::xxh3_128(&shape);
-        if self.known.lock().is_ok_and(|known| known.contains(&key)) {
+        match self.known.lock().ok().and_then(|known| known.get(&key).copied()) {
             // The template's text is that of a file that passed the whole check, characters included; the
             // values' characters were checked above.
-            return Ok(());
+            Some(true) => return Ok(()),
+            Some(false) => return check_well_formed(doc),
+            None => {}
         }
         check_well_formed(doc)?;
         // Values cut at char boundaries: the template's text is UTF-8 too.
-        if let Ok(text) = std::str::from_utf8(&shape[..text_len])
-            && Scanner::new(text, &gaps).gaps_are_safe()
-            && let Ok(mut known) = self.known.lock()
-        {
+        let safe = std::str::from_utf8(&shape[..text_len]).is_ok_and(|text| Scanner::new(text, &gaps).gaps_are_safe());
+        if let Ok(mut known) = self.known.lock() {
             if known.len() >= MAX_SHAPES {
                 known.clear();
             }
-            known.insert(key);
+            known.insert(key, safe);
         }
         Ok(())
     }
