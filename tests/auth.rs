@@ -225,16 +225,22 @@ async fn rs256_ps256_and_eddsa_keys_are_supported() {
     }
 }
 
+/// A JWKS file in `dir` holding the public half of `key`, for `alg`, named `kid`.
+fn write_jwks(dir: &std::path::Path, key: &jsonwebtoken::EncodingKey, alg: Algorithm, kid: &str) -> std::path::PathBuf {
+    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(key, alg).unwrap();
+    jwk.common.key_id = Some(kid.into());
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, serde_json::to_vec(&json!({ "keys": [jwk] })).unwrap()).unwrap();
+    jwks
+}
+
 #[tokio::test]
 async fn keys_can_come_from_a_jwks_file() {
     let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
     let dir = tempfile::tempdir().unwrap();
     let pem = std::fs::read(example_signing_key()).unwrap();
     let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap();
-    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).unwrap();
-    jwk.common.key_id = Some("from-jwks".into());
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, serde_json::to_vec(&json!({ "keys": [jwk] })).unwrap()).unwrap();
+    let jwks = write_jwks(dir.path(), &key, Algorithm::ES256, "from-jwks");
 
     let mut config = common::example_config();
     config.auth.keys.clear();
@@ -547,10 +553,7 @@ async fn an_rsa_key_from_a_jwks_verifies_and_pins_its_algorithm() {
     let dir = tempfile::tempdir().unwrap();
     let private = repo().join("tests/fixtures/keys/rsa-key.pem");
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&private).unwrap()).unwrap();
-    let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap();
-    jwk.common.key_id = Some("rsa-jwks".into());
-    let jwks = dir.path().join("jwks.json");
-    std::fs::write(&jwks, serde_json::to_vec(&json!({ "keys": [jwk] })).unwrap()).unwrap();
+    let jwks = write_jwks(dir.path(), &key, Algorithm::RS256, "rsa-jwks");
     let mut config = common::example_config();
     config.auth.keys.clear();
     config.auth.algorithms = vec![Alg::RS256];
